@@ -1,0 +1,99 @@
+"""The ONNX metadata contract between the export step and the runtime.
+
+Export writes these keys into the model's ``metadata_props``; the runtime reads them back with
+``session.get_modelmeta().custom_metadata_map``. Nothing about a model (labels, input size,
+colour mode) is hard-coded anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fer_onnx.errors import ModelLoadError
+from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
+
+__all__ = ["KEY_COLOR", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_VALUE_RANGE", "ModelInfo"]
+
+KEY_LABELS = "fer_onnx.labels"
+"""JSON list of class names in output order."""
+KEY_INPUT_SIZE = "fer_onnx.input_size"
+"""JSON ``[height, width]`` of one face."""
+KEY_COLOR = "fer_onnx.color_mode"
+"""``gray``, ``rgb`` or ``bgr``."""
+KEY_VALUE_RANGE = "fer_onnx.value_range"
+"""JSON ``[low, high]`` of input values; normalisation happens inside the graph."""
+
+REQUIRED_KEYS = (KEY_LABELS, KEY_INPUT_SIZE, KEY_COLOR, KEY_VALUE_RANGE)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a model says about itself.
+
+    Attributes:
+        labels: Class names in the order of the model's output.
+        input: Size and colour mode of one face.
+        value_range: Range of input values the model expects (``(0.0, 255.0)``).
+        extra: Every other metadata entry (dataset, accuracy, versions, ...).
+    """
+
+    labels: tuple[str, ...]
+    input: InputSpec
+    value_range: tuple[float, float]
+    extra: Mapping[str, str]
+
+    def to_metadata(self) -> dict[str, str]:
+        """Serialise to the string map stored in ``metadata_props``."""
+        props = dict(self.extra)
+        props[KEY_LABELS] = json.dumps(list(self.labels))
+        props[KEY_INPUT_SIZE] = json.dumps([self.input.height, self.input.width])
+        props[KEY_COLOR] = self.input.color
+        props[KEY_VALUE_RANGE] = json.dumps(list(self.value_range))
+        return props
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], source: str = "model") -> ModelInfo:
+        """Parse the string map read from a model.
+
+        Args:
+            props: The ``custom_metadata_map`` of an onnxruntime session.
+            source: Name of the model, used in error messages.
+
+        Raises:
+            ModelLoadError: If a key is missing or malformed.
+        """
+        missing = [key for key in REQUIRED_KEYS if key not in props]
+        if missing:
+            raise ModelLoadError(
+                f"{source} lacks the metadata fer-onnx needs: {', '.join(missing)}. "
+                "Export the model with `python -m export.onnx`, or add these keys to its "
+                "metadata_props (see fer_onnx.metadata)."
+            )
+        try:
+            labels = json.loads(props[KEY_LABELS])
+            height, width = (int(v) for v in json.loads(props[KEY_INPUT_SIZE]))
+            low, high = (float(v) for v in json.loads(props[KEY_VALUE_RANGE]))
+            color = props[KEY_COLOR]
+            if color not in COLOR_MODES:
+                raise ValueError(f"{KEY_COLOR} must be one of {COLOR_MODES}, got {color!r}")
+            if (
+                not isinstance(labels, list)
+                or not labels
+                or not all(isinstance(label, str) for label in labels)
+                or len(set(labels)) != len(labels)
+            ):
+                raise ValueError(f"{KEY_LABELS} must be a JSON list of distinct strings")
+            spec = InputSpec(height, width, _color(color))
+        except (ValueError, TypeError) as e:
+            raise ModelLoadError(f"{source} has malformed fer-onnx metadata: {e}") from e
+        extra = {k: v for k, v in props.items() if k not in REQUIRED_KEYS}
+        return cls(tuple(labels), spec, (low, high), extra)
+
+
+def _color(value: str) -> ColorMode:
+    for mode in COLOR_MODES:
+        if mode == value:
+            return mode
+    raise ValueError(value)

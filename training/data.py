@@ -1,0 +1,345 @@
+"""Dataset loaders: Kaggle ``fer2013.csv`` (plain or gzipped), class-folder trees, FER+ votes.
+
+Every loader returns a :class:`Dataset`: uint8 faces already passed through the library's
+:func:`fer_onnx.preprocessing.prepare_faces` (so training sees exactly what the runtime feeds
+the model), integer labels in FER2013 order, and per-row target distributions.
+
+Bad data stops with a :class:`DataError` naming the file and row or folder. Rows that are
+deliberately left out (FER+ rows whose votes are mostly "unknown" or "not a face") are counted
+in :attr:`Dataset.notes`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from fer_onnx.preprocessing import InputSpec, prepare_faces
+
+log = logging.getLogger(__name__)
+
+# The FER2013 label order (emotion column 0..6). This is the dataset's definition; it is
+# written into the exported model's metadata, which is where the library reads it from.
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_SPEC = InputSpec(48, 48, "gray")
+SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+PIXELS_PER_FACE = 48 * 48
+
+# Folder names seen in the wild, mapped case-insensitively onto FER2013 labels.
+CLASS_ALIASES: dict[str, str] = {
+    "angry": "angry", "anger": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust", "disgusting": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happy": "happy", "happiness": "happy", "joy": "happy",
+    "sad": "sad", "sadness": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "calm": "neutral",
+}  # fmt: skip
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "Training", "training": "Training",
+    "val": "PublicTest", "valid": "PublicTest", "validation": "PublicTest",
+    "publictest": "PublicTest",
+    "test": "PrivateTest", "privatetest": "PrivateTest",
+}  # fmt: skip
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
+
+# FER+ vote columns and where they go in FER2013's order (None: not one of the 7 classes).
+FERPLUS_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("neutral", "neutral"), ("happiness", "happy"), ("surprise", "surprise"),
+    ("sadness", "sad"), ("anger", "angry"), ("disgust", "disgust"), ("fear", "fear"),
+    ("contempt", None), ("unknown", None), ("NF", None),
+)  # fmt: skip
+
+
+class DataError(ValueError):
+    """The data on disk is not what the loader expects; the message names file and row."""
+
+
+@dataclass
+class Split:
+    """One split of a dataset.
+
+    Attributes:
+        images: ``(N, H, W, C)`` uint8 faces in the model's input format.
+        labels: ``(N,)`` int64 class indices (the label accuracy is reported against).
+        targets: ``(N, K)`` float32 training targets (one-hot, or FER+ vote shares).
+        rows: ``(N,)`` int64 row numbers in the source (data row index, 0-based).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    targets: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(self.images[index], self.labels[index], self.targets[index], self.rows[index])
+
+
+@dataclass
+class Dataset:
+    """Splits by name (``Training``, ``PublicTest``, ``PrivateTest``) plus bookkeeping."""
+
+    splits: dict[str, Split]
+    labels: tuple[str, ...]
+    spec: InputSpec
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Split:
+        if name not in self.splits:
+            raise DataError(f"{self.source}: no {name!r} split (found {sorted(self.splits)})")
+        return self.splits[name]
+
+    def summary(self) -> dict[str, object]:
+        counts = {
+            name: np.bincount(split.labels, minlength=len(self.labels)).tolist()
+            for name, split in self.splits.items()
+        }
+        return {"source": self.source, "labels": list(self.labels), "counts": counts,
+                "notes": list(self.notes)}  # fmt: skip
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(labels), k), dtype=np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by caller
+
+
+def _check_file(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    return path
+
+
+def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """Load Kaggle's ``fer2013.csv`` (or ``.csv.gz``) with columns emotion, pixels, Usage.
+
+    Args:
+        path: The csv file.
+        splits: Which ``Usage`` values to keep; others are counted in ``notes``.
+
+    Raises:
+        DataError: Missing columns, a row without 2,304 pixel values, an emotion outside
+            0..6, an unknown ``Usage``, or a requested split with no rows.
+    """
+    path = _check_file(Path(path))
+    images: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    rows: dict[str, list[int]] = {s: [] for s in SPLITS}
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file, expected a header emotion,pixels,Usage")
+            header = [h.strip() for h in header]
+            missing = {"emotion", "pixels", "Usage"} - set(header)
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {sorted(missing)}; expected Kaggle's "
+                    f"fer2013.csv header emotion,pixels,Usage, got {header}"
+                )
+            ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
+            for r, rec in enumerate(reader):
+                line = r + 2  # 1-based, header is line 1
+                if len(rec) != len(header):
+                    raise DataError(f"{path}, line {line}: expected {len(header)} fields, "
+                                    f"got {len(rec)}")  # fmt: skip
+                usage = rec[iu].strip()
+                if usage not in images:
+                    raise DataError(f"{path}, line {line}: unknown Usage {usage!r}; "
+                                    f"expected one of {list(SPLITS)}")  # fmt: skip
+                try:
+                    emotion = int(rec[ie])
+                except ValueError:
+                    raise DataError(f"{path}, line {line}: emotion {rec[ie]!r} is not an "
+                                    "integer") from None  # fmt: skip
+                if not 0 <= emotion < len(FER2013_LABELS):
+                    raise DataError(f"{path}, line {line}: emotion {emotion} outside 0..6")
+                try:
+                    pixels = np.array(rec[ip].split(), dtype=np.int64)
+                except ValueError:
+                    raise DataError(f"{path}, line {line}: pixels are not integers") from None
+                if pixels.size != PIXELS_PER_FACE:
+                    raise DataError(f"{path}, line {line}: expected {PIXELS_PER_FACE} pixel "
+                                    f"values (48x48), got {pixels.size}")  # fmt: skip
+                if pixels.min() < 0 or pixels.max() > 255:
+                    raise DataError(f"{path}, line {line}: pixel values outside 0..255")
+                images[usage].append(pixels.astype(np.uint8).reshape(48, 48, 1))
+                labels[usage].append(emotion)
+                rows[usage].append(r)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read as csv: {e}") from e
+    notes = [f"{path.name}: {len(labels[s])} {s} rows not used" for s in SPLITS
+             if s not in splits and labels[s]]  # fmt: skip
+    out: dict[str, Split] = {}
+    for s in splits:
+        if not labels[s]:
+            raise DataError(f"{path}: split {s!r} is empty (no row with Usage={s})")
+        y = np.array(labels[s], dtype=np.int64)
+        out[s] = Split(np.stack(images[s]), y, _one_hot(y, len(FER2013_LABELS)),
+                       np.array(rows[s], dtype=np.int64))  # fmt: skip
+    return Dataset(out, FER2013_LABELS, FER2013_SPEC, str(path), notes)
+
+
+def _iter_images(folder: Path) -> Iterator[Path]:
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            yield p
+
+
+def load_folder_tree(
+    root: Path | str, spec: InputSpec = FER2013_SPEC, val_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
+    """Load ``root/<split>/<class>/*.png`` (e.g. ``train/angry/0001.png``).
+
+    Split folders: ``train``/``training``; ``val``/``validation``/``publictest`` (selection);
+    ``test``/``privatetest`` (final report). Class folders are matched case-insensitively
+    (``anger`` -> ``angry``, ``sadness`` -> ``sad``, ...). Images of any size and colour are
+    brought to ``spec`` by the library's preprocessing. Without a validation folder,
+    ``val_fraction`` of the training images (stratified, seeded) becomes ``PublicTest``.
+
+    Raises:
+        DataError: No split folders, an unknown split or class folder, an unreadable image,
+            or an empty split.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    index = {label: i for i, label in enumerate(FER2013_LABELS)}
+    out: dict[str, Split] = {}
+    notes: list[str] = []
+    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
+    if not split_dirs:
+        raise DataError(f"{root}: expected split folders such as train/ and test/, found none")
+    for split_dir in split_dirs:
+        split = SPLIT_ALIASES.get(split_dir.name.lower())
+        if split is None:
+            raise DataError(f"{split_dir}: unknown split folder; expected one of "
+                            f"{sorted(SPLIT_ALIASES)}")  # fmt: skip
+        if split in out:
+            raise DataError(f"{split_dir}: a second folder for split {split}")
+        faces: list[np.ndarray] = []
+        ys: list[int] = []
+        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+            label = CLASS_ALIASES.get(class_dir.name.lower())
+            if label is None:
+                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; "
+                                f"expected one of {sorted(CLASS_ALIASES)}")  # fmt: skip
+            for image_path in _iter_images(class_dir):
+                image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+                if image is None or image.dtype != np.uint8:
+                    raise DataError(f"{image_path}: not a readable 8-bit image")
+                faces.append(image)
+                ys.append(index[label])
+        if not ys:
+            raise DataError(f"{split_dir}: split {split} has no images")
+        images = prepare_faces(faces, spec).astype(np.uint8)
+        y = np.array(ys, dtype=np.int64)
+        out[split] = Split(images, y, _one_hot(y, len(FER2013_LABELS)), np.arange(len(y)))
+    if "Training" not in out:
+        raise DataError(f"{root}: no training folder (train/ or training/)")
+    if "PublicTest" not in out:
+        train = out["Training"]
+        rng = np.random.default_rng(seed)
+        val_mask = np.zeros(len(train), dtype=bool)
+        for c in range(len(FER2013_LABELS)):
+            members = np.flatnonzero(train.labels == c)
+            take = int(round(len(members) * val_fraction))
+            val_mask[rng.choice(members, size=take, replace=False)] = True
+        if not val_mask.any() or val_mask.all():
+            raise DataError(f"{root}: too few training images to hold out a validation split")
+        out["PublicTest"] = train.subset(np.flatnonzero(val_mask))
+        out["Training"] = train.subset(np.flatnonzero(~val_mask))
+        notes.append(f"no validation folder: held out {int(val_mask.sum())} training images "
+                     f"({val_fraction:.0%}, seed {seed}) as PublicTest")  # fmt: skip
+    return Dataset(out, FER2013_LABELS, spec, str(root), notes)
+
+
+FerPlusMode = Literal["majority", "soft"]
+
+
+def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "majority") -> Dataset:
+    """Replace the Training targets with FER+ votes (``fer2013new.csv``, row-aligned).
+
+    Votes for contempt, unknown and not-a-face are ignored; a training row whose 7-class votes
+    are not the largest share of its votes (mostly unknown / not a face) or sum to zero is
+    removed, and the count is recorded in ``notes``. Evaluation splits keep FER2013 labels so
+    that reported accuracy stays comparable.
+
+    Args:
+        dataset: A dataset from :func:`load_fer2013_csv`.
+        path: The FER+ csv.
+        mode: ``majority`` (one-hot of the most voted class) or ``soft`` (vote shares).
+
+    Raises:
+        DataError: Wrong columns, a row count that does not match, or non-integer votes.
+    """
+    path = _check_file(Path(path))
+    if mode not in ("majority", "soft"):
+        raise DataError(f"FER+ mode must be 'majority' or 'soft', got {mode!r}")
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        needed = [name for name, _ in FERPLUS_COLUMNS]
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing FER+ vote column(s) {missing}; got {header}")
+        cols = [header.index(c) for c in needed]
+        votes_list = []
+        for r, rec in enumerate(reader):
+            try:
+                votes_list.append([int(rec[c]) for c in cols])
+            except (ValueError, IndexError):
+                raise DataError(f"{path}, line {r + 2}: votes are not integers") from None
+    votes = np.array(votes_list, dtype=np.float32)
+    train = dataset["Training"]
+    if len(votes) <= int(train.rows.max()):
+        raise DataError(f"{path}: {len(votes)} rows, but fer2013.csv has more; the files "
+                        "must be row-aligned")  # fmt: skip
+    index = {label: i for i, label in enumerate(dataset.labels)}
+    seven = np.zeros((len(votes), len(dataset.labels)), dtype=np.float32)
+    for j, (_, label) in enumerate(FERPLUS_COLUMNS):
+        if label is not None:
+            seven[:, index[label]] = votes[:, j]
+    v7 = seven[train.rows]
+    other = votes[train.rows][:, 7:].max(axis=1)
+    keep = (v7.sum(axis=1) > 0) & (v7.max(axis=1) >= other)
+    dropped = int((~keep).sum())
+    if mode == "majority":
+        targets = _one_hot(v7.argmax(axis=1), len(dataset.labels))
+    else:
+        targets = v7 / np.maximum(v7.sum(axis=1, keepdims=True), 1.0)
+    new_train = Split(train.images, train.labels, targets.astype(np.float32), train.rows)
+    splits = dict(dataset.splits)
+    splits["Training"] = new_train.subset(np.flatnonzero(keep))
+    notes = [*dataset.notes, f"FER+ {mode} targets from {path.name}; {dropped} training rows "
+             "removed (votes mostly unknown / not a face / contempt)"]  # fmt: skip
+    return Dataset(splits, dataset.labels, dataset.spec, dataset.source, notes)
+
+
+def load(path: Path | str) -> Dataset:
+    """Load a csv file or a folder tree, whichever ``path`` is."""
+    path = Path(path)
+    if path.is_dir():
+        return load_folder_tree(path)
+    return load_fer2013_csv(path)

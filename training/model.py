@@ -1,0 +1,181 @@
+"""Keras model definitions: a MobileNet backbone behind the shared input format.
+
+The model takes what :func:`fer_onnx.preprocessing.prepare_faces` produces (``float32`` faces
+in ``0..255``, e.g. 48x48x1) and does the rest inside the graph: bilinear resize to the
+backbone's working size, grey to three channels, scaling to ``[-1, 1]``. The exported ONNX file
+therefore needs nothing but resize-and-stack at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+
+from fer_onnx.preprocessing import InputSpec
+
+ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large")
+INPUT_NAME = "faces"
+OUTPUT_NAME = "probabilities"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be fetched (no network) or a weights file is unusable."""
+
+
+def _backbone(arch: str, size: int, alpha: float, weights: str | None) -> keras.Model:
+    shape = (size, size, 3)
+    if arch == "mobilenetv2":
+        return keras.applications.MobileNetV2(
+            input_shape=shape, alpha=alpha, include_top=False, weights=weights
+        )
+    if arch == "mobilenet":
+        return keras.applications.MobileNet(
+            input_shape=shape, alpha=alpha, include_top=False, weights=weights
+        )
+    if arch in ("mobilenetv3small", "mobilenetv3large"):
+        cls = (
+            keras.applications.MobileNetV3Small
+            if arch == "mobilenetv3small"
+            else keras.applications.MobileNetV3Large
+        )
+        # Minimalistic variants (no hard-swish / squeeze-excite) convert cleanly to ONNX.
+        return cls(
+            input_shape=shape,
+            alpha=alpha,
+            include_top=False,
+            weights=weights,
+            minimalistic=True,
+            include_preprocessing=False,
+        )
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
+
+
+def resolve_weights(weights: str) -> str | None:
+    """Map the ``--weights`` option to what ``keras.applications`` takes.
+
+    ``"imagenet"`` and ``"none"`` are kept; anything else must be an existing ``.h5`` file.
+    """
+    if weights.lower() == "none":
+        return None
+    if weights.lower() == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"weights file {weights!r} does not exist; pass --weights imagenet (needs network), "
+            "--weights none (train from scratch) or the path of a Keras applications .h5 file"
+        )
+    return str(path)
+
+
+def build_model(
+    *,
+    spec: InputSpec,
+    num_classes: int,
+    arch: str = "mobilenetv2",
+    alpha: float = 1.0,
+    image_size: int = 64,
+    weights: str = "none",
+    dense: Sequence[int] = (),
+    dropout: float = 0.2,
+    pooling: str = "avg",
+    bn_momentum: float | None = 0.99,
+) -> tuple[keras.Model, keras.Model]:
+    """Build the classifier and return ``(model, backbone)``.
+
+    Args:
+        spec: Input format of one face (from the dataset / library preprocessing).
+        num_classes: Number of output classes.
+        arch: One of :data:`ARCHS`.
+        alpha: Width multiplier of the backbone.
+        image_size: Square working resolution the faces are resized to inside the graph.
+        weights: ``imagenet``, ``none`` or a path to an ``.h5`` file of backbone weights.
+        dense: Sizes of hidden dense layers in the head.
+        dropout: Dropout rate before each dense layer of the head.
+        pooling: ``avg`` or ``max`` global pooling.
+        bn_momentum: Momentum of every BatchNormalization layer of the backbone (Keras builds
+            MobileNetV2 with 0.999, whose moving statistics lag for thousands of steps when the
+            backbone is trained from scratch). ``None`` keeps the Keras default.
+
+    Raises:
+        WeightsUnavailableError: ImageNet weights cannot be downloaded, or a weights file
+            does not fit the backbone.
+    """
+    resolved = resolve_weights(weights)
+    try:
+        base = _backbone(arch, image_size, alpha, resolved)
+    except ValueError as e:
+        if resolved is None:
+            raise
+        raise WeightsUnavailableError(f"cannot load weights {weights!r} for {arch}: {e}") from e
+    except Exception as e:  # network failures surface as many exception types
+        if resolved != "imagenet":
+            raise WeightsUnavailableError(f"cannot load weights {weights!r}: {e}") from e
+        raise WeightsUnavailableError(
+            f"could not download the ImageNet weights for {arch} (alpha={alpha}, "
+            f"size={image_size}): {type(e).__name__}: {e}. Without network access, use "
+            "--weights none (train from scratch) or --weights PATH.h5 (a local copy of the "
+            f"Keras applications weights, e.g. from {os.path.expanduser('~/.keras/models')} "
+            "on a machine that is online)."
+        ) from e
+    if bn_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
+
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+    x = inputs
+    if (spec.height, spec.width) != (image_size, image_size):
+        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear",
+                                  name="resize")(x)  # fmt: skip
+    if spec.channels == 1:
+        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
+    x = base(x)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    else:
+        raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+    for i, units in enumerate(dense):
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="dropout_out")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs, name=f"fer_{arch}"), base
+
+
+def build_augmenter(
+    rotation: float, shift: float, zoom: float, shear: float, flip: bool, seed: int
+) -> keras.Sequential:
+    """On-graph augmentation applied to batches of uint8-valued float faces.
+
+    Args:
+        rotation: Maximum rotation in degrees.
+        shift: Maximum translation as a fraction of height/width.
+        zoom: Maximum zoom in or out as a fraction.
+        shear: Maximum shear as a fraction (0 disables).
+        flip: Random horizontal flips.
+        seed: Seed of the random layers.
+    """
+    layers: list[keras.layers.Layer] = []
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if rotation > 0:
+        layers.append(keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect",
+                                                  seed=seed + 1))  # fmt: skip
+    if shift > 0:
+        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="reflect",
+                                                     seed=seed + 2))  # fmt: skip
+    if zoom > 0:
+        layers.append(keras.layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
+    if shear > 0:
+        layers.append(keras.layers.RandomShear(x_factor=shear, y_factor=shear,
+                                               fill_mode="reflect", seed=seed + 4))  # fmt: skip
+    return keras.Sequential(layers, name="augment")

@@ -1,0 +1,389 @@
+"""Train a MobileNet expression classifier on FER2013 (or a class-folder tree).
+
+Example (the recipe of the shipped model; see README):
+
+    python -m training.train --data ../shared/data/fer2013/fer2013.csv.gz --out runs/ship \\
+        --weights none --epochs 60
+
+Two phases as in the original notebooks: with pretrained weights, the head first trains on a
+frozen backbone (``--head-epochs``), then every layer trains at ``--lr``. From scratch
+(``--weights none``) the first phase is skipped. Checkpoints and the learning-rate schedule
+use PublicTest only; PrivateTest is evaluated once, in the final report.
+
+A killed run continues where it stopped with the same command plus ``--resume``: the full
+model with optimizer state is saved after every epoch (``last.keras``), together with the
+schedule, early-stopping and best-so-far state (``state.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from training.data import DataError, Dataset, apply_ferplus, load
+from training.report import versions, write_json, write_report
+
+log = logging.getLogger("training.train")
+
+STATE = "state.json"
+LAST = "last.keras"
+BEST = "best.keras"
+HISTORY = "history.csv"
+CONFIG = "config.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, type=Path,
+                   help="fer2013.csv / fer2013.csv.gz (Usage column gives the splits) or a "
+                        "folder tree train/<class>/*.png [val/<class>/...] [test/<class>/...]")
+    g.add_argument("--ferplus", type=Path, default=None,
+                   help="FER+ fer2013new.csv: train on its votes instead of FER2013 labels "
+                        "(evaluation keeps FER2013 labels)")
+    g.add_argument("--ferplus-mode", choices=("majority", "soft"), default="majority",
+                   help="FER+ targets: one-hot majority vote or soft vote shares")
+    g.add_argument("--limit", type=int, default=0,
+                   help="use only the first N rows of each split (smoke tests); 0 = all")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default="mobilenetv2",
+                   choices=("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large"),
+                   help="backbone (MobileNetV3 in its minimalistic variant)")
+    g.add_argument("--alpha", type=float, default=1.0, help="backbone width multiplier")
+    g.add_argument("--image-size", type=int, default=64,
+                   help="working resolution: faces are resized to this inside the graph")
+    g.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
+                        "scratch) or a path to a Keras applications .h5 weights file")
+    g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling")
+    g.add_argument("--dense", type=int, nargs="*", default=[],
+                   help="hidden dense layer sizes of the head, e.g. --dense 256")
+    g.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
+    g.add_argument("--bn-momentum", type=float, default=0.99,
+                   help="BatchNormalization momentum of the backbone (Keras default 0.999 "
+                        "lags badly when training from scratch); <=0 keeps Keras' default")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--head-epochs", type=int, default=5,
+                   help="phase 1 epochs (head only, frozen backbone); skipped with --weights none")
+    g.add_argument("--epochs", type=int, default=40, help="phase 2 epochs (all layers)")
+    g.add_argument("--batch-size", type=int, default=128, help="batch size")
+    g.add_argument("--head-lr", type=float, default=1e-3, help="phase 1 learning rate")
+    g.add_argument("--lr", type=float, default=None,
+                   help="phase 2 peak learning rate (default 2e-3 from scratch, 2e-4 when "
+                        "fine-tuning pretrained weights)")
+    g.add_argument("--weight-decay", type=float, default=5e-5, help="AdamW weight decay")
+    g.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
+                   help="phase 2 learning-rate schedule: cosine decay with warm-up, or "
+                        "ReduceLROnPlateau on PublicTest accuracy")
+    g.add_argument("--warmup-epochs", type=float, default=2.0, help="cosine warm-up epochs")
+    g.add_argument("--plateau-factor", type=float, default=0.5, help="plateau: LR factor")
+    g.add_argument("--plateau-patience", type=int, default=3, help="plateau: patience (epochs)")
+    g.add_argument("--early-stopping", type=int, default=0,
+                   help="stop after N epochs without PublicTest improvement; 0 = off")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
+    g.add_argument("--mixup", type=float, default=0.0,
+                   help="mixup Beta(a, a) parameter a; 0 = off")
+    g.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                   help="weight the loss by inverse class frequency")
+    g = p.add_argument_group("augmentation (on-graph, training only)")
+    g.add_argument("--rotation", type=float, default=15.0, help="max rotation, degrees")
+    g.add_argument("--shift", type=float, default=0.1, help="max shift, fraction of size")
+    g.add_argument("--zoom", type=float, default=0.1, help="max zoom, fraction")
+    g.add_argument("--shear", type=float, default=0.0, help="max shear, fraction")
+    g.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, type=Path, help="run folder")
+    g.add_argument("--resume", action="store_true",
+                   help="continue a killed run in --out from its last finished epoch")
+    g.add_argument("--seed", type=int, default=42, help="random seed")
+    g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = 2e-3 if args.weights.lower() == "none" else 2e-4
+    return args
+
+
+def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train: bool) -> Any:
+    import keras
+    import tensorflow as tf
+
+    from training.model import build_augmenter
+
+    data = dataset[split]
+    ds = tf.data.Dataset.from_tensor_slices((data.images, data.targets))
+    if train:
+        ds = ds.shuffle(len(data), seed=args.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(args.batch_size, drop_remainder=train)
+    ds = ds.map(lambda x, t: (tf.cast(x, tf.float32), t), num_parallel_calls=tf.data.AUTOTUNE)
+    if train:
+        augment = build_augmenter(args.rotation, args.shift, args.zoom, args.shear,
+                                  not args.no_flip, args.seed)  # fmt: skip
+        ds = ds.map(lambda x, t: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), t),
+                    num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+        if args.mixup > 0:
+            gen = keras.random.SeedGenerator(args.seed + 7)
+
+            def mixup(x: Any, t: Any) -> Any:
+                a = keras.random.gamma((), args.mixup, seed=gen)
+                b = keras.random.gamma((), args.mixup, seed=gen)
+                lam = a / (a + b)
+                perm = tf.random.shuffle(tf.range(tf.shape(x)[0]), seed=args.seed)
+                return (lam * x + (1 - lam) * tf.gather(x, perm),
+                        lam * t + (1 - lam) * tf.gather(t, perm))  # fmt: skip
+
+            ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _class_weights(dataset: Dataset) -> dict[int, float]:
+    counts = np.bincount(dataset["Training"].targets.argmax(axis=1),
+                         minlength=len(dataset.labels)).astype(np.float64)  # fmt: skip
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _run_state_callback(out: Path, state: dict[str, Any], args: argparse.Namespace,
+                        phase: int) -> Any:  # fmt: skip
+    import keras
+
+    class RunState(keras.callbacks.Callback):  # type: ignore[misc]
+        """Saves last/best models, history and schedule state after every epoch."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._t0 = time.time()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = dict(logs or {})
+            seconds = time.time() - self._t0
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            val = float(logs.get("val_accuracy", 0.0))
+            improved = val > state["best"]
+            if improved:
+                state["best"], state["best_epoch"], state["wait"] = val, epoch, 0
+                _save(self.model, out / BEST)
+            else:
+                state["wait"] += 1
+            if phase == 2 and args.schedule == "plateau" and state["wait"] > 0 and (
+                state["wait"] % args.plateau_patience == 0
+            ):
+                self.model.optimizer.learning_rate.assign(lr * args.plateau_factor)
+                log.info("PublicTest accuracy flat for %d epochs: learning rate %.2e -> %.2e",
+                         state["wait"], lr, lr * args.plateau_factor)  # fmt: skip
+            if args.early_stopping and state["wait"] >= args.early_stopping:
+                log.info("early stopping: no PublicTest improvement for %d epochs",
+                         state["wait"])  # fmt: skip
+                self.model.stop_training = True
+                state["stopped_early"] = True
+            row = {"epoch": epoch, "phase": phase, "seconds": round(seconds, 2),
+                   "learning_rate": lr, **{k: float(v) for k, v in logs.items()}}  # fmt: skip
+            row.pop("val_learning_rate", None)
+            _append_history(out / HISTORY, row)
+            _save(self.model, out / LAST)
+            state["epoch"], state["phase"] = epoch + 1, phase
+            write_json(out / STATE, state)
+            log.info("epoch %d (phase %d) %.0fs: accuracy %.4f, PublicTest %.4f%s", epoch + 1,
+                     phase, seconds, logs.get("accuracy", float("nan")), val,
+                     " (best)" if improved else "")  # fmt: skip
+
+    return RunState()
+
+
+HISTORY_FIELDS = ("epoch", "phase", "seconds", "learning_rate", "loss", "accuracy", "val_loss",
+                  "val_accuracy")  # fmt: skip
+
+
+def _append_history(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(",".join(HISTORY_FIELDS) + "\n")
+        f.write(",".join(str(row.get(k, "")) for k in HISTORY_FIELDS) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save(model: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _truncate_history(path: Path, epochs_done: int) -> None:
+    """Drop history rows of an epoch that was running when the run was killed."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",")[0]) < epochs_done]
+    path.write_text("\n".join(kept) + "\n")
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+
+    from training.model import build_model
+
+    out: Path = args.out
+    state_path = out / STATE
+    if args.resume:
+        if not state_path.exists():
+            raise SystemExit(f"--resume: {out} has no {STATE}; start the run without --resume")
+    elif out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} already holds a run; add --resume to continue it, or choose "
+                         "a new --out")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "training.train", *sys.argv[1:]])
+    if args.resume:
+        # The saved options win: a resumed run continues the run that was started.
+        config = json.loads((out / CONFIG).read_text())
+        state = json.loads(state_path.read_text())
+        saved = dict(config["args"])
+        for key in ("data", "ferplus", "out"):
+            saved[key] = Path(saved[key]) if saved.get(key) not in (None, "None") else None
+        saved.update(resume=True, out=out, verbose=args.verbose)
+        args = argparse.Namespace(**saved)
+        log.info("resuming %s after epoch %d", out, state["epoch"])
+    else:
+        config = {"args": {k: (str(v) if isinstance(v, Path) else v)
+                           for k, v in vars(args).items()},
+                  "command": command, "versions": versions()}  # fmt: skip
+        write_json(out / CONFIG, config)
+        state = {"epoch": 0, "phase": 1, "best": -1.0, "best_epoch": -1, "wait": 0,
+                 "train_seconds": 0.0, "stopped_early": False}  # fmt: skip
+
+    keras.utils.set_random_seed(args.seed)
+    t_load = time.time()
+    dataset = load(args.data)
+    if args.ferplus is not None:
+        dataset = apply_ferplus(dataset, args.ferplus, args.ferplus_mode)
+    if args.limit:
+        for name, split in list(dataset.splits.items()):
+            dataset.splits[name] = split.subset(np.arange(min(args.limit, len(split))))
+        dataset.notes.append(f"--limit {args.limit}: only the first rows of each split used")
+    log.info("data %s loaded in %.0fs: %s", args.data, time.time() - t_load,
+             {k: len(v) for k, v in dataset.splits.items()})  # fmt: skip
+    for note in dataset.notes:
+        log.info("note: %s", note)
+
+    pretrained = args.weights.lower() != "none"
+    head_epochs = args.head_epochs if pretrained else 0
+    total = head_epochs + args.epochs
+    train_ds = _make_dataset(dataset, "Training", args, train=True)
+    val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
+    steps = len(dataset["Training"]) // args.batch_size
+    if steps == 0:
+        raise DataError(f"{args.data}: fewer training rows than one batch ({args.batch_size})")
+    class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
+
+    if args.resume and (out / LAST).exists():
+        model = keras.models.load_model(out / LAST)
+        _truncate_history(out / HISTORY, state["epoch"])
+    else:
+        model, _ = build_model(
+            spec=dataset.spec, num_classes=len(dataset.labels), arch=args.arch,
+            alpha=args.alpha, image_size=args.image_size, weights=args.weights,
+            dense=args.dense, dropout=args.dropout, pooling=args.pooling,
+            bn_momentum=args.bn_momentum if args.bn_momentum > 0 else None,
+        )  # fmt: skip
+        state["phase"] = 0  # nothing compiled yet
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+    t_train = time.time()
+    seconds_before = state["train_seconds"]
+    fit_kw = {"validation_data": val_ds, "verbose": args.verbose, "class_weight": class_weight}
+    try:
+        if state["epoch"] < head_epochs:
+            if state["phase"] != 1:
+                base.trainable = False
+                _compile(model, args.head_lr, args)
+            model.fit(train_ds, initial_epoch=state["epoch"], epochs=head_epochs,
+                      callbacks=[_run_state_callback(out, state, args, 1)], **fit_kw)  # fmt: skip
+        if state["epoch"] < total and not state["stopped_early"]:
+            if state["phase"] != 2:
+                base.trainable = True
+                if args.schedule == "cosine":
+                    warmup = int(args.warmup_epochs * steps)
+                    lr: Any = keras.optimizers.schedules.CosineDecay(
+                        initial_learning_rate=args.lr * 0.01 if warmup else args.lr,
+                        decay_steps=max(1, args.epochs * steps - warmup),
+                        warmup_target=args.lr if warmup else None, warmup_steps=warmup,
+                        alpha=0.0,
+                    )  # fmt: skip
+                else:
+                    lr = args.lr
+                _compile(model, lr, args)
+                state["wait"] = 0
+            model.fit(train_ds, initial_epoch=state["epoch"], epochs=total,
+                      callbacks=[_run_state_callback(out, state, args, 2)], **fit_kw)  # fmt: skip
+    finally:
+        state["train_seconds"] = seconds_before + time.time() - t_train
+        if state_path.exists() or state["epoch"]:
+            write_json(state_path, state)
+
+    best = keras.models.load_model(out / BEST)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(best.predict(x, batch_size=256, verbose=0))
+
+    from training.report import read_history
+
+    history = read_history(out / HISTORY)
+    per_epoch = [h["seconds"] for h in history]
+    extra = {
+        "command": config["command"],
+        "resumed_with": command if args.resume else None,
+        "wall_time_s": round(state["train_seconds"], 1),
+        "seconds_per_epoch": round(float(np.mean(per_epoch)), 1) if per_epoch else None,
+        "epochs_run": len(history),
+        "best_epoch": state["best_epoch"] + 1,
+        "best_public_test_accuracy_during_training": state["best"],
+        "stopped_early": state["stopped_early"],
+        "args": config["args"],
+        "training_rows": len(dataset["Training"]),
+    }
+    metrics = write_report(out, predict, dataset, model_name=str(out / BEST), extra=extra,
+                           history_path=out / HISTORY)  # fmt: skip
+    for split, m in metrics["splits"].items():
+        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    from training.model import WeightsUnavailableError
+
+    try:
+        train(args)
+    except (DataError, WeightsUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,58 @@
-"""fer-onnx: fast facial expression recognition on ONNX Runtime."""
+"""fer-onnx: fast, typed facial expression recognition on ONNX Runtime.
+
+Example:
+    >>> from fer_onnx import EmotionRecognizer
+    >>> with EmotionRecognizer() as rec:                 # doctest: +SKIP
+    ...     for face in rec.recognize("group.jpg"):
+    ...         print(face.box, face.label, face.score)
+
+Importing the package loads no model and changes no global setting.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
+
+from fer_onnx.detectors import Detector, HaarDetector, YuNetDetector
+from fer_onnx.errors import (
+    DetectorError,
+    FerOnnxError,
+    InvalidImageError,
+    ModelLoadError,
+    ProviderError,
+    VideoError,
+)
+from fer_onnx.images import ImageNotFoundError, load_image
+from fer_onnx.metadata import ModelInfo
+from fer_onnx.preprocessing import InputSpec, prepare_faces
+from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, EmotionRecognizer
+from fer_onnx.session import SessionConfig
+from fer_onnx.types import Box, Emotion, FaceEmotion
 
 try:
     __version__ = version("fer-onnx")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "DEFAULT_MODEL",
+    "Box",
+    "Detector",
+    "DetectorError",
+    "Emotion",
+    "EmotionRecognizer",
+    "FaceEmotion",
+    "FerOnnxError",
+    "HaarDetector",
+    "ImageNotFoundError",
+    "InputSpec",
+    "InvalidImageError",
+    "ModelInfo",
+    "ModelLoadError",
+    "ProviderError",
+    "SessionConfig",
+    "VideoError",
+    "YuNetDetector",
+    "__version__",
+    "load_image",
+    "prepare_faces",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -66,7 +66,8 @@ def to_color_mode(image: npt.NDArray[np.uint8], color: ColorMode) -> npt.NDArray
     if image.ndim == 2:
         if color == "gray":
             return image
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if color == "bgr" else cv2.COLOR_GRAY2RGB)
+        code = cv2.COLOR_GRAY2BGR if color == "bgr" else cv2.COLOR_GRAY2RGB
+        return cast("npt.NDArray[np.uint8]", cv2.cvtColor(image, code))
     channels = image.shape[2]
     codes = {
         (3, "gray"): cv2.COLOR_BGR2GRAY,
@@ -77,7 +78,7 @@ def to_color_mode(image: npt.NDArray[np.uint8], color: ColorMode) -> npt.NDArray
     }
     if (channels, color) == (3, "bgr"):
         return image
-    return np.asarray(cv2.cvtColor(image, codes[(channels, color)]), dtype=np.uint8)
+    return cast("npt.NDArray[np.uint8]", cv2.cvtColor(image, codes[(channels, color)]))
 
 
 def prepare_faces(
@@ -111,8 +112,10 @@ def prepare_faces(
                 f"face {i}: expected a uint8 numpy array, got {got}; "
                 "convert with np.clip(x, 0, 255).astype(np.uint8)"
             )
-        if face.size == 0 or face.ndim not in (2, 3) or (
-            face.ndim == 3 and face.shape[2] not in (1, 3, 4)
+        if (
+            face.size == 0
+            or face.ndim not in (2, 3)
+            or (face.ndim == 3 and face.shape[2] not in (1, 3, 4))
         ):
             raise InvalidImageError(
                 f"face {i}: expected a non-empty HxW, HxWx1, HxWx3 or HxWx4 image, "
@@ -122,10 +125,10 @@ def prepare_faces(
         h, w = converted.shape[:2]
         if (h, w) != (spec.height, spec.width):
             shrinking = h * w > spec.height * spec.width
-            converted = cv2.resize(
-                converted,
-                (spec.width, spec.height),
-                interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
-            )
+            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            out[i] = cv2.resize(
+                converted, (spec.width, spec.height), interpolation=interpolation
+            ).reshape(spec.height, spec.width, spec.channels)
+            continue
         out[i] = converted.reshape(spec.height, spec.width, spec.channels)
     return out

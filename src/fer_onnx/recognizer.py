@@ -1,0 +1,320 @@
+"""``EmotionRecognizer``: face detection, cropping and one batched ONNX run per image."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fer_onnx.detectors import Detector, HaarDetector, YuNetDetector
+from fer_onnx.errors import FerOnnxError, InvalidImageError, ModelLoadError
+from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
+from fer_onnx.metadata import ModelInfo
+from fer_onnx.preprocessing import prepare_faces
+from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
+from fer_onnx.types import Emotion, FaceEmotion
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BUNDLED_MODELS", "DEFAULT_MODEL", "EmotionRecognizer", "bundled_model_path"]
+
+BUNDLED_MODELS = ("fp32", "int8")
+"""Names of the models shipped inside the package (``model="fp32"`` / ``model="int8"``)."""
+DEFAULT_MODEL = "int8"
+"""The bundled model used by ``EmotionRecognizer()``: the faster one that keeps accuracy."""
+
+
+def bundled_model_path(name: str) -> Path:
+    """Path of a bundled model (``"fp32"``, ``"int8"`` or ``"default"``).
+
+    Raises:
+        ModelLoadError: The name is unknown or the file is not in this installation.
+    """
+    if name == "default":
+        name = DEFAULT_MODEL
+    if name not in BUNDLED_MODELS:
+        raise ModelLoadError(
+            f"unknown bundled model {name!r}; choose one of "
+            f"{('default', *BUNDLED_MODELS)} or pass a path to an .onnx file"
+        )
+    path = Path(str(resources.files("fer_onnx") / "models" / f"{name}.onnx"))
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the bundled {name!r} model is not in this installation ({path} is missing). "
+            "Reinstall fer-onnx, or pass model='path/to/model.onnx' exported with "
+            "`python -m export.onnx`."
+        )
+    return path
+
+
+def _make_detector(detector: Detector | str | None) -> Detector | None:
+    if detector is None:
+        return None
+    if isinstance(detector, str):
+        if detector == "haar":
+            return HaarDetector()
+        if detector.endswith(".onnx"):
+            return YuNetDetector(detector)
+        raise ValueError(
+            f"detector must be 'haar', a YuNet .onnx path or a Detector object, got {detector!r}"
+        )
+    if not isinstance(detector, Detector):
+        raise TypeError(
+            f"detector must have a detect(image) -> list[Box] method, got {type(detector).__name__}"
+        )
+    return detector
+
+
+class EmotionRecognizer:
+    """Recognise facial expressions in images with an ONNX model.
+
+    Example:
+        >>> with EmotionRecognizer() as rec:                      # doctest: +SKIP
+        ...     for face in rec.recognize("group.jpg"):
+        ...         print(face.box, face.label, face.score)
+
+    Args:
+        model: ``"default"``, a bundled model name (``"fp32"``, ``"int8"``) or the path of an
+            ONNX file with fer-onnx metadata (labels, input size, colour mode, value range).
+        detector: ``"haar"`` (default), a YuNet ``.onnx`` path, any object with
+            ``detect(image) -> list[Box]``, or ``None`` to only classify given boxes/crops.
+        device: ``"auto"`` (CUDA when onnxruntime offers it, else CPU), ``"cpu"`` or
+            ``"cuda"``; ignored when ``providers`` is given.
+        providers: Explicit onnxruntime providers, names or ``(name, options)`` pairs.
+        session_config: Threads and graph optimisation of the onnxruntime session.
+        margin: Grow each detected box by this fraction of its size on every side before
+            cropping.
+
+    Raises:
+        ModelLoadError: The model is missing, corrupt, or lacks fer-onnx metadata.
+        ProviderError: A requested execution provider is not available.
+        DetectorError: The face detector cannot be created.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "default",
+        *,
+        detector: Detector | str | None = "haar",
+        device: Device = "auto",
+        providers: Sequence[ProviderSpec] | None = None,
+        session_config: SessionConfig | None = None,
+        margin: float = 0.0,
+    ) -> None:
+        if not 0.0 <= margin <= 1.0:
+            raise ValueError(f"margin must be within 0..1, got {margin}")
+        if isinstance(model, str) and (model == "default" or model in BUNDLED_MODELS):
+            path = bundled_model_path(model)
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise ModelLoadError(
+                    f"model file not found: {path}. Pass an existing .onnx path or one of the "
+                    f"bundled models {('default', *BUNDLED_MODELS)}."
+                )
+        self.model_path = path
+        self.margin = margin
+        chosen = resolve_providers(device, providers)
+        self._session: Any = create_session(path, chosen, session_config)
+        self.info = ModelInfo.from_metadata(
+            self._session.get_modelmeta().custom_metadata_map, source=str(path)
+        )
+        self._input_name, self._channels_first = self._check_io()
+        self.detector = _make_detector(detector)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _check_io(self) -> tuple[str, bool]:
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelLoadError(
+                f"{self.model_path}: expected one input and one output, got "
+                f"{len(inputs)} inputs and {len(outputs)} outputs"
+            )
+        spec = self.info.input
+        shape = list(inputs[0].shape)
+        if len(shape) != 4:
+            raise ModelLoadError(f"{self.model_path}: expected a 4-D image input, got {shape}")
+        nhwc = [spec.height, spec.width, spec.channels]
+        nchw = [spec.channels, spec.height, spec.width]
+        dims = [d if isinstance(d, int) else None for d in shape[1:]]
+
+        def fits(expected: list[int]) -> bool:
+            return all(d is None or d == e for d, e in zip(dims, expected, strict=True))
+
+        if fits(nhwc):
+            channels_first = False
+        elif fits(nchw):
+            channels_first = True
+        else:
+            raise ModelLoadError(
+                f"{self.model_path}: input shape {shape} does not match its metadata "
+                f"({spec.height}x{spec.width}, {spec.color})"
+            )
+        out_shape = outputs[0].shape
+        if len(out_shape) != 2 or (
+            isinstance(out_shape[1], int) and out_shape[1] != len(self.info.labels)
+        ):
+            raise ModelLoadError(
+                f"{self.model_path}: output shape {out_shape} does not match "
+                f"its {len(self.info.labels)} labels"
+            )
+        return str(inputs[0].name), channels_first
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names in model order, read from the model's metadata."""
+        return self.info.labels
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session really uses, in priority order."""
+        return list(self._session.get_providers())
+
+    def recognize(
+        self, image: ImageInput, boxes: Sequence[BoxLike] | None = None
+    ) -> list[FaceEmotion]:
+        """Find faces in an image and classify their expressions.
+
+        All faces go through one batched session run.
+
+        Args:
+            image: A path, a numpy image (HxW gray, HxWx1, HxWx3 BGR, HxWx4 BGRA; uint8) or
+                a PIL image.
+            boxes: Face boxes ``(x, y, width, height)`` in image pixels, to skip detection.
+                Boxes are clipped to the image.
+
+        Returns:
+            One :class:`FaceEmotion` per face, in detection (or ``boxes``) order; ``[]`` when
+            there is no face.
+
+        Raises:
+            InvalidImageError: The image (or a box) is not valid; the message says why.
+            FerOnnxError: The recognizer is closed, or has no detector and no boxes were given.
+        """
+        self._check_open()
+        array = load_image(image)
+        height, width = array.shape[:2]
+        if boxes is None:
+            if self.detector is None:
+                raise FerOnnxError(
+                    "this recognizer has no detector: pass boxes=[...] or create "
+                    "it with detector='haar'"
+                )
+            found = self.detector.detect(array)
+        else:
+            if isinstance(boxes, (str, bytes)):
+                raise InvalidImageError("boxes must be a sequence of (x, y, width, height)")
+            found = [to_box(b, width, height, i) for i, b in enumerate(boxes)]
+        if not found:
+            return []
+        probs = self._run(crop_faces(array, found, self.margin))
+        return [FaceEmotion(box, *self._top(p)) for box, p in zip(found, probs, strict=True)]
+
+    def classify(self, crops: Sequence[ImageInput] | npt.NDArray[Any]) -> list[Emotion]:
+        """Classify already-cropped faces of any size in one batched session run.
+
+        Args:
+            crops: A sequence of face images (each a path, numpy image or PIL image), or a
+                ``(N, H, W)`` / ``(N, H, W, C)`` uint8 array.
+
+        Returns:
+            One :class:`Emotion` per crop, in order.
+
+        Raises:
+            InvalidImageError: A crop is not a valid image; the message names its index.
+        """
+        self._check_open()
+        if crops is None:
+            raise InvalidImageError("expected a sequence of face crops, got None")
+        if (
+            isinstance(crops, np.ndarray)
+            and crops.ndim in (2, 3)
+            and not (crops.ndim == 3 and crops.dtype == object)
+        ):
+            raise InvalidImageError(
+                f"classify() takes a batch: a list of crops or an (N, H, W[, C]) array, got one "
+                f"array of shape {crops.shape}; wrap a single crop as [crop]"
+            )
+        if isinstance(crops, (str, bytes)):
+            raise InvalidImageError("classify() takes a list of crops; wrap one path as [path]")
+        images = []
+        for i, crop in enumerate(crops):
+            try:
+                images.append(load_image(crop))
+            except InvalidImageError as e:
+                raise type(e)(f"crop {i}: {e}") from e
+        if not images:
+            return []
+        return [Emotion(*self._top(p)) for p in self._run(images)]
+
+    def close(self) -> None:
+        """Release the onnxruntime session. Later calls raise :class:`FerOnnxError`."""
+        with self._lock:
+            self._closed = True
+            self._session = None
+
+    def __enter__(self) -> EmotionRecognizer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ",".join(self.providers)
+        return (
+            f"EmotionRecognizer(model={str(self.model_path)!r}, labels={len(self.labels)}, "
+            f"detector={self.detector!r}, {state})"
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FerOnnxError("this EmotionRecognizer is closed; create a new one")
+
+    def _top(self, probs: npt.NDArray[np.float32]) -> tuple[str, float, dict[str, float]]:
+        index = int(np.argmax(probs))
+        values = probs.astype(np.float64)
+        values = values / values.sum()
+        distribution = dict(zip(self.labels, (float(v) for v in values), strict=True))
+        return self.labels[index], distribution[self.labels[index]], distribution
+
+    def predict(self, faces: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """Class probabilities for validated uint8 face crops, as an ``(N, K)`` array.
+
+        The low-level batch entry point (no result objects): one session run for all faces.
+        """
+        self._check_open()
+        return self._run(faces)
+
+    def _run(self, faces: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        batch = prepare_faces(faces, self.info.input)
+        if self._channels_first:
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        session = self._session
+        if session is None:
+            raise FerOnnxError("this EmotionRecognizer is closed; create a new one")
+        (probs,) = session.run(None, {self._input_name: batch})[:1]
+        probs = np.asarray(probs, dtype=np.float32)
+        if probs.shape != (len(faces), len(self.labels)):
+            raise FerOnnxError(
+                f"model returned shape {probs.shape}, expected ({len(faces)}, {len(self.labels)})"
+            )
+        return probs

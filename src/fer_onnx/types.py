@@ -1,0 +1,153 @@
+"""Result types: frozen, slotted dataclasses with documented conventions.
+
+Conventions, stated once:
+
+* A :class:`Box` is in pixels of the image given to ``recognize``: ``x, y`` is the top-left
+  corner, then ``width, height``; all integers, inside the image.
+* ``probabilities`` hold every class of the model, in model order, as floats summing to 1.
+* No faces is an empty list, never ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Box", "Emotion", "FaceEmotion"]
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A face box in pixels: top-left corner ``(x, y)``, then ``width`` and ``height``."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Box.{name} must be an int, got {type(value).__name__}")
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"Box width and height must be positive, got {self}")
+
+    @property
+    def x2(self) -> int:
+        """Right edge (exclusive)."""
+        return self.x + self.width
+
+    @property
+    def y2(self) -> int:
+        """Bottom edge (exclusive)."""
+        return self.y + self.height
+
+    @property
+    def area(self) -> int:
+        """Area in pixels."""
+        return self.width * self.height
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other`` (0 when they do not overlap)."""
+        w = min(self.x2, other.x2) - max(self.x, other.x)
+        h = min(self.y2, other.y2) - max(self.y, other.y)
+        if w <= 0 or h <= 0:
+            return 0.0
+        inter = w * h
+        return inter / (self.area + other.area - inter)
+
+    def to_tuple(self) -> tuple[int, int, int, int]:
+        """``(x, y, width, height)``."""
+        return (self.x, self.y, self.width, self.height)
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready dictionary."""
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+def _check_probabilities(probabilities: Mapping[str, float], label: str, score: float) -> None:
+    if not probabilities:
+        raise ValueError("probabilities must not be empty")
+    total = math.fsum(probabilities.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-3):
+        raise ValueError(f"probabilities must sum to 1, got {total:.6f}")
+    if label not in probabilities:
+        raise ValueError(f"label {label!r} is not one of {list(probabilities)}")
+    if not math.isclose(probabilities[label], score, abs_tol=1e-6):
+        raise ValueError(f"score {score} differs from probabilities[{label!r}]")
+
+
+@dataclass(frozen=True, slots=True)
+class Emotion:
+    """The expression of one face crop.
+
+    Attributes:
+        label: The most probable class.
+        score: Its probability.
+        probabilities: Every class of the model, in model order, summing to 1.
+    """
+
+    label: str
+    score: float
+    probabilities: Mapping[str, float] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_probabilities(self.probabilities, self.label, self.score)
+        object.__setattr__(self, "probabilities", dict(self.probabilities))
+
+    def __repr__(self) -> str:
+        return f"Emotion(label={self.label!r}, score={self.score:.3f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"label": self.label, "score": self.score, "probabilities": dict(self.probabilities)}
+
+
+@dataclass(frozen=True, slots=True)
+class FaceEmotion:
+    """A face found in an image and its expression.
+
+    Attributes:
+        box: Where the face is, in pixels of the input image.
+        label: The most probable class.
+        score: Its probability.
+        probabilities: Every class of the model, in model order, summing to 1.
+        track_id: Identity of the face across video frames (``None`` outside video mode).
+    """
+
+    box: Box
+    label: str
+    score: float
+    probabilities: Mapping[str, float] = field(repr=False)
+    track_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_probabilities(self.probabilities, self.label, self.score)
+        object.__setattr__(self, "probabilities", dict(self.probabilities))
+
+    def __repr__(self) -> str:
+        track = "" if self.track_id is None else f", track_id={self.track_id}"
+        return (
+            f"FaceEmotion(box={self.box.to_tuple()}, label={self.label!r}, "
+            f"score={self.score:.3f}{track})"
+        )
+
+    @property
+    def emotion(self) -> Emotion:
+        """The expression without the box."""
+        return Emotion(self.label, self.score, self.probabilities)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        out: dict[str, Any] = {
+            "box": self.box.to_dict(),
+            "label": self.label,
+            "score": self.score,
+            "probabilities": dict(self.probabilities),
+        }
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
+        return out

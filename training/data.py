@@ -265,6 +265,8 @@ def load_folder_tree(
         for c in range(len(FER2013_LABELS)):
             members = np.flatnonzero(train.labels == c)
             take = int(round(len(members) * val_fraction))
+            if take == 0 and len(members) >= 2:
+                take = 1  # every class with two or more images is represented
             val_mask[rng.choice(members, size=take, replace=False)] = True
         if not val_mask.any() or val_mask.all():
             raise DataError(f"{root}: too few training images to hold out a validation split")

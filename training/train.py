@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(evaluation keeps FER2013 labels)")
     g.add_argument("--ferplus-mode", choices=("majority", "soft"), default="majority",
                    help="FER+ targets: one-hot majority vote or soft vote shares")
+    g.add_argument("--repeat", type=int, default=1,
+                   help="passes over the training rows per epoch (for tiny datasets)")
     g.add_argument("--limit", type=int, default=0,
                    help="use only the first N rows of each split (smoke tests); 0 = all")
     g = p.add_argument_group("model")
@@ -128,13 +130,16 @@ def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train:
     ds = tf.data.Dataset.from_tensor_slices((data.images, data.targets))
     if train:
         ds = ds.shuffle(len(data), seed=args.seed, reshuffle_each_iteration=True)
+        if args.repeat > 1:
+            ds = ds.repeat(args.repeat)
     ds = ds.batch(args.batch_size, drop_remainder=train)
     ds = ds.map(lambda x, t: (tf.cast(x, tf.float32), t), num_parallel_calls=tf.data.AUTOTUNE)
     if train:
         augment = build_augmenter(args.rotation, args.shift, args.zoom, args.shear,
                                   not args.no_flip, args.seed)  # fmt: skip
-        ds = ds.map(lambda x, t: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), t),
-                    num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+        if augment.layers:
+                ds = ds.map(lambda x, t: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), t),
+                        num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
         if args.mixup > 0:
             gen = keras.random.SeedGenerator(args.seed + 7)
 
@@ -294,7 +299,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     total = head_epochs + args.epochs
     train_ds = _make_dataset(dataset, "Training", args, train=True)
     val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
-    steps = len(dataset["Training"]) // args.batch_size
+    steps = len(dataset["Training"]) * args.repeat // args.batch_size
     if steps == 0:
         raise DataError(f"{args.data}: fewer training rows than one batch ({args.batch_size})")
     class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
@@ -314,7 +319,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     t_train = time.time()
     seconds_before = state["train_seconds"]
-    fit_kw = {"validation_data": val_ds, "verbose": args.verbose, "class_weight": class_weight}
+    fit_kw = {
+        "validation_data": val_ds,
+        "verbose": args.verbose,
+        "class_weight": class_weight,
+        "shuffle": False,  # the tf.data pipeline shuffles
+    }
     try:
         if state["epoch"] < head_epochs:
             if state["phase"] != 1:

@@ -1,0 +1,138 @@
+"""Turn a finished training run into the models the library ships, with proof.
+
+    python -m export.bundle --run runs/ship --data ../shared/data/fer2013/fer2013.csv.gz
+
+Steps, each measured and written to ``<run>/export/summary.json``:
+
+1. export ``best.keras`` to fp32 ONNX with metadata (``export.onnx``);
+2. Keras <-> ONNX parity on 1,024 PublicTest faces (max abs difference <= 1e-4, identical
+   arg-max), else stop;
+3. static QDQ per-channel int8 quantization calibrated on 300 Training faces;
+4. PublicTest / PrivateTest accuracy of both ONNX models through the library, per-face latency
+   (batch 1, one thread) and file size; the int8 model is accepted only if its PrivateTest
+   accuracy is at most 1 point below fp32's;
+5. accuracies written into each model's metadata; the models copied to ``--dest``
+   (``fp32.onnx``, and ``int8.onnx`` when accepted) and ``MODEL_CARD.md`` regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.onnx import ExportError, export, save, set_metadata
+from export.parity import keras_onnx_parity
+from export.quantize import calibration_faces, quantize
+
+DEST = Path("src/fer_onnx/models")
+MAX_INT8_DROP = 0.01
+
+
+def latency_ms(model: Path, face: np.ndarray, runs: int = 300) -> float:
+    """Median milliseconds of one single-face ``predict`` (batch 1, one thread)."""
+    from fer_onnx import EmotionRecognizer
+
+    with EmotionRecognizer(model, detector=None, device="cpu") as rec:
+        for _ in range(20):
+            rec.predict([face])
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            rec.predict([face])
+            times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
+    import onnx
+
+    from fer_onnx.metadata import ModelInfo
+
+    proto = onnx.load(str(path))
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
+    props = dict(info.extra)
+    for split, m in metrics["splits"].items():
+        props[f"onnx_{split}_accuracy"] = f"{m['accuracy']:.4f}"
+        props[f"onnx_{split}_macro_f1"] = f"{m['macro_f1']:.4f}"
+    set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props))
+    save(proto, path)
+
+
+def bundle(run: Path, data: Path, dest: Path, calibration: int = 300) -> dict[str, Any]:
+    from training.data import load
+    from training.evaluate import evaluate
+
+    keras_path = run / "best.keras"
+    if not keras_path.is_file():
+        raise ExportError(f"{keras_path} not found: is {run} a finished training run?")
+    work = run / "export"
+    work.mkdir(parents=True, exist_ok=True)
+    dataset = load(data)
+    summary: dict[str, Any] = {"run": str(run), "keras": str(keras_path)}
+
+    fp32 = work / "fp32.onnx"
+    export(keras_path, fp32, run_dir=run)
+    parity = keras_onnx_parity(keras_path, fp32, dataset["PublicTest"].images[:1024])
+    summary["parity"] = parity
+    print(f"parity on {parity['n']} PublicTest faces: max |diff| {parity['max_abs_diff']:.2e}, "
+          f"arg-max agreement {parity['argmax_agreement']:.4f}")  # fmt: skip
+    if not parity["passed"]:
+        raise ExportError(f"Keras/ONNX parity failed: {parity}")
+
+    int8 = work / "int8.onnx"
+    faces = calibration_faces(dataset["Training"].images, calibration)
+    quantize(fp32, int8, faces)
+
+    probe = dataset["PublicTest"].images[0]
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        metrics = evaluate(path, dataset, work, prefix=f"{name}_")
+        add_accuracy_metadata(path, metrics)
+        summary[name] = {
+            "size_mb": round(path.stat().st_size / 1e6, 3),
+            "latency_ms_batch1_1thread": round(latency_ms(path, probe), 3),
+            **{f"{s}_accuracy": m["accuracy"] for s, m in metrics["splits"].items()},
+        }
+        print(f"{name}: {summary[name]}")
+    drop = summary["fp32"]["PrivateTest_accuracy"] - summary["int8"]["PrivateTest_accuracy"]
+    summary["int8_private_drop_points"] = round(drop * 100, 2)
+    summary["int8_accepted"] = bool(drop <= MAX_INT8_DROP)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fp32, dest / "fp32.onnx")
+    if summary["int8_accepted"]:
+        shutil.copyfile(int8, dest / "int8.onnx")
+    else:
+        (dest / "int8.onnx").unlink(missing_ok=True)
+        print(f"int8 rejected: PrivateTest drop {drop * 100:.2f} points > 1", file=sys.stderr)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from export.card import write_card
+
+    write_card(run, summary, Path("MODEL_CARD.md"))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, type=Path, help="finished training run folder")
+    p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")
+    p.add_argument("--dest", type=Path, default=DEST, help=f"where models go (default {DEST})")
+    p.add_argument("--calibration", type=int, default=300, help="int8 calibration faces")
+    args = p.parse_args(argv)
+    try:
+        summary = bundle(args.run, args.data, args.dest, args.calibration)
+    except (ExportError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -131,6 +131,15 @@ def canonicalize(proto: Any) -> None:
     for collection in (graph.initializer, graph.value_info, graph.input, graph.output):
         for item in collection:
             item.name = rename(item.name)
+    dims: dict[str, str] = {}
+    for item in [*graph.input, *graph.output]:
+        batch = item.type.tensor_type.shape.dim[0]
+        if batch.HasField("dim_param"):
+            dims[batch.dim_param] = "batch"
+    for item in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in item.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and _COUNTER.search(dim.dim_param):
+                dim.dim_param = dims.setdefault(dim.dim_param, f"dim{len(dims)}")
     initializers = sorted(graph.initializer, key=lambda t: int(t.name.split("_")[1]))
     del graph.initializer[:]
     graph.initializer.extend(initializers)
@@ -165,6 +174,8 @@ def export(
     """
     import onnx
 
+    if not keras_path.is_file():
+        raise ExportError(f"Keras model not found: {keras_path}")
     run_dir = run_dir or keras_path.parent
     if labels is None:
         labels = tuple(_read_json(run_dir / "metrics.json").get("labels") or ())

@@ -1,0 +1,144 @@
+"""Export on a tiny Keras model built here: metadata, parity, determinism, int8, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FER_CSV, LABELS
+
+pytest.importorskip("tf2onnx")
+keras = pytest.importorskip("keras")
+
+from export.onnx import ExportError, export  # noqa: E402
+from export.onnx import main as export_main  # noqa: E402
+from export.parity import compare, keras_onnx_parity  # noqa: E402
+from export.quantize import quantize  # noqa: E402
+from fer_onnx import EmotionRecognizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    """512 real FER2013 faces when the data is present, else random faces."""
+    if FER_CSV.exists():
+        from training.data import load_fer2013_csv
+
+        return load_fer2013_csv(FER_CSV, splits=("PublicTest",))["PublicTest"].images[:512]
+    return np.random.default_rng(0).integers(0, 256, (512, 48, 48, 1), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((48, 48, 1), name="faces")
+    x = keras.layers.Resizing(32, 32)(inputs)
+    x = keras.layers.Concatenate()([x, x, x])
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = keras.layers.Conv2D(8, 3, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs)
+    run = tmp_path_factory.mktemp("run")
+    model.save(run / "best.keras")
+    (run / "metrics.json").write_text(json.dumps({
+        "labels": list(LABELS),
+        "splits": {"PublicTest": {"accuracy": 0.5}, "PrivateTest": {"accuracy": 0.25}},
+        "wall_time_s": 12.5,
+    }))
+    (run / "config.json").write_text(json.dumps({
+        "args": {"data": "x/fer2013.csv.gz", "arch": "tiny", "alpha": 1.0, "image_size": 32, "weights": "none"},
+        "command": "python -m training.train --tiny",
+        "versions": {"tensorflow": "2.x", "keras": "3.x"},
+    }))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path) -> Path:
+    out = run_dir / "fp32.onnx"
+    export(run_dir / "best.keras", out)
+    return out
+
+
+def test_metadata_and_io_names(exported: Path) -> None:
+    import onnx
+
+    proto = onnx.load(str(exported))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["fer_onnx.labels"]) == list(LABELS)
+    assert json.loads(props["fer_onnx.input_size"]) == [48, 48]
+    assert props["fer_onnx.color_mode"] == "gray"
+    assert json.loads(props["fer_onnx.value_range"]) == [0.0, 255.0]
+    assert props["keras_PrivateTest_accuracy"] == "0.2500"
+    assert props["training_command"] == "python -m training.train --tiny"
+    for key in ("tf2onnx_version", "tensorflow_version", "keras_version", "dataset", "opset"):
+        assert props[key]
+    assert [i.name for i in proto.graph.input] == ["faces"]
+    assert [o.name for o in proto.graph.output] == ["probabilities"]
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not batch.HasField("dim_value")  # dynamic batch
+    assert proto.opset_import[0].version == 17
+
+
+def test_parity_with_keras(run_dir: Path, exported: Path, faces: np.ndarray) -> None:
+    result = keras_onnx_parity(run_dir / "best.keras", exported, faces)
+    assert result["n"] == 512
+    assert result["max_abs_diff"] <= 1e-4
+    assert result["argmax_mismatches"] == 0 and result["passed"]
+
+
+def test_compare_detects_disagreement() -> None:
+    a = np.array([[0.6, 0.4], [0.3, 0.7]], np.float32)
+    assert compare(a, a)["passed"]
+    b = np.array([[0.4, 0.6], [0.3, 0.7]], np.float32)
+    result = compare(a, b)
+    assert not result["passed"] and result["argmax_mismatches"] == 1
+    assert not compare(a, a + 2e-4)["passed"]
+
+
+def test_export_is_byte_identical(run_dir: Path, exported: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.onnx"
+    export(run_dir / "best.keras", again)
+    assert again.read_bytes() == exported.read_bytes()
+
+
+def test_library_loads_export(exported: Path, faces: np.ndarray) -> None:
+    with EmotionRecognizer(exported, detector=None) as rec:
+        assert rec.labels == LABELS
+        results = rec.classify(list(faces[:4]))
+        assert len(results) == 4 and all(r.label in LABELS for r in results)
+
+
+def test_int8_quantization(exported: Path, faces: np.ndarray, tmp_path: Path) -> None:
+    import onnx
+
+    out = tmp_path / "int8.onnx"
+    quantize(exported, out, faces[:64])
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["precision"] == "int8" and "QDQ" in props["quantization"]
+    assert json.loads(props["fer_onnx.labels"]) == list(LABELS)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    with EmotionRecognizer(out, detector=None) as q, EmotionRecognizer(exported, detector=None) as f:
+        diff = np.abs(q.predict(list(faces[:64])) - f.predict(list(faces[:64]))).max()
+    assert diff < 0.1
+
+
+def test_missing_or_wrong_inputs_are_clear(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ExportError, match="not found"):
+        export(tmp_path / "none.keras", tmp_path / "x.onnx")
+    bogus = tmp_path / "bogus.keras"
+    bogus.write_text("not a model")
+    with pytest.raises(ExportError, match="cannot load"):
+        export(bogus, tmp_path / "x.onnx", labels=LABELS)
+    with pytest.raises(ExportError, match="labels"):
+        export(run_dir / "best.keras", tmp_path / "x.onnx", labels=("a", "b"))
+    assert not (tmp_path / "x.onnx").exists()  # nothing half-written
+    assert export_main(["--keras", str(tmp_path / "none.keras"), "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err

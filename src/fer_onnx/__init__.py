@@ -12,6 +12,7 @@ Importing the package loads no model and changes no global setting.
 from importlib.metadata import PackageNotFoundError, version
 
 from fer_onnx.detectors import Detector, HaarDetector, YuNetDetector
+from fer_onnx.draw import draw_faces
 from fer_onnx.errors import (
     DetectorError,
     FerOnnxError,
@@ -26,6 +27,7 @@ from fer_onnx.preprocessing import InputSpec, prepare_faces
 from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, EmotionRecognizer
 from fer_onnx.session import SessionConfig
 from fer_onnx.types import Box, Emotion, FaceEmotion
+from fer_onnx.video import Frame, VideoRecognizer, VideoStats, open_video, read_frames
 
 try:
     __version__ = version("fer-onnx")
@@ -42,6 +44,7 @@ __all__ = [
     "EmotionRecognizer",
     "FaceEmotion",
     "FerOnnxError",
+    "Frame",
     "HaarDetector",
     "ImageNotFoundError",
     "InputSpec",
@@ -51,8 +54,13 @@ __all__ = [
     "ProviderError",
     "SessionConfig",
     "VideoError",
+    "VideoRecognizer",
+    "VideoStats",
     "YuNetDetector",
     "__version__",
+    "draw_faces",
     "load_image",
+    "open_video",
     "prepare_faces",
+    "read_frames",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import cv2
 import numpy as np
@@ -14,12 +14,17 @@ import numpy.typing as npt
 from fer_onnx.errors import InvalidImageError
 from fer_onnx.types import Box
 
-__all__ = ["ImageInput", "ImageNotFoundError", "crop_faces", "load_image", "to_box"]
+__all__ = ["ImageInput", "ImageNotFoundError", "as_uint8", "crop_faces", "load_image", "to_box"]
 
 ImageInput: TypeAlias = "str | os.PathLike[str] | npt.NDArray[Any] | Any"
 """A path, a numpy image (gray HxW, HxWx1, BGR HxWx3, BGRA HxWx4; uint8) or a PIL image."""
 
 BoxLike: TypeAlias = "Box | Sequence[int] | npt.NDArray[Any]"
+
+
+def as_uint8(array: Any) -> npt.NDArray[np.uint8]:
+    """Type an OpenCV result as a uint8 array (OpenCV keeps the input's dtype)."""
+    return cast("npt.NDArray[np.uint8]", array)
 
 
 class ImageNotFoundError(InvalidImageError, FileNotFoundError):

@@ -1,0 +1,498 @@
+"""The ``fer-onnx`` command line: images, videos and the webcam.
+
+    fer-onnx image photo.jpg [more.jpg ...] [--json] [--out DIR]
+    fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
+                            [--plot timeline.png] [--every N]
+    fer-onnx webcam [--camera 0]
+
+Outputs are written to a temporary file beside the target and renamed when complete, so an
+interrupted run (Ctrl-C) leaves no half-written file. Exit codes: 0 success, 1 some input
+failed, 2 bad usage or unusable input/output, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+
+from fer_onnx.detectors import HaarDetector, YuNetDetector
+from fer_onnx.draw import draw_faces, draw_text
+from fer_onnx.errors import FerOnnxError, VideoError
+from fer_onnx.images import as_uint8, load_image
+from fer_onnx.recognizer import EmotionRecognizer
+from fer_onnx.types import FaceEmotion
+from fer_onnx.video import VideoRecognizer, open_video, read_frames
+
+__all__ = ["main"]
+
+
+# -- shared options ---------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model and detector")
+    g.add_argument(
+        "--model",
+        default="default",
+        help="'default', 'fp32', 'int8' or the path of an .onnx model (default: default)",
+    )
+    g.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="execution device (default: auto = CUDA when available)",
+    )
+    g.add_argument(
+        "--providers",
+        default=None,
+        help="comma-separated onnxruntime providers, overrides --device",
+    )
+    g.add_argument(
+        "--detector", default="haar", help="'haar' (default) or the path of a YuNet .onnx model"
+    )
+    g.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
+    g.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
+    g.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="Haar smallest face, pixels of the detection image",
+    )
+    g.add_argument(
+        "--detect-width", type=int, default=None, help="detect on a copy this wide (0 = full size)"
+    )
+    g.add_argument("--margin", type=float, default=0.0, help="grow boxes by this fraction")
+
+
+def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
+    kwargs: dict[str, Any] = {}
+    if args.detect_width is not None:
+        kwargs["detect_width"] = args.detect_width or None
+    detector: HaarDetector | YuNetDetector
+    if args.detector == "haar":
+        for name in ("scale_factor", "min_neighbors", "min_size"):
+            if getattr(args, name) is not None:
+                kwargs[name] = getattr(args, name)
+        detector = HaarDetector(**kwargs)
+    else:
+        detector = YuNetDetector(args.detector, **kwargs)
+    providers = args.providers.split(",") if args.providers else None
+    return EmotionRecognizer(
+        args.model, detector=detector, device=args.device, providers=providers, margin=args.margin
+    )
+
+
+@contextmanager
+def _atomic_output(path: Path | None) -> Iterator[Path | None]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+    if path is None:
+        yield None
+        return
+    path = path.expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VideoError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise VideoError(f"cannot write {path}: folder {parent} is not writable")
+    if path.is_dir():
+        raise VideoError(f"cannot write {path}: it is a directory")
+    fd, tmp_name = tempfile.mkstemp(
+        dir=parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _face_row(face: FaceEmotion) -> dict[str, Any]:
+    b = face.box
+    row: dict[str, Any] = {
+        "x": b.x,
+        "y": b.y,
+        "width": b.width,
+        "height": b.height,
+        "label": face.label,
+        "score": round(face.score, 6),
+    }
+    row.update({f"p_{k}": round(v, 6) for k, v in face.probabilities.items()})
+    return row
+
+
+# -- image ------------------------------------------------------------------------------------
+
+
+def _cmd_image(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    report = []
+    with _recognizer(args) as rec:
+        if not args.json:
+            print(
+                f"{'file':<32} {'face':>4} {'x':>5} {'y':>5} {'w':>5} {'h':>5}  {'label':<9} score"
+            )
+        for path in args.paths:
+            try:
+                faces = rec.recognize(path)
+            except FerOnnxError as e:
+                print(f"error: {path}: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            report.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
+            if not args.json:
+                if not faces:
+                    print(f"{path!s:<32} {'-':>4}  no face found")
+                for i, f in enumerate(faces):
+                    b = f.box
+                    print(
+                        f"{path!s:<32} {i:>4} {b.x:>5} {b.y:>5} {b.width:>5} {b.height:>5}  "
+                        f"{f.label:<9} {f.score:.3f}"
+                    )
+            if args.out is not None:
+                image = load_image(path)
+                target = args.out / f"{Path(path).stem}_fer{Path(path).suffix or '.png'}"
+                with _atomic_output(target) as tmp:
+                    ok, data = cv2.imencode(target.suffix, draw_faces(image, faces))
+                    if not ok:
+                        raise VideoError(f"cannot encode {target}")
+                    data.tofile(str(tmp))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    return 1 if failed else 0
+
+
+# -- video ------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on stderr: frames, fps, ETA."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self.last < 0.2):
+            return
+        self.last = now
+        fps = done / max(now - self.start, 1e-9)
+        if self.total:
+            eta = (self.total - done) / fps if fps > 0 else 0.0
+            bar = "#" * int(30 * done / self.total)
+            line = f"\r[{bar:<30}] {done}/{self.total} frames {fps:6.1f} fps ETA {eta:5.1f}s"
+        else:
+            line = f"\r{done} frames {fps:6.1f} fps"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _plot_timeline(
+    series: dict[int, list[tuple[float, dict[str, float]]]],
+    labels: Sequence[str],
+    path: Path,
+    title: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tracks = sorted(series, key=lambda t: -len(series[t]))[:8]
+    fig, axes = plt.subplots(
+        max(1, len(tracks)), 1, figsize=(11, 2.2 * max(1, len(tracks))), sharex=True, squeeze=False
+    )
+    for ax, track in zip(axes[:, 0], tracks, strict=False):
+        times = [t for t, _ in series[track]]
+        for label in labels:
+            ax.plot(times, [p[label] for _, p in series[track]], label=label, lw=1.2)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {track}")
+        ax.grid(alpha=0.3)
+    if not tracks:
+        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center")
+    axes[0, 0].legend(ncol=len(labels), fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --plot needs matplotlib: pip install 'fer-onnx[plot]'", file=sys.stderr)
+            return 2
+    cap, stats = open_video(args.path)
+    frame_index = -1
+    try:
+        with (
+            _recognizer(args) as rec,
+            _atomic_output(args.csv) as csv_tmp,
+            _atomic_output(args.json) as json_tmp,
+            _atomic_output(args.out) as video_tmp,
+            _atomic_output(args.plot) as plot_tmp,
+        ):
+            video = VideoRecognizer(
+                rec,
+                smoothing=0 if args.no_smoothing else args.smoothing,
+                max_missed=args.max_missed,
+                redetect_every=args.redetect_every,
+            )
+            labels = rec.labels
+            fields = [
+                "frame",
+                "timestamp",
+                "track_id",
+                "x",
+                "y",
+                "width",
+                "height",
+                "label",
+                "score",
+                *[f"p_{label}" for label in labels],
+            ]
+            csv_file: TextIO | None = open(csv_tmp, "w", newline="") if csv_tmp else None  # noqa: SIM115
+            writer = csv.DictWriter(csv_file, fieldnames=fields) if csv_file else None
+            if writer:
+                writer.writeheader()
+            json_rows: list[dict[str, Any]] = []
+            series: dict[int, list[tuple[float, dict[str, float]]]] = {}
+            out_video = None
+            if video_tmp is not None:
+                fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+                out_video = cv2.VideoWriter(
+                    str(video_tmp), fourcc, stats.fps / args.every, (stats.width, stats.height)
+                )
+                if not out_video.isOpened():
+                    raise VideoError(f"cannot open a video writer for {args.out}")
+            total = (stats.frame_count + args.every - 1) // args.every if stats.frame_count else 0
+            progress = _Progress(total, not args.no_progress)
+            faces_total = 0
+            try:
+                for frame in read_frames(cap, stats, every=args.every):
+                    frame_index = frame.index
+                    faces = video.process(frame.image)
+                    faces_total += len(faces)
+                    for face in faces:
+                        row = {
+                            "frame": frame.index,
+                            "timestamp": round(frame.timestamp, 4),
+                            "track_id": face.track_id,
+                            **_face_row(face),
+                        }
+                        if writer:
+                            writer.writerow(row)
+                        if json_tmp:
+                            json_rows.append(row)
+                        if face.track_id is not None:
+                            series.setdefault(face.track_id, []).append(
+                                (frame.timestamp, dict(face.probabilities))
+                            )
+                    if out_video is not None:
+                        out_video.write(draw_faces(frame.image, faces, copy=False))
+                    progress.update(stats.read)
+                progress.update(stats.read, force=True)
+            finally:
+                progress.close()
+                if csv_file:
+                    csv_file.close()
+                if out_video is not None:
+                    out_video.release()
+            if json_tmp:
+                json_tmp.write_text(json.dumps(json_rows) + "\n")
+            if plot_tmp:
+                _plot_timeline(
+                    series,
+                    labels,
+                    plot_tmp,
+                    f"{Path(args.path).name}: expression probabilities per track",
+                )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted at frame {frame_index}; no output files were written", file=sys.stderr
+        )
+        return 130
+    finally:
+        cap.release()
+    print(
+        f"{Path(args.path).name}: {stats.read} frames read, {faces_total} faces, "
+        f"{len(series)} tracks, {stats.corrupt} corrupt frames skipped"
+        + (f" (indices {stats.corrupt_indices[:10]})" if stats.corrupt else ""),
+        file=sys.stderr,
+    )
+    for name, path in (
+        ("csv", args.csv),
+        ("json", args.json),
+        ("video", args.out),
+        ("plot", args.plot),
+    ):
+        if path is not None:
+            print(f"wrote {name}: {path}", file=sys.stderr)
+    return 0
+
+
+# -- webcam -----------------------------------------------------------------------------------
+
+
+def _has_gui() -> bool:
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    try:
+        cv2.namedWindow("fer-onnx-probe", cv2.WINDOW_AUTOSIZE)
+        cv2.destroyWindow("fer-onnx-probe")
+    except cv2.error:
+        return False
+    return True
+
+
+def _cmd_webcam(args: argparse.Namespace) -> int:
+    if not _has_gui():
+        raise VideoError(
+            "no display available for the webcam window: run on a desktop session, and install "
+            "opencv-python (with GUI) instead of opencv-python-headless"
+        )
+    cap, _ = open_video(int(args.camera))
+    window = "fer-onnx (q or Esc quits)"
+    try:
+        with _recognizer(args) as rec:
+            video = VideoRecognizer(rec, smoothing=0 if args.no_smoothing else args.smoothing)
+            last = time.perf_counter()
+            fps = 0.0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    raise VideoError(f"camera {args.camera} stopped delivering frames")
+                faces = video.process(as_uint8(frame))
+                image = draw_faces(as_uint8(frame), faces, copy=False)
+                now = time.perf_counter()
+                fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if fps else 1 / max(now - last, 1e-6)
+                last = now
+                draw_text(image, f"{fps:5.1f} FPS", (8, 24))
+                cv2.imshow(window, image)
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cap.release()
+        cv2.destroyAllWindows()
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fer-onnx``."""
+    parser = argparse.ArgumentParser(
+        prog="fer-onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    from fer_onnx import __version__
+
+    parser.add_argument("--version", action="version", version=f"fer-onnx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{image,video,webcam}")
+
+    p = sub.add_parser(
+        "image",
+        help="faces and expressions in images",
+        description="Print each face (box, label, score) of each image.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="image files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--out", type=Path, default=None, help="folder for annotated copies")
+    _common(p)
+    p.set_defaults(func=_cmd_image)
+
+    p = sub.add_parser(
+        "video",
+        help="faces, tracks and expressions in a video file",
+        description="Process a video: per-face rows, annotated video, timeline.",
+    )
+    p.add_argument("path", type=Path, help="video file")
+    p.add_argument("--csv", type=Path, default=None, help="write one row per face per frame")
+    p.add_argument("--json", type=Path, default=None, help="write the same rows as JSON")
+    p.add_argument("--out", type=Path, default=None, help="write an annotated video (.mp4)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="write a timeline PNG of probabilities per track (needs matplotlib)",
+    )
+    p.add_argument("--every", type=int, default=1, help="process every N-th frame")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=5.0,
+        help="EMA window (frames) for per-track probabilities (default 5)",
+    )
+    p.add_argument("--no-smoothing", action="store_true", help="report raw probabilities")
+    p.add_argument("--max-missed", type=int, default=5, help="frames before a lost track ends")
+    p.add_argument(
+        "--redetect-every",
+        type=int,
+        default=10,
+        help="full-frame detection every N processed frames (default 10)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser(
+        "webcam",
+        help="live webcam window",
+        description="Live window with boxes, labels and FPS; q or Esc quits.",
+    )
+    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    p.add_argument("--smoothing", type=float, default=5.0, help="EMA window in frames")
+    p.add_argument("--no-smoothing", action="store_true", help="report raw probabilities")
+    _common(p)
+    p.set_defaults(func=_cmd_webcam)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fer-onnx`` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "every", 1) < 1:
+        parser.error("--every must be >= 1")
+    try:
+        code: int = args.func(args)
+    except FerOnnxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

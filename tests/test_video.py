@@ -1,0 +1,155 @@
+"""VideoRecognizer (tracks, smoothing, region re-detection) and frame reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import MEDIA, shared_file
+from fer_onnx import (
+    Box,
+    EmotionRecognizer,
+    FerOnnxError,
+    VideoError,
+    VideoRecognizer,
+    open_video,
+    read_frames,
+)
+
+
+class ScriptedDetector:
+    """Returns a fixed list of boxes per call, and counts calls and image sizes."""
+
+    def __init__(self, script: list[list[Box]]) -> None:
+        self.script = script
+        self.calls: list[tuple[int, int]] = []
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.calls.append(image.shape[:2])
+        return self.script[min(len(self.calls) - 1, len(self.script) - 1)]
+
+
+def moving_face_clip(astronaut: np.ndarray, n: int = 20) -> list[np.ndarray]:
+    """A 640x480 clip with the astronaut's face sliding right by 4 px per frame."""
+    face = astronaut[0:260, 100:330]
+    frames = []
+    for i in range(n):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        frame[100:360, 50 + 4 * i : 280 + 4 * i] = face
+        frames.append(frame)
+    return frames
+
+
+def test_track_ids_stay_stable_and_smoothing_changes_values(
+    tiny_model: Path, astronaut: np.ndarray
+) -> None:
+    clip = moving_face_clip(astronaut)
+    with EmotionRecognizer(tiny_model) as rec:
+        raw = [rec.recognize(f) for f in clip]
+        assert all(len(r) == 1 for r in raw)
+        video = VideoRecognizer(rec, smoothing=5)
+        tracked = [video.process(f) for f in clip]
+        assert {r[0].track_id for r in tracked} == {0}
+        off = VideoRecognizer(rec, smoothing=0, redetect_every=1)
+        unsmoothed = [off.process(f) for f in clip]
+    # Without smoothing the video path gives exactly the still-image results.
+    assert [u[0].probabilities for u in unsmoothed] == [r[0].probabilities for r in raw]
+    # With smoothing the first frame is raw, later frames are averages.
+    assert tracked[0][0].probabilities == raw[0][0].probabilities
+    later = np.array(list(tracked[-1][0].probabilities.values()))
+    assert not np.allclose(later, list(raw[-1][0].probabilities.values()))
+    assert later.sum() == pytest.approx(1.0)
+
+
+def test_region_detection_between_full_searches(tiny_model: Path) -> None:
+    face = Box(300, 200, 80, 80)
+    detector = ScriptedDetector(
+        [[face], [Box(20, 20, 80, 80)]]
+    )  # region hits map back near the face
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, redetect_every=5, roi_margin=0.5)
+        for _ in range(5):
+            video.process(frame)
+    assert detector.calls[0] == (480, 640)  # first frame: full search
+    assert all(shape == (160, 160) for shape in detector.calls[1:])  # then only regions
+    assert len(detector.calls) == 5
+
+
+def test_lost_track_triggers_full_search_and_tracks_end(tiny_model: Path) -> None:
+    face = Box(300, 200, 80, 80)
+    detector = ScriptedDetector([[face], [], [], [], [], []])
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, max_missed=2, redetect_every=100)
+        assert len(video.process(frame)) == 1 and video.active_tracks == 1
+        assert video.process(frame) == []
+        # region search failed -> full-frame search in the same frame
+        assert detector.calls[1] != (480, 640) and detector.calls[2] == (480, 640)
+        video.process(frame)
+        video.process(frame)
+        assert video.active_tracks == 0  # ended after more than max_missed misses
+
+
+def test_two_faces_get_two_ids_and_new_face_new_id(tiny_model: Path) -> None:
+    a, b, c = Box(10, 10, 60, 60), Box(300, 10, 60, 60), Box(150, 300, 60, 60)
+    detector = ScriptedDetector([[a, b], [b, a], [a, b, c]])
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, redetect_every=1)
+        first = {f.box: f.track_id for f in video.process(frame)}
+        second = {f.box: f.track_id for f in video.process(frame)}
+        third = {f.box: f.track_id for f in video.process(frame)}
+    assert first == second and third[c] == 2 and third[a] == first[a]
+
+
+def test_video_needs_detector_and_valid_args(tiny_model: Path) -> None:
+    with (
+        EmotionRecognizer(tiny_model, detector=None) as rec,
+        pytest.raises(FerOnnxError, match="detector"),
+    ):
+        VideoRecognizer(rec)
+    with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="redetect_every"):
+        VideoRecognizer(rec, redetect_every=0)
+
+
+def write_clip(path: Path, n: int = 12, size: tuple[int, int] = (160, 120)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, size)
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), i * 10, np.uint8))
+    writer.release()
+    return path
+
+
+def test_read_frames_every_and_timestamps(tmp_path: Path) -> None:
+    cap, stats = open_video(write_clip(tmp_path / "clip.mp4"))
+    frames = list(read_frames(cap, stats, every=3))
+    cap.release()
+    assert [f.index for f in frames] == [0, 3, 6, 9]
+    assert frames[1].timestamp == pytest.approx(0.3)
+    assert stats.read == 4 and stats.corrupt == 0 and stats.frame_count == 12
+
+
+def test_open_video_errors(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="not found"):
+        open_video(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoError, match="cannot open"):
+        open_video(junk)
+    with pytest.raises(VideoError, match="camera"):
+        open_video(97)
+
+
+def test_real_video_keeps_one_track(tiny_model: Path) -> None:
+    cap, stats = open_video(shared_file(MEDIA / "woman2.mp4"))
+    with EmotionRecognizer(tiny_model) as rec:
+        video = VideoRecognizer(rec)
+        ids = [f.track_id for frame in read_frames(cap, stats) for f in video.process(frame.image)]
+    cap.release()
+    assert len(ids) > 0.9 * stats.read
+    # one face throughout: almost every frame belongs to the first track
+    assert ids.count(ids[0]) > 0.9 * len(ids)

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import MEDIA, shared_file
+
 from fer_onnx import EmotionRecognizer, VideoRecognizer, open_video, read_frames
 from fer_onnx.cli import main
 

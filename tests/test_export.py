@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FER_CSV, LABELS
 
 pytest.importorskip("tf2onnx")

@@ -18,7 +18,7 @@ def test_prepare_faces_shapes(shape: tuple[int, ...], color: str) -> None:
     batch = prepare_faces(faces, spec)
     assert batch.shape == (3, 48, 40, spec.channels)
     assert batch.dtype == np.float32
-    assert 0 <= batch.min() and batch.max() <= 255
+    assert batch.min() >= 0 and batch.max() <= 255
 
 
 def test_prepare_faces_identity_for_native_size() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
 from conftest import LABELS, MEDIA, YUNET, shared_file
+
 from fer_onnx import (
     Box,
     Emotion,

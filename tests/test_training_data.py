@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pandas")  # the [train] extra
-from training.data import (  # noqa: E402
+from training.data import (
     FER2013_LABELS,
     DataError,
     apply_ferplus,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FER_CSV, ROOT, shared_file
 
 pytest.importorskip("tensorflow")

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import MEDIA, shared_file
+
 from fer_onnx import (
     Box,
     EmotionRecognizer,

@@ -1,0 +1,122 @@
+"""Per-frame latency, measured with pytest-benchmark. Run (see README):
+
+    python -m pytest benchmarks --benchmark-enable --benchmark-json=benchmarks/latest.json
+    python benchmarks/report.py benchmarks/latest.json > benchmarks/latest.md
+
+Our pipeline and the baselines run in the same session, so their ratios are side by side.
+Baselines are skipped, with the reason, when their package is missing. Nothing here asserts a
+time; the smoke run in CI (``--benchmark-disable``) checks that every case runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_onnx import EmotionRecognizer, HaarDetector, VideoRecognizer
+
+Frames = list[np.ndarray]
+
+SEED_HAAR = {"scale_factor": 1.3, "min_neighbors": 5, "detect_width": None, "min_size": 1}
+FAST_HAAR = {"scale_factor": 1.2, "min_neighbors": 5, "detect_width": 256, "min_size": 20}
+
+
+def cycle(frames: Frames) -> Callable[[], np.ndarray]:
+    it: Iterator[np.ndarray] = itertools.cycle(frames)
+    return lambda: next(it)
+
+
+# -- detection --------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="detection 640x480")
+@pytest.mark.parametrize("settings", ["default", "fast", "seed-1.3/5-full"])
+def test_detection(benchmark: Any, one_face_frames: Frames, settings: str) -> None:
+    kwargs = {"default": {}, "fast": FAST_HAAR, "seed-1.3/5-full": SEED_HAAR}[settings]
+    detector = HaarDetector(**kwargs)
+    frame = cycle(one_face_frames)
+    benchmark(lambda: detector.detect(frame()))
+
+
+# -- classification ---------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="classify")
+@pytest.mark.parametrize("faces", [1, 8])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_classify(benchmark: Any, model_path: dict[str, Any], precision: str, faces: int) -> None:
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (120, 120, 3), dtype=np.uint8) for _ in range(faces)]
+    with EmotionRecognizer(model_path[precision], detector=None, device="cpu") as rec:
+        result = benchmark(rec.predict, crops)
+    assert result.shape == (faces, 7)
+    benchmark.extra_info["faces"] = faces
+
+
+# -- full pipeline ----------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="recognize still 640x480")
+@pytest.mark.parametrize("scene", ["1 face", "group"])
+def test_recognize_still(benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest,
+                         scene: str) -> None:
+    frames: Frames = request.getfixturevalue("one_face_frames" if scene == "1 face" else "group_frames")
+    frame = cycle(frames)
+    with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
+        benchmark(lambda: rec.recognize(frame()))
+
+
+@pytest.mark.benchmark(group="video mode 640x480")
+@pytest.mark.parametrize("scene", ["1 face", "group"])
+def test_video_mode(benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest,
+                    scene: str) -> None:
+    frames: Frames = request.getfixturevalue("one_face_frames" if scene == "1 face" else "group_frames")
+    frame = cycle(frames)
+    with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
+        video = VideoRecognizer(rec)
+        benchmark(lambda: video.process(frame()))
+
+
+# -- baselines, measured in the same run ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seed_keras_model() -> Any:
+    keras = pytest.importorskip("keras", reason="seed baseline needs TensorFlow/Keras ([train] extra)")
+    pytest.importorskip("tensorflow", reason="seed baseline needs TensorFlow ([train] extra)")
+    base = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=None)
+    x = keras.layers.GlobalAveragePooling2D()(base.output)
+    out = keras.layers.Dense(7, activation="softmax")(x)
+    return keras.Model(base.input, out)
+
+
+@pytest.mark.benchmark(group="baseline: seed loop 640x480")
+def test_seed_loop(benchmark: Any, one_face_frames: Frames, seed_keras_model: Any) -> None:
+    """The notebooks' loop: Haar 1.3/5 on the full frame, then model.predict per face at 224 px."""
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    frame = cycle(one_face_frames)
+
+    def seed_step() -> int:
+        image = frame()
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        faces = cascade.detectMultiScale(gray, scaleFactor=1.3, minNeighbors=5)
+        for x, y, w, h in faces:
+            face = cv2.resize(image[y : y + h, x : x + w], (224, 224)).astype("float32") / 255.0
+            seed_keras_model.predict(face[None], verbose=0)
+        return len(faces)
+
+    benchmark.pedantic(seed_step, rounds=15, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="baseline: fer package 640x480")
+def test_fer_package(benchmark: Any, one_face_frames: Frames) -> None:
+    fer = pytest.importorskip("fer.fer", reason="`fer` not installed (pip install --no-deps fer==25.10.3)")
+    detector = fer.FER()
+    frame = cycle(one_face_frames)
+    benchmark.pedantic(lambda: detector.detect_emotions(frame()), rounds=30, warmup_rounds=3)

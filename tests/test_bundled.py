@@ -1,0 +1,85 @@
+"""Golden tests on the bundled models over real faces (skipped until the models are bundled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FER_CSV, LABELS, MEDIA, shared_file
+from fer_onnx import BUNDLED_MODELS, EmotionRecognizer, ModelLoadError
+from fer_onnx import recognizer as recognizer_module
+from fer_onnx.recognizer import bundled_model_path
+
+
+def bundled(name: str) -> Path:
+    try:
+        return bundled_model_path(name)
+    except ModelLoadError as e:
+        pytest.skip(f"bundled {name} model not installed: {e}")
+
+
+def test_missing_bundled_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(recognizer_module, "_bundled_file", lambda name: tmp_path / f"{name}.onnx")
+    with pytest.raises(ModelLoadError, match=r"bundled 'fp32' model is not in this installation"):
+        EmotionRecognizer()
+    with pytest.raises(ModelLoadError, match="not in this installation"):
+        EmotionRecognizer("int8")
+
+
+def test_default_loads_offline_and_describes_itself() -> None:
+    bundled("fp32")
+    with EmotionRecognizer() as rec:
+        assert rec.labels == LABELS
+        assert (rec.info.input.height, rec.info.input.width, rec.info.input.color) == (48, 48, "gray")
+        extra = rec.info.extra
+        for key in ("onnx_PrivateTest_accuracy", "onnx_PublicTest_accuracy", "training_command",
+                    "tf2onnx_version", "tensorflow_version", "keras_version", "dataset"):
+            assert extra[key], key
+        expected = "int8" if "int8" in BUNDLED_MODELS and recognizer_module._bundled_file("int8").is_file() else "fp32"
+        assert rec.model_path.name == f"{expected}.onnx"
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_models_by_name_are_small(name: str) -> None:
+    path = bundled(name)
+    assert path.stat().st_size <= (3e6 if name == "int8" else 12e6)
+    with EmotionRecognizer(name) as rec:
+        assert rec.info.extra["precision"] == name
+
+
+@pytest.mark.parametrize(("photo", "faces"), [("two_people.jpg", 2), ("obama.jpg", 1), ("biden.jpg", 1)])
+def test_real_photos_with_bundled_model(photo: str, faces: int) -> None:
+    bundled("fp32")
+    with EmotionRecognizer() as rec:
+        results = rec.recognize(shared_file(MEDIA / photo))
+    assert len(results) == faces
+    for r in results:
+        assert abs(sum(r.probabilities.values()) - 1) < 1e-6
+
+
+def test_astronaut_smiles(astronaut: np.ndarray) -> None:
+    bundled("fp32")
+    with EmotionRecognizer() as rec:
+        (face,) = rec.recognize(astronaut)
+    assert face.label == "happy", face.probabilities
+
+
+def test_accuracy_on_public_faces_and_int8_agreement() -> None:
+    """The shipped models still classify real FER2013 faces (PublicTest, never PrivateTest)."""
+    bundled("fp32")
+    from training.data import load_fer2013_csv
+
+    split = load_fer2013_csv(shared_file(FER_CSV), splits=("PublicTest",))["PublicTest"]
+    faces, labels = list(split.images[:1000]), split.labels[:1000]
+    with EmotionRecognizer("fp32", detector=None) as fp32:
+        p32 = fp32.predict(faces)
+        claimed = float(fp32.info.extra["onnx_PublicTest_accuracy"])
+    accuracy = float((p32.argmax(1) == labels).mean())
+    assert accuracy > 0.55 and abs(accuracy - claimed) < 0.04, (accuracy, claimed)
+    if recognizer_module._bundled_file("int8").is_file():
+        with EmotionRecognizer("int8", detector=None) as int8:
+            p8 = int8.predict(faces)
+        assert (p8.argmax(1) == p32.argmax(1)).mean() > 0.93
+        assert float((p8.argmax(1) == labels).mean()) > accuracy - 0.02

@@ -72,12 +72,16 @@ def test_accuracy_on_public_faces_and_int8_agreement() -> None:
     from training.data import load_fer2013_csv
 
     split = load_fer2013_csv(shared_file(FER_CSV), splits=("PublicTest",))["PublicTest"]
-    faces, labels = list(split.images[:1000]), split.labels[:1000]
+    faces, labels = list(split.images), split.labels
     with EmotionRecognizer("fp32", detector=None) as fp32:
         p32 = fp32.predict(faces)
         claimed = float(fp32.info.extra["onnx_PublicTest_accuracy"])
     accuracy = float((p32.argmax(1) == labels).mean())
-    assert accuracy > 0.55 and abs(accuracy - claimed) < 0.04, (accuracy, claimed)
+    majority = float(np.bincount(labels).max() / len(labels))
+    # The installed file reproduces the accuracy its metadata claims (export measured the same
+    # 3,589 faces) and is far from a constant guess.
+    assert abs(accuracy - claimed) < 1e-4, (accuracy, claimed)
+    assert accuracy > majority + 0.1, (accuracy, majority)
     if recognizer_module._bundled_file("int8").is_file():
         with EmotionRecognizer("int8", detector=None) as int8:
             p8 = int8.predict(faces)

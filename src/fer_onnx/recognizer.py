@@ -203,8 +203,8 @@ class EmotionRecognizer:
                 Boxes are clipped to the image.
 
         Returns:
-            One :class:`FaceEmotion` per face, in detection (or ``boxes``) order; ``[]`` when
-            there is no face.
+            One :class:`FaceEmotion` per face, left to right (or in ``boxes`` order); ``[]``
+            when there is no face.
 
         Raises:
             InvalidImageError: The image (or a box) is not valid; the message says why.
@@ -219,7 +219,8 @@ class EmotionRecognizer:
                     "this recognizer has no detector: pass boxes=[...] or create "
                     "it with detector='haar'"
                 )
-            found = self.detector.detect(array)
+            # Reading order (left to right, then top to bottom) makes results deterministic.
+            found = sorted(self.detector.detect(array), key=lambda b: (b.x, b.y))
         else:
             if isinstance(boxes, (str, bytes)):
                 raise InvalidImageError("boxes must be a sequence of (x, y, width, height)")

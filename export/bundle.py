@@ -4,7 +4,8 @@
 
 Steps, each measured and written to ``<run>/export/summary.json``:
 
-1. export ``best.keras`` to fp32 ONNX with metadata (``export.onnx``);
+1. optionally wrap ``best.keras`` with flip test-time augmentation (``--tta``, chosen on
+   PublicTest only), then export it to fp32 ONNX with metadata (``export.onnx``);
 2. Keras <-> ONNX parity on 1,024 PublicTest faces (max abs difference <= 1e-4, identical
    arg-max), else stop;
 3. static QDQ per-channel int8 quantization calibrated on 300 Training faces;
@@ -65,7 +66,30 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
     save(proto, path)
 
 
-def bundle(run: Path, data: Path, dest: Path, calibration: int = 300) -> dict[str, Any]:
+def choose_tta(keras_path: Path, dataset: Any, tta: str, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Decide on flip test-time augmentation using PublicTest only; returns the model to export."""
+    import keras
+
+    from training.model import with_flip_tta
+
+    model = keras.models.load_model(keras_path)
+    public = dataset["PublicTest"]
+    x = public.images.astype(np.float32)
+    plain = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    flipped = np.asarray(model.predict(x[:, :, ::-1], batch_size=256, verbose=0))
+    acc_plain = float((plain.argmax(1) == public.labels).mean())
+    acc_flip = float((((plain + flipped) / 2).argmax(1) == public.labels).mean())
+    chosen = tta if tta != "auto" else ("flip" if acc_flip > acc_plain else "none")
+    info = {"chosen": chosen, "PublicTest_plain": acc_plain, "PublicTest_flip": acc_flip}
+    print(f"flip TTA on PublicTest: {acc_plain:.4f} -> {acc_flip:.4f}; chosen: {chosen}")
+    if chosen == "none":
+        return keras_path, info
+    wrapped = work / "best_flip_tta.keras"
+    with_flip_tta(model).save(wrapped)
+    return wrapped, info
+
+
+def bundle(run: Path, data: Path, dest: Path, calibration: int = 300, tta: str = "auto") -> dict[str, Any]:
     from training.data import load
     from training.evaluate import evaluate
 
@@ -77,8 +101,9 @@ def bundle(run: Path, data: Path, dest: Path, calibration: int = 300) -> dict[st
     dataset = load(data)
     summary: dict[str, Any] = {"run": str(run), "keras": str(keras_path)}
 
+    keras_path, summary["tta"] = choose_tta(keras_path, dataset, tta, work)
     fp32 = work / "fp32.onnx"
-    export(keras_path, fp32, run_dir=run)
+    export(keras_path, fp32, run_dir=run, extra={"tta": summary["tta"]["chosen"]})
     parity = keras_onnx_parity(keras_path, fp32, dataset["PublicTest"].images[:1024])
     summary["parity"] = parity
     print(f"parity on {parity['n']} PublicTest faces: max |diff| {parity['max_abs_diff']:.2e}, "
@@ -124,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")
     p.add_argument("--dest", type=Path, default=DEST, help=f"where models go (default {DEST})")
     p.add_argument("--calibration", type=int, default=300, help="int8 calibration faces")
+    p.add_argument("--tta", choices=("auto", "none", "flip"), default="auto",
+                   help="average over the mirrored face inside the graph; auto = when it "
+                        "raises PublicTest accuracy (PrivateTest is never used to choose)")
     args = p.parse_args(argv)
     try:
-        summary = bundle(args.run, args.data, args.dest, args.calibration)
+        summary = bundle(args.run, args.data, args.dest, args.calibration, args.tta)
     except (ExportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -50,6 +50,12 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         f"Inside the graph: bilinear resize to {args.get('image_size')}x{args.get('image_size')}, "
         "grey to 3 channels, scaling to [-1, 1]. Output: `probabilities` over "
         f"{', '.join(keras_metrics['labels'])} (in this order, also in the file's metadata).",
+        (f"- Flip test-time augmentation inside the graph (the face and its mirror image, "
+         f"averaged): chosen on PublicTest ({summary['tta']['PublicTest_plain']:.2%} -> "
+         f"{summary['tta']['PublicTest_flip']:.2%})." if summary["tta"]["chosen"] == "flip"
+         else "- No test-time augmentation (flip TTA did not raise PublicTest accuracy: "
+         f"{summary['tta']['PublicTest_plain']:.2%} -> {summary['tta']['PublicTest_flip']:.2%}).")
+        if "tta" in summary else "",
         f"- Bundled files: `fp32.onnx` ({summary['fp32']['size_mb']:.2f} MB) and "
         + (f"`int8.onnx` ({summary['int8']['size_mb']:.2f} MB, static QDQ per-channel, "
            "calibrated on 300 FER2013 Training faces)" if summary["int8_accepted"]
@@ -81,6 +87,8 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         "| model | PublicTest accuracy | PrivateTest accuracy | PrivateTest macro F1 |",
         "|---|---:|---:|---:|",
     ]
+    if summary.get("tta", {}).get("chosen") == "flip":
+        acc = {"Keras (without TTA)": keras_metrics, **{k: v for k, v in acc.items() if k != "Keras"}}
     for name, m in acc.items():
         s = m["splits"]
         lines.append(f"| {name} | {s['PublicTest']['accuracy']:.2%} | "

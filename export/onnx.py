@@ -76,6 +76,8 @@ def keras_to_onnx(keras_path: Path, opset: int = OPSET) -> tuple[Any, InputSpec]
     import tensorflow as tf
     import tf2onnx
 
+    import training.model  # noqa: F401  (registers custom layers such as HorizontalFlip)
+
     try:
         model = keras.models.load_model(keras_path)
     except Exception as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -179,3 +180,38 @@ def build_augmenter(
         layers.append(keras.layers.RandomShear(x_factor=shear, y_factor=shear,
                                                fill_mode="reflect", seed=seed + 4))  # fmt: skip
     return keras.Sequential(layers, name="augment")
+
+
+@keras.saving.register_keras_serializable(package="fer_onnx")
+class MirrorBatch(keras.layers.Layer):  # type: ignore[misc]
+    """Append the left-right mirror image of every face to the batch: N faces -> 2N."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.concatenate([inputs, keras.ops.flip(inputs, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (None, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="fer_onnx")
+class AverageHalves(keras.layers.Layer):  # type: ignore[misc]
+    """Average the first and second half of the batch: 2N rows -> N rows."""
+
+    def call(self, inputs: Any) -> Any:
+        half = keras.ops.shape(inputs)[0] // 2
+        return (inputs[:half] + inputs[half:]) / 2.0
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (None, *input_shape[1:])
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """Average the model's probabilities over each face and its mirror image.
+
+    Test-time augmentation built into the graph: the mirrored faces join the same batch, so
+    the exported ONNX file still makes one pass (twice the rows) and stores each weight once.
+    """
+    inputs = keras.Input(model.inputs[0].shape[1:], name=INPUT_NAME)
+    both = model(MirrorBatch(name="mirror")(inputs))
+    outputs = AverageHalves(name=OUTPUT_NAME)(both)
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")

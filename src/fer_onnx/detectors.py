@@ -146,6 +146,11 @@ class HaarDetector:
         self._local = threading.local()
         self._classifier()  # load now so that a broken install fails at construction
 
+    @property
+    def detect_width(self) -> int | None:
+        """Width of the downscaled copy detection runs on (``None``: full size)."""
+        return self.params.detect_width
+
     def __repr__(self) -> str:
         p = self.params
         return (
@@ -171,6 +176,26 @@ class HaarDetector:
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
         """Find faces in a uint8 gray, BGR or BGRA image."""
         return self.detect_gray(_gray(image), image.shape[1], image.shape[0])
+
+    def detect_sized(self, image: npt.NDArray[np.uint8], min_size: int, max_size: int) -> list[Box]:
+        """Find faces between ``min_size`` and ``max_size`` pixels, with no downscaling.
+
+        Used by video mode to search a small region around a known face at the scale of a
+        full-frame search, skipping pyramid levels that cannot hold that face.
+        """
+        p = self.params
+        gray = _gray(image)
+        if p.equalize:
+            gray = np.asarray(cv2.equalizeHist(gray))
+        low = max(min_size, 1)
+        rects = self._classifier().detectMultiScale(
+            gray,
+            scaleFactor=p.scale_factor,
+            minNeighbors=p.min_neighbors,
+            minSize=(low, low),
+            maxSize=(max(max_size, low), max(max_size, low)),
+        )
+        return scale_boxes(rects, 1.0, image.shape[1], image.shape[0])
 
     def detect_gray(
         self,

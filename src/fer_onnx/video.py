@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.detectors import Detector
+from fer_onnx.detectors import Detector, HaarDetector
 from fer_onnx.errors import FerOnnxError, VideoError
 from fer_onnx.images import crop_faces, load_image
 from fer_onnx.recognizer import EmotionRecognizer
@@ -103,8 +103,6 @@ class VideoRecognizer:
 
     def _scale(self, width: int) -> float:
         detect_width = getattr(self.detector, "detect_width", None)
-        if detect_width is None:
-            detect_width = getattr(getattr(self.detector, "params", None), "detect_width", None)
         return 1.0 if not detect_width or width <= detect_width else detect_width / width
 
     def _detect_regions(self, frame: npt.NDArray[np.uint8]) -> tuple[list[Box], bool]:
@@ -125,7 +123,12 @@ class VideoRecognizer:
                     max(1, round(region.shape[0] * scale)),
                 )
                 region = np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_AREA))
-            hits = self.detector.detect(region)
+            if isinstance(self.detector, HaarDetector):
+                # Only the pyramid levels that can hold this face (0.6x to 1.6x its size).
+                face = b.width * scale
+                hits = self.detector.detect_sized(region, int(face * 0.6), int(face * 1.6) + 1)
+            else:
+                hits = self.detector.detect(region)
             if not hits:
                 all_found = False
                 continue

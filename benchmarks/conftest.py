@@ -7,7 +7,6 @@ clip of scikit-image's astronaut drifting across a 640x480 frame stands in.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,13 +18,15 @@ SHARED = Path(os.environ.get("FER_ONNX_SHARED", ROOT.parent / "shared"))
 MEDIA = SHARED / "media"
 
 
-
 def letterbox(frame: np.ndarray, size: tuple[int, int] = (640, 480)) -> np.ndarray:
     """Resize keeping the aspect ratio and pad to ``size`` (width, height)."""
     w, h = size
     scale = min(w / frame.shape[1], h / frame.shape[0])
-    resized = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)),
-                         interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(
+        frame,
+        (round(frame.shape[1] * scale), round(frame.shape[0] * scale)),
+        interpolation=cv2.INTER_AREA,
+    )
     out = np.zeros((h, w, 3), np.uint8)
     y, x = (h - resized.shape[0]) // 2, (w - resized.shape[1]) // 2
     out[y : y + resized.shape[0], x : x + resized.shape[1]] = resized

@@ -64,9 +64,12 @@ def test_classify(benchmark: Any, model_path: dict[str, Any], precision: str, fa
 
 @pytest.mark.benchmark(group="recognize still 640x480")
 @pytest.mark.parametrize("scene", ["1 face", "group"])
-def test_recognize_still(benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest,
-                         scene: str) -> None:
-    frames: Frames = request.getfixturevalue("one_face_frames" if scene == "1 face" else "group_frames")
+def test_recognize_still(
+    benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest, scene: str
+) -> None:
+    frames: Frames = request.getfixturevalue(
+        "one_face_frames" if scene == "1 face" else "group_frames"
+    )
     frame = cycle(frames)
     with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
         benchmark(lambda: rec.recognize(frame()))
@@ -74,9 +77,12 @@ def test_recognize_still(benchmark: Any, model_path: dict[str, Any], request: py
 
 @pytest.mark.benchmark(group="video mode 640x480")
 @pytest.mark.parametrize("scene", ["1 face", "group"])
-def test_video_mode(benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest,
-                    scene: str) -> None:
-    frames: Frames = request.getfixturevalue("one_face_frames" if scene == "1 face" else "group_frames")
+def test_video_mode(
+    benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest, scene: str
+) -> None:
+    frames: Frames = request.getfixturevalue(
+        "one_face_frames" if scene == "1 face" else "group_frames"
+    )
     frame = cycle(frames)
     with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
         video = VideoRecognizer(rec)
@@ -88,9 +94,13 @@ def test_video_mode(benchmark: Any, model_path: dict[str, Any], request: pytest.
 
 @pytest.fixture(scope="module")
 def seed_keras_model() -> Any:
-    keras = pytest.importorskip("keras", reason="seed baseline needs TensorFlow/Keras ([train] extra)")
+    keras = pytest.importorskip(
+        "keras", reason="seed baseline needs TensorFlow/Keras ([train] extra)"
+    )
     pytest.importorskip("tensorflow", reason="seed baseline needs TensorFlow ([train] extra)")
-    base = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=None)
+    base = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), include_top=False, weights=None
+    )
     x = keras.layers.GlobalAveragePooling2D()(base.output)
     out = keras.layers.Dense(7, activation="softmax")(x)
     return keras.Model(base.input, out)
@@ -99,7 +109,9 @@ def seed_keras_model() -> Any:
 @pytest.mark.benchmark(group="baseline: seed loop 640x480")
 def test_seed_loop(benchmark: Any, one_face_frames: Frames, seed_keras_model: Any) -> None:
     """The notebooks' loop: Haar 1.3/5 on the full frame, then model.predict per face at 224 px."""
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    cascade = cv2.CascadeClassifier(
+        str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+    )
     frame = cycle(one_face_frames)
 
     def seed_step() -> int:
@@ -116,7 +128,9 @@ def test_seed_loop(benchmark: Any, one_face_frames: Frames, seed_keras_model: An
 
 @pytest.mark.benchmark(group="baseline: fer package 640x480")
 def test_fer_package(benchmark: Any, one_face_frames: Frames) -> None:
-    fer = pytest.importorskip("fer.fer", reason="`fer` not installed (pip install --no-deps fer==25.10.3)")
+    fer = pytest.importorskip(
+        "fer.fer", reason="`fer` not installed (pip install --no-deps fer==25.10.3)"
+    )
     detector = fer.FER()
     frame = cycle(one_face_frames)
     benchmark.pedantic(lambda: detector.detect_emotions(frame()), rounds=30, warmup_rounds=3)

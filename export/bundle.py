@@ -89,7 +89,9 @@ def choose_tta(keras_path: Path, dataset: Any, tta: str, work: Path) -> tuple[Pa
     return wrapped, info
 
 
-def bundle(run: Path, data: Path, dest: Path, calibration: int = 300, tta: str = "auto") -> dict[str, Any]:
+def bundle(
+    run: Path, data: Path, dest: Path, calibration: int = 300, tta: str = "auto"
+) -> dict[str, Any]:
     from training.data import load
     from training.evaluate import evaluate
 
@@ -106,8 +108,10 @@ def bundle(run: Path, data: Path, dest: Path, calibration: int = 300, tta: str =
     export(keras_path, fp32, run_dir=run, extra={"tta": summary["tta"]["chosen"]})
     parity = keras_onnx_parity(keras_path, fp32, dataset["PublicTest"].images[:1024])
     summary["parity"] = parity
-    print(f"parity on {parity['n']} PublicTest faces: max |diff| {parity['max_abs_diff']:.2e}, "
-          f"arg-max agreement {parity['argmax_agreement']:.4f}")  # fmt: skip
+    print(
+        f"parity on {parity['n']} PublicTest faces: max |diff| {parity['max_abs_diff']:.2e}, "
+        f"arg-max agreement {parity['argmax_agreement']:.4f}"
+    )
     if not parity["passed"]:
         raise ExportError(f"Keras/ONNX parity failed: {parity}")
 
@@ -143,15 +147,22 @@ def bundle(run: Path, data: Path, dest: Path, calibration: int = 300, tta: str =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export.bundle",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--run", required=True, type=Path, help="finished training run folder")
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")
     p.add_argument("--dest", type=Path, default=DEST, help=f"where models go (default {DEST})")
     p.add_argument("--calibration", type=int, default=300, help="int8 calibration faces")
-    p.add_argument("--tta", choices=("auto", "none", "flip"), default="auto",
-                   help="average over the mirrored face inside the graph; auto = when it "
-                        "raises PublicTest accuracy (PrivateTest is never used to choose)")
+    p.add_argument(
+        "--tta",
+        choices=("auto", "none", "flip"),
+        default="auto",
+        help="average over the mirrored face inside the graph; auto = when it "
+        "raises PublicTest accuracy (PrivateTest is never used to choose)",
+    )
     args = p.parse_args(argv)
     try:
         summary = bundle(args.run, args.data, args.dest, args.calibration, args.tta)

@@ -11,16 +11,17 @@ def _table(metrics: dict[str, Any], split: str) -> list[str]:
     m = metrics["splits"][split]
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, c in m["per_class"].items():
-        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
-                     f"{c['support']} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
+            f"{c['support']} |"
+        )
     return lines
 
 
 def _confusion(metrics: dict[str, Any], split: str) -> list[str]:
     labels = metrics["labels"]
     rows = metrics["splits"][split]["confusion"]
-    lines = ["| true \\ predicted | " + " | ".join(labels) + " |",
-             "|---|" + "---:|" * len(labels)]  # fmt: skip
+    lines = ["| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for name, row in zip(labels, rows, strict=True):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
     return lines
@@ -34,8 +35,14 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
     args = keras_metrics.get("args", {})
     default = "int8" if summary["int8_accepted"] else "fp32"
     shipped = int8_metrics if default == "int8" else fp32_metrics
-    acc = {name: m for name, m in (("Keras", keras_metrics), ("ONNX fp32", fp32_metrics),
-                                   ("ONNX int8", int8_metrics))}  # fmt: skip
+    acc = {
+        name: m
+        for name, m in (
+            ("Keras", keras_metrics),
+            ("ONNX fp32", fp32_metrics),
+            ("ONNX int8", int8_metrics),
+        )
+    }
     counts = keras_metrics["dataset"]["counts"]
     lines = [
         "# Model card: fer-onnx expression classifier",
@@ -50,16 +57,23 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         f"Inside the graph: bilinear resize to {args.get('image_size')}x{args.get('image_size')}, "
         "grey to 3 channels, scaling to [-1, 1]. Output: `probabilities` over "
         f"{', '.join(keras_metrics['labels'])} (in this order, also in the file's metadata).",
-        (f"- Flip test-time augmentation inside the graph (the face and its mirror image, "
-         f"averaged): chosen on PublicTest ({summary['tta']['PublicTest_plain']:.2%} -> "
-         f"{summary['tta']['PublicTest_flip']:.2%})." if summary["tta"]["chosen"] == "flip"
-         else "- No test-time augmentation (flip TTA did not raise PublicTest accuracy: "
-         f"{summary['tta']['PublicTest_plain']:.2%} -> {summary['tta']['PublicTest_flip']:.2%}).")
-        if "tta" in summary else "",
+        (
+            f"- Flip test-time augmentation inside the graph (the face and its mirror image, "
+            f"averaged): chosen on PublicTest ({summary['tta']['PublicTest_plain']:.2%} -> "
+            f"{summary['tta']['PublicTest_flip']:.2%})."
+            if summary["tta"]["chosen"] == "flip"
+            else "- No test-time augmentation (flip TTA did not raise PublicTest accuracy: "
+            f"{summary['tta']['PublicTest_plain']:.2%} -> {summary['tta']['PublicTest_flip']:.2%})."
+        )
+        if "tta" in summary
+        else "",
         f"- Bundled files: `fp32.onnx` ({summary['fp32']['size_mb']:.2f} MB) and "
-        + (f"`int8.onnx` ({summary['int8']['size_mb']:.2f} MB, static QDQ per-channel, "
-           "calibrated on 300 FER2013 Training faces)" if summary["int8_accepted"]
-           else "no int8 model (it lost more than 1 point)")
+        + (
+            f"`int8.onnx` ({summary['int8']['size_mb']:.2f} MB, static QDQ per-channel, "
+            "calibrated on 300 FER2013 Training faces)"
+            if summary["int8_accepted"]
+            else "no int8 model (it lost more than 1 point)"
+        )
         + f". Default: `{default}`.",
         "",
         "## Data",
@@ -88,11 +102,16 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         "|---|---:|---:|---:|",
     ]
     if summary.get("tta", {}).get("chosen") == "flip":
-        acc = {"Keras (without TTA)": keras_metrics, **{k: v for k, v in acc.items() if k != "Keras"}}
+        acc = {
+            "Keras (without TTA)": keras_metrics,
+            **{k: v for k, v in acc.items() if k != "Keras"},
+        }
     for name, m in acc.items():
         s = m["splits"]
-        lines.append(f"| {name} | {s['PublicTest']['accuracy']:.2%} | "
-                     f"{s['PrivateTest']['accuracy']:.2%} | {s['PrivateTest']['macro_f1']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {s['PublicTest']['accuracy']:.2%} | "
+            f"{s['PrivateTest']['accuracy']:.2%} | {s['PrivateTest']['macro_f1']:.3f} |"
+        )
     p = summary["parity"]
     lines += [
         "",

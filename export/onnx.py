@@ -189,8 +189,13 @@ def export(
         raise ExportError(f"model has {n_out} outputs but {len(labels)} labels were given")
     import tf2onnx
 
-    props = {**run_metadata(run_dir), "tf2onnx_version": tf2onnx.__version__,
-             "opset": str(opset), "precision": "fp32", **(extra or {})}  # fmt: skip
+    props = {
+        **run_metadata(run_dir),
+        "tf2onnx_version": tf2onnx.__version__,
+        "opset": str(opset),
+        "precision": "fp32",
+        **(extra or {}),
+    }
     info = ModelInfo(labels, spec, (0.0, 255.0), props)
     set_metadata(proto, info)
     proto.producer_version = tf2onnx.__version__
@@ -211,25 +216,42 @@ def save(proto: Any, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export.onnx",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--keras", required=True, type=Path, help="trained .keras model")
     p.add_argument("--out", required=True, type=Path, help="output .onnx path")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="training run folder with config.json / metrics.json "
-                        "(default: the model's folder)")
-    p.add_argument("--labels", nargs="+", default=None,
-                   help="class names in output order (default: from the run's metrics.json)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="training run folder with config.json / metrics.json (default: the model's folder)",
+    )
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="class names in output order (default: from the run's metrics.json)",
+    )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
     try:
-        info = export(args.keras, args.out, labels=tuple(args.labels) if args.labels else None,
-                      run_dir=args.run_dir, opset=args.opset)
+        info = export(
+            args.keras,
+            args.out,
+            labels=tuple(args.labels) if args.labels else None,
+            run_dir=args.run_dir,
+            opset=args.opset,
+        )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): labels {list(info.labels)}, "
-          f"input {info.input.height}x{info.input.width} {info.input.color}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): labels {list(info.labels)}, "
+        f"input {info.input.height}x{info.input.width} {info.input.color}"
+    )
     return 0
 
 

@@ -27,10 +27,13 @@ ATOL = 1e-4
 def onnx_probabilities(onnx_path: Path, faces: np.ndarray, batch: int = 256) -> np.ndarray:
     from fer_onnx import EmotionRecognizer, SessionConfig
 
-    with EmotionRecognizer(onnx_path, detector=None, device="cpu",
-                           session_config=SessionConfig(intra_op_threads=0)) as rec:  # fmt: skip
+    with EmotionRecognizer(
+        onnx_path, detector=None, device="cpu", session_config=SessionConfig(intra_op_threads=0)
+    ) as rec:
         crops = list(faces.astype(np.uint8))
-        return np.concatenate([rec.predict(crops[i : i + batch]) for i in range(0, len(crops), batch)])
+        return np.concatenate(
+            [rec.predict(crops[i : i + batch]) for i in range(0, len(crops), batch)]
+        )
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, atol: float = ATOL) -> dict[str, Any]:
@@ -49,8 +52,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float = ATOL) ->
     }
 
 
-def keras_onnx_parity(keras_path: Path, onnx_path: Path, faces: np.ndarray,
-                      atol: float = ATOL) -> dict[str, Any]:  # fmt: skip
+def keras_onnx_parity(
+    keras_path: Path, onnx_path: Path, faces: np.ndarray, atol: float = ATOL
+) -> dict[str, Any]:
     import keras
 
     model = keras.models.load_model(keras_path)
@@ -59,8 +63,11 @@ def keras_onnx_parity(keras_path: Path, onnx_path: Path, faces: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export.parity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--keras", required=True, type=Path, help="the Keras model")
     p.add_argument("--onnx", required=True, type=Path, help="its ONNX export")
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")

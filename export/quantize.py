@@ -23,7 +23,10 @@ class _Faces:
 
     def __init__(self, input_name: str, faces: np.ndarray, batch: int = 32) -> None:
         self._batches = iter(
-            [{input_name: faces[i : i + batch].astype(np.float32)} for i in range(0, len(faces), batch)]
+            [
+                {input_name: faces[i : i + batch].astype(np.float32)}
+                for i in range(0, len(faces), batch)
+            ]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -38,7 +41,9 @@ def calibration_faces(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return images[index]
 
 
-def quantize(fp32_path: Path, out: Path, faces: np.ndarray, extra: dict[str, str] | None = None) -> Any:
+def quantize(
+    fp32_path: Path, out: Path, faces: np.ndarray, extra: dict[str, str] | None = None
+) -> Any:
     """Quantize ``fp32_path`` into ``out`` (QDQ, per-channel, s8 weights, u8 activations)."""
     import onnx
     from onnxruntime.quantization import (
@@ -70,10 +75,13 @@ def quantize(fp32_path: Path, out: Path, faces: np.ndarray, extra: dict[str, str
             calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(q))
-    props = {**info.extra, "precision": "int8",
-             "quantization": f"static QDQ per-channel (s8 weights, u8 activations), MinMax "
-                             f"calibration on {len(faces)} FER2013 Training faces",
-             **(extra or {})}  # fmt: skip
+    props = {
+        **info.extra,
+        "precision": "int8",
+        "quantization": f"static QDQ per-channel (s8 weights, u8 activations), MinMax "
+        f"calibration on {len(faces)} FER2013 Training faces",
+        **(extra or {}),
+    }
     # Accuracy figures measured on the fp32 model do not describe this one.
     props = {k: v for k, v in props.items() if not k.startswith("onnx_")}
     set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props))
@@ -82,8 +90,11 @@ def quantize(fp32_path: Path, out: Path, faces: np.ndarray, extra: dict[str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export.quantize",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--onnx", required=True, type=Path, help="fp32 model exported by export.onnx")
     p.add_argument("--out", required=True, type=Path, help="output int8 .onnx")
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz] (Training split)")

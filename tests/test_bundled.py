@@ -20,7 +20,9 @@ def bundled(name: str) -> Path:
         pytest.skip(f"bundled {name} model not installed: {e}")
 
 
-def test_missing_bundled_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_bundled_model_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(recognizer_module, "_bundled_file", lambda name: tmp_path / f"{name}.onnx")
     with pytest.raises(ModelLoadError, match=r"bundled 'fp32' model is not in this installation"):
         EmotionRecognizer()
@@ -32,12 +34,27 @@ def test_default_loads_offline_and_describes_itself() -> None:
     bundled("fp32")
     with EmotionRecognizer() as rec:
         assert rec.labels == LABELS
-        assert (rec.info.input.height, rec.info.input.width, rec.info.input.color) == (48, 48, "gray")
+        assert (rec.info.input.height, rec.info.input.width, rec.info.input.color) == (
+            48,
+            48,
+            "gray",
+        )
         extra = rec.info.extra
-        for key in ("onnx_PrivateTest_accuracy", "onnx_PublicTest_accuracy", "training_command",
-                    "tf2onnx_version", "tensorflow_version", "keras_version", "dataset"):
+        for key in (
+            "onnx_PrivateTest_accuracy",
+            "onnx_PublicTest_accuracy",
+            "training_command",
+            "tf2onnx_version",
+            "tensorflow_version",
+            "keras_version",
+            "dataset",
+        ):
             assert extra[key], key
-        expected = "int8" if "int8" in BUNDLED_MODELS and recognizer_module._bundled_file("int8").is_file() else "fp32"
+        expected = (
+            "int8"
+            if "int8" in BUNDLED_MODELS and recognizer_module._bundled_file("int8").is_file()
+            else "fp32"
+        )
         assert rec.model_path.name == f"{expected}.onnx"
 
 
@@ -49,7 +66,9 @@ def test_bundled_models_by_name_are_small(name: str) -> None:
         assert rec.info.extra["precision"] == name
 
 
-@pytest.mark.parametrize(("photo", "faces"), [("two_people.jpg", 2), ("obama.jpg", 1), ("biden.jpg", 1)])
+@pytest.mark.parametrize(
+    ("photo", "faces"), [("two_people.jpg", 2), ("obama.jpg", 1), ("biden.jpg", 1)]
+)
 def test_real_photos_with_bundled_model(photo: str, faces: int) -> None:
     bundled("fp32")
     with EmotionRecognizer() as rec:

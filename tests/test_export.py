@@ -45,16 +45,30 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = keras.Model(inputs, outputs)
     run = tmp_path_factory.mktemp("run")
     model.save(run / "best.keras")
-    (run / "metrics.json").write_text(json.dumps({
-        "labels": list(LABELS),
-        "splits": {"PublicTest": {"accuracy": 0.5}, "PrivateTest": {"accuracy": 0.25}},
-        "wall_time_s": 12.5,
-    }))
-    (run / "config.json").write_text(json.dumps({
-        "args": {"data": "x/fer2013.csv.gz", "arch": "tiny", "alpha": 1.0, "image_size": 32, "weights": "none"},
-        "command": "python -m training.train --tiny",
-        "versions": {"tensorflow": "2.x", "keras": "3.x"},
-    }))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "labels": list(LABELS),
+                "splits": {"PublicTest": {"accuracy": 0.5}, "PrivateTest": {"accuracy": 0.25}},
+                "wall_time_s": 12.5,
+            }
+        )
+    )
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "args": {
+                    "data": "x/fer2013.csv.gz",
+                    "arch": "tiny",
+                    "alpha": 1.0,
+                    "image_size": 32,
+                    "weights": "none",
+                },
+                "command": "python -m training.train --tiny",
+                "versions": {"tensorflow": "2.x", "keras": "3.x"},
+            }
+        )
+    )
     return run
 
 
@@ -124,12 +138,17 @@ def test_int8_quantization(exported: Path, faces: np.ndarray, tmp_path: Path) ->
     assert json.loads(props["fer_onnx.labels"]) == list(LABELS)
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    with EmotionRecognizer(out, detector=None) as q, EmotionRecognizer(exported, detector=None) as f:
+    with (
+        EmotionRecognizer(out, detector=None) as q,
+        EmotionRecognizer(exported, detector=None) as f,
+    ):
         diff = np.abs(q.predict(list(faces[:64])) - f.predict(list(faces[:64]))).max()
     assert diff < 0.1
 
 
-def test_missing_or_wrong_inputs_are_clear(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_wrong_inputs_are_clear(
+    tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(ExportError, match="not found"):
         export(tmp_path / "none.keras", tmp_path / "x.onnx")
     bogus = tmp_path / "bogus.keras"
@@ -139,5 +158,8 @@ def test_missing_or_wrong_inputs_are_clear(tmp_path: Path, run_dir: Path, capsys
     with pytest.raises(ExportError, match="labels"):
         export(run_dir / "best.keras", tmp_path / "x.onnx", labels=("a", "b"))
     assert not (tmp_path / "x.onnx").exists()  # nothing half-written
-    assert export_main(["--keras", str(tmp_path / "none.keras"), "--out", str(tmp_path / "y.onnx")]) == 2
+    assert (
+        export_main(["--keras", str(tmp_path / "none.keras"), "--out", str(tmp_path / "y.onnx")])
+        == 2
+    )
     assert "not found" in capsys.readouterr().err

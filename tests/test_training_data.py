@@ -19,14 +19,18 @@ from training.data import (
     load_folder_tree,
 )
 
-FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+FERPLUS_HEADER = (
+    "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+)
 
 
 def pixels(seed: int, n: int = 2304) -> str:
     return " ".join(str(v) for v in np.random.default_rng(seed).integers(0, 256, n))
 
 
-def write_csv(path: Path, rows: list[tuple[object, str, str]], header: str = "emotion,pixels,Usage") -> Path:
+def write_csv(
+    path: Path, rows: list[tuple[object, str, str]], header: str = "emotion,pixels,Usage"
+) -> Path:
     text = header + "\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
     if path.suffix == ".gz":
         with gzip.open(path, "wt") as f:
@@ -44,7 +48,11 @@ def good_rows() -> list[tuple[object, str, str]]:
 @pytest.mark.parametrize("name", ["fer.csv", "fer.csv.gz"])
 def test_fer2013_csv_plain_and_gzipped(tmp_path: Path, name: str) -> None:
     ds = load_fer2013_csv(write_csv(tmp_path / name, good_rows()))
-    assert {k: len(v) for k, v in ds.splits.items()} == {"Training": 6, "PublicTest": 2, "PrivateTest": 2}
+    assert {k: len(v) for k, v in ds.splits.items()} == {
+        "Training": 6,
+        "PublicTest": 2,
+        "PrivateTest": 2,
+    }
     train = ds["Training"]
     assert train.images.shape == (6, 48, 48, 1) and train.images.dtype == np.uint8
     assert train.labels.tolist() == [0, 1, 2, 3, 4, 5]
@@ -58,12 +66,34 @@ def test_fer2013_csv_plain_and_gzipped(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda rows: rows.__setitem__(3, (1, pixels(3, 2303), "Training")), r"line 5: expected 2304 pixel values.*2303"),
-        (lambda rows: rows.__setitem__(2, (9, pixels(2), "Training")), r"line 4: emotion 9 outside"),
+        (
+            lambda rows: rows.__setitem__(3, (1, pixels(3, 2303), "Training")),
+            r"line 5: expected 2304 pixel values.*2303",
+        ),
+        (
+            lambda rows: rows.__setitem__(2, (9, pixels(2), "Training")),
+            r"line 4: emotion 9 outside",
+        ),
         (lambda rows: rows.__setitem__(2, ("x", pixels(2), "Training")), r"line 4: emotion 'x'"),
-        (lambda rows: rows.__setitem__(1, (1, pixels(1), "Validation")), r"line 3: unknown Usage 'Validation'"),
-        (lambda rows: rows.__setitem__(0, (1, "1 2 x", "Training")), r"line 2: pixels are not integers"),
-        (lambda rows: rows.__setitem__(0, (1, pixels(0).replace("1", "999", 1) if "1" in pixels(0) else "999 " * 2304, "Training")), r"line 2"),
+        (
+            lambda rows: rows.__setitem__(1, (1, pixels(1), "Validation")),
+            r"line 3: unknown Usage 'Validation'",
+        ),
+        (
+            lambda rows: rows.__setitem__(0, (1, "1 2 x", "Training")),
+            r"line 2: pixels are not integers",
+        ),
+        (
+            lambda rows: rows.__setitem__(
+                0,
+                (
+                    1,
+                    pixels(0).replace("1", "999", 1) if "1" in pixels(0) else "999 " * 2304,
+                    "Training",
+                ),
+            ),
+            r"line 2",
+        ),
         (lambda rows: [rows.pop() for _ in range(2)], r"split 'PrivateTest' is empty"),
     ],
 )
@@ -88,26 +118,39 @@ def test_fer2013_wrong_columns_and_missing_file(tmp_path: Path) -> None:
         load_fer2013_csv(empty)
 
 
-def make_tree(root: Path, layout: dict[str, dict[str, int]], size: tuple[int, int] = (64, 64)) -> Path:
+def make_tree(
+    root: Path, layout: dict[str, dict[str, int]], size: tuple[int, int] = (64, 64)
+) -> Path:
     rng = np.random.default_rng(0)
     for split, classes in layout.items():
         for cls, n in classes.items():
             folder = root / split / cls
             folder.mkdir(parents=True)
             for i in range(n):
-                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+                cv2.imwrite(
+                    str(folder / f"{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                )
     return root
 
 
 def test_folder_tree_aliases_and_sizes(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "tree", {
-        "train": {"Anger": 3, "sadness": 2, "HAPPY": 2},
-        "test": {"angry": 1, "surprised": 1},
-    })
+    root = make_tree(
+        tmp_path / "tree",
+        {
+            "train": {"Anger": 3, "sadness": 2, "HAPPY": 2},
+            "test": {"angry": 1, "surprised": 1},
+        },
+    )
     ds = load(root)
     assert ds["Training"].images.shape[1:] == (48, 48, 1)
-    counts = dict(zip(FER2013_LABELS, np.bincount(
-        np.concatenate([ds["Training"].labels, ds["PublicTest"].labels]), minlength=7)))
+    counts = dict(
+        zip(
+            FER2013_LABELS,
+            np.bincount(
+                np.concatenate([ds["Training"].labels, ds["PublicTest"].labels]), minlength=7
+            ),
+        )
+    )
     assert counts["angry"] == 3 and counts["sad"] == 2 and counts["happy"] == 2
     assert sorted(ds["PrivateTest"].labels.tolist()) == [0, 5]
     assert any("held out" in note for note in ds.notes)  # no val folder: counted, not silent
@@ -138,7 +181,9 @@ def test_folder_tree_unreadable_image_is_named(tmp_path: Path) -> None:
 
 
 def write_ferplus(path: Path, votes: list[list[int]]) -> Path:
-    lines = [FERPLUS_HEADER] + [f"Training,fer{i:07d}.png," + ",".join(map(str, v)) for i, v in enumerate(votes)]
+    lines = [FERPLUS_HEADER] + [
+        f"Training,fer{i:07d}.png," + ",".join(map(str, v)) for i, v in enumerate(votes)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -146,16 +191,24 @@ def write_ferplus(path: Path, votes: list[list[int]]) -> Path:
 def test_ferplus_majority_soft_and_dropped_rows(tmp_path: Path) -> None:
     ds = load_fer2013_csv(write_csv(tmp_path / "fer.csv", good_rows()))
     votes = [[0] * 10 for _ in range(10)]
-    votes[0][1] = 8; votes[0][0] = 2          # happiness majority -> happy
-    votes[1][4] = 5; votes[1][6] = 5          # anger/fear tie -> soft 0.5/0.5
-    votes[2][9] = 10                          # not a face -> removed
-    votes[3][8] = 6; votes[3][0] = 4          # mostly unknown -> removed
-    votes[4][3] = 10                          # sadness
-    votes[5][2] = 10                          # surprise
+    votes[0][1] = 8
+    votes[0][0] = 2  # happiness majority -> happy
+    votes[1][4] = 5
+    votes[1][6] = 5  # anger/fear tie -> soft 0.5/0.5
+    votes[2][9] = 10  # not a face -> removed
+    votes[3][8] = 6
+    votes[3][0] = 4  # mostly unknown -> removed
+    votes[4][3] = 10  # sadness
+    votes[5][2] = 10  # surprise
     path = write_ferplus(tmp_path / "ferplus.csv", votes)
     majority = apply_ferplus(ds, path, "majority")
     assert len(majority["Training"]) == 4
-    assert [FER2013_LABELS[i] for i in majority["Training"].targets.argmax(1)] == ["happy", "angry", "sad", "surprise"]
+    assert [FER2013_LABELS[i] for i in majority["Training"].targets.argmax(1)] == [
+        "happy",
+        "angry",
+        "sad",
+        "surprise",
+    ]
     assert any("2 training rows removed" in n for n in majority.notes)
     soft = apply_ferplus(ds, path, "soft")
     np.testing.assert_allclose(soft["Training"].targets[1][[0, 2]], [0.5, 0.5])
@@ -173,6 +226,8 @@ def test_ferplus_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"missing FER\+ vote column"):
         apply_ferplus(ds, cols)
     bad = write_ferplus(tmp_path / "bad.csv", [[1] + [0] * 9] * 10)
-    bad.write_text(bad.read_text().replace("Training,fer0000004.png,1", "Training,fer0000004.png,x"))
+    bad.write_text(
+        bad.read_text().replace("Training,fer0000004.png,1", "Training,fer0000004.png,x")
+    )
     with pytest.raises(DataError, match="line 6: votes are not integers"):
         apply_ferplus(ds, bad)

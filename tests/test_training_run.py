@@ -18,17 +18,60 @@ pytest.importorskip("matplotlib")
 
 ROWS = 300
 ARGS = [
-    "--weights", "none", "--arch", "mobilenet", "--alpha", "0.25", "--image-size", "48",
-    "--epochs", "2", "--repeat", "8", "--batch-size", "16", "--lr", "2e-3", "--warmup-epochs", "0", "--dropout", "0",
-    "--bn-momentum", "0.9", "--label-smoothing", "0", "--rotation", "0", "--shift", "0",
-    "--zoom", "0", "--no-flip", "--limit", str(ROWS), "--verbose", "0",
+    "--weights",
+    "none",
+    "--arch",
+    "mobilenet",
+    "--alpha",
+    "0.25",
+    "--image-size",
+    "48",
+    "--epochs",
+    "2",
+    "--repeat",
+    "8",
+    "--batch-size",
+    "16",
+    "--lr",
+    "2e-3",
+    "--warmup-epochs",
+    "0",
+    "--dropout",
+    "0",
+    "--bn-momentum",
+    "0.9",
+    "--label-smoothing",
+    "0",
+    "--rotation",
+    "0",
+    "--shift",
+    "0",
+    "--zoom",
+    "0",
+    "--no-flip",
+    "--limit",
+    str(ROWS),
+    "--verbose",
+    "0",
 ]
 
 
 def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "training.train", "--data", str(FER_CSV), "--out", str(out), *ARGS, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.train",
+        "--data",
+        str(FER_CSV),
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=check, timeout=900)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=check, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +93,44 @@ def test_two_epochs_beat_chance_on_own_training_rows(run: Path) -> None:
     model = keras.models.load_model(run / "best.keras")
     accuracy = float((model.predict(x.astype(np.float32), verbose=0).argmax(1) == y).mean())
     majority = float(np.bincount(y).max() / len(y))
-    assert accuracy > majority, f"training-row accuracy {accuracy:.3f} <= majority class {majority:.3f}"
+    assert accuracy > majority, (
+        f"training-row accuracy {accuracy:.3f} <= majority class {majority:.3f}"
+    )
 
 
 @pytest.mark.slow
 def test_full_report_is_written(run: Path) -> None:
-    for name in ("metrics.json", "report.md", "history.csv", "curves.png", "confusion_PublicTest.png",
-                 "confusion_PrivateTest.png", "config.json", "best.keras", "last.keras"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "history.csv",
+        "curves.png",
+        "confusion_PublicTest.png",
+        "confusion_PrivateTest.png",
+        "config.json",
+        "best.keras",
+        "last.keras",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
     private = metrics["splits"]["PrivateTest"]
     assert private["n"] == ROWS and 0 <= private["accuracy"] <= 1
-    assert set(private["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert set(private["per_class"]) == {
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    }
     assert np.array(private["confusion"]).sum() == ROWS
-    assert metrics["epochs_run"] == 2 and metrics["seconds_per_epoch"] > 0 and metrics["wall_time_s"] > 0
+    assert (
+        metrics["epochs_run"] == 2
+        and metrics["seconds_per_epoch"] > 0
+        and metrics["wall_time_s"] > 0
+    )
     assert "training.train" in metrics["command"] and "tensorflow" in metrics["versions"]
 
 

@@ -53,9 +53,13 @@ def contract(image: npt.NDArray[np.uint8], crops: list[npt.NDArray[np.uint8]]) -
     EmotionRecognizer("fp32")
     EmotionRecognizer("int8", device="cpu")
     EmotionRecognizer(Path("model.onnx"), providers=["CPUExecutionProvider"])
-    EmotionRecognizer(providers=[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"])
+    EmotionRecognizer(
+        providers=[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    )
     EmotionRecognizer(device="cuda", session_config=SessionConfig(intra_op_threads=2), margin=0.1)
-    detector: Detector = HaarDetector(scale_factor=1.1, min_neighbors=4, min_size=24, detect_width=480)
+    detector: Detector = HaarDetector(
+        scale_factor=1.1, min_neighbors=4, min_size=24, detect_width=480
+    )
     EmotionRecognizer(detector=detector)
     EmotionRecognizer(detector=YuNetDetector("yunet.onnx", score_threshold=0.8))
     EmotionRecognizer(detector="haar")

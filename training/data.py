@@ -29,35 +29,66 @@ log = logging.getLogger(__name__)
 
 # The FER2013 label order (emotion column 0..6). This is the dataset's definition; it is
 # written into the exported model's metadata, which is where the library reads it from.
-FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_LABELS: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
+    "neutral",
+)
 FER2013_SPEC = InputSpec(48, 48, "gray")
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 PIXELS_PER_FACE = 48 * 48
 
 # Folder names seen in the wild, mapped case-insensitively onto FER2013 labels.
 CLASS_ALIASES: dict[str, str] = {
-    "angry": "angry", "anger": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust", "disgusting": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise",
-    "neutral": "neutral", "calm": "neutral",
-}  # fmt: skip
+    "angry": "angry",
+    "anger": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "disgusting": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "neutral": "neutral",
+    "calm": "neutral",
+}
 SPLIT_ALIASES: dict[str, str] = {
-    "train": "Training", "training": "Training",
-    "val": "PublicTest", "valid": "PublicTest", "validation": "PublicTest",
+    "train": "Training",
+    "training": "Training",
+    "val": "PublicTest",
+    "valid": "PublicTest",
+    "validation": "PublicTest",
     "publictest": "PublicTest",
-    "test": "PrivateTest", "privatetest": "PrivateTest",
-}  # fmt: skip
+    "test": "PrivateTest",
+    "privatetest": "PrivateTest",
+}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 
 # FER+ vote columns and where they go in FER2013's order (None: not one of the 7 classes).
 FERPLUS_COLUMNS: tuple[tuple[str, str | None], ...] = (
-    ("neutral", "neutral"), ("happiness", "happy"), ("surprise", "surprise"),
-    ("sadness", "sad"), ("anger", "angry"), ("disgust", "disgust"), ("fear", "fear"),
-    ("contempt", None), ("unknown", None), ("NF", None),
-)  # fmt: skip
+    ("neutral", "neutral"),
+    ("happiness", "happy"),
+    ("surprise", "surprise"),
+    ("sadness", "sad"),
+    ("anger", "angry"),
+    ("disgust", "disgust"),
+    ("fear", "fear"),
+    ("contempt", None),
+    ("unknown", None),
+    ("NF", None),
+)
 
 
 class DataError(ValueError):
@@ -107,8 +138,12 @@ class Dataset:
             name: np.bincount(split.labels, minlength=len(self.labels)).tolist()
             for name, split in self.splits.items()
         }
-        return {"source": self.source, "labels": list(self.labels), "counts": counts,
-                "notes": list(self.notes)}  # fmt: skip
+        return {
+            "source": self.source,
+            "labels": list(self.labels),
+            "counts": counts,
+            "notes": list(self.notes),
+        }
 
 
 def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
@@ -162,17 +197,21 @@ def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Data
             for r, rec in enumerate(reader):
                 line = r + 2  # 1-based, header is line 1
                 if len(rec) != len(header):
-                    raise DataError(f"{path}, line {line}: expected {len(header)} fields, "
-                                    f"got {len(rec)}")  # fmt: skip
+                    raise DataError(
+                        f"{path}, line {line}: expected {len(header)} fields, got {len(rec)}"
+                    )
                 usage = rec[iu].strip()
                 if usage not in images:
-                    raise DataError(f"{path}, line {line}: unknown Usage {usage!r}; "
-                                    f"expected one of {list(SPLITS)}")  # fmt: skip
+                    raise DataError(
+                        f"{path}, line {line}: unknown Usage {usage!r}; "
+                        f"expected one of {list(SPLITS)}"
+                    )
                 try:
                     emotion = int(rec[ie])
                 except ValueError:
-                    raise DataError(f"{path}, line {line}: emotion {rec[ie]!r} is not an "
-                                    "integer") from None  # fmt: skip
+                    raise DataError(
+                        f"{path}, line {line}: emotion {rec[ie]!r} is not an integer"
+                    ) from None
                 if not 0 <= emotion < len(FER2013_LABELS):
                     raise DataError(f"{path}, line {line}: emotion {emotion} outside 0..6")
                 try:
@@ -180,8 +219,10 @@ def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Data
                 except ValueError:
                     raise DataError(f"{path}, line {line}: pixels are not integers") from None
                 if pixels.size != PIXELS_PER_FACE:
-                    raise DataError(f"{path}, line {line}: expected {PIXELS_PER_FACE} pixel "
-                                    f"values (48x48), got {pixels.size}")  # fmt: skip
+                    raise DataError(
+                        f"{path}, line {line}: expected {PIXELS_PER_FACE} pixel "
+                        f"values (48x48), got {pixels.size}"
+                    )
                 if pixels.min() < 0 or pixels.max() > 255:
                     raise DataError(f"{path}, line {line}: pixel values outside 0..255")
                 images[usage].append(pixels.astype(np.uint8).reshape(48, 48, 1))
@@ -189,15 +230,22 @@ def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Data
                 rows[usage].append(r)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read as csv: {e}") from e
-    notes = [f"{path.name}: {len(labels[s])} {s} rows not used" for s in SPLITS
-             if s not in splits and labels[s]]  # fmt: skip
+    notes = [
+        f"{path.name}: {len(labels[s])} {s} rows not used"
+        for s in SPLITS
+        if s not in splits and labels[s]
+    ]
     out: dict[str, Split] = {}
     for s in splits:
         if not labels[s]:
             raise DataError(f"{path}: split {s!r} is empty (no row with Usage={s})")
         y = np.array(labels[s], dtype=np.int64)
-        out[s] = Split(np.stack(images[s]), y, _one_hot(y, len(FER2013_LABELS)),
-                       np.array(rows[s], dtype=np.int64))  # fmt: skip
+        out[s] = Split(
+            np.stack(images[s]),
+            y,
+            _one_hot(y, len(FER2013_LABELS)),
+            np.array(rows[s], dtype=np.int64),
+        )
     return Dataset(out, FER2013_LABELS, FER2013_SPEC, str(path), notes)
 
 
@@ -234,8 +282,9 @@ def load_folder_tree(
     for split_dir in split_dirs:
         split = SPLIT_ALIASES.get(split_dir.name.lower())
         if split is None:
-            raise DataError(f"{split_dir}: unknown split folder; expected one of "
-                            f"{sorted(SPLIT_ALIASES)}")  # fmt: skip
+            raise DataError(
+                f"{split_dir}: unknown split folder; expected one of {sorted(SPLIT_ALIASES)}"
+            )
         if split in out:
             raise DataError(f"{split_dir}: a second folder for split {split}")
         faces: list[np.ndarray] = []
@@ -243,8 +292,10 @@ def load_folder_tree(
         for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
             label = CLASS_ALIASES.get(class_dir.name.lower())
             if label is None:
-                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; "
-                                f"expected one of {sorted(CLASS_ALIASES)}")  # fmt: skip
+                raise DataError(
+                    f"{class_dir}: unknown class folder {class_dir.name!r}; "
+                    f"expected one of {sorted(CLASS_ALIASES)}"
+                )
             for image_path in _iter_images(class_dir):
                 image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
                 if image is None or image.dtype != np.uint8:
@@ -272,8 +323,10 @@ def load_folder_tree(
             raise DataError(f"{root}: too few training images to hold out a validation split")
         out["PublicTest"] = train.subset(np.flatnonzero(val_mask))
         out["Training"] = train.subset(np.flatnonzero(~val_mask))
-        notes.append(f"no validation folder: held out {int(val_mask.sum())} training images "
-                     f"({val_fraction:.0%}, seed {seed}) as PublicTest")  # fmt: skip
+        notes.append(
+            f"no validation folder: held out {int(val_mask.sum())} training images "
+            f"({val_fraction:.0%}, seed {seed}) as PublicTest"
+        )
     return Dataset(out, FER2013_LABELS, spec, str(root), notes)
 
 
@@ -316,8 +369,9 @@ def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "major
     votes = np.array(votes_list, dtype=np.float32)
     train = dataset["Training"]
     if len(votes) <= int(train.rows.max()):
-        raise DataError(f"{path}: {len(votes)} rows, but fer2013.csv has more; the files "
-                        "must be row-aligned")  # fmt: skip
+        raise DataError(
+            f"{path}: {len(votes)} rows, but fer2013.csv has more; the files must be row-aligned"
+        )
     index = {label: i for i, label in enumerate(dataset.labels)}
     seven = np.zeros((len(votes), len(dataset.labels)), dtype=np.float32)
     for j, (_, label) in enumerate(FERPLUS_COLUMNS):
@@ -334,8 +388,11 @@ def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "major
     new_train = Split(train.images, train.labels, targets.astype(np.float32), train.rows)
     splits = dict(dataset.splits)
     splits["Training"] = new_train.subset(np.flatnonzero(keep))
-    notes = [*dataset.notes, f"FER+ {mode} targets from {path.name}; {dropped} training rows "
-             "removed (votes mostly unknown / not a face / contempt)"]  # fmt: skip
+    notes = [
+        *dataset.notes,
+        f"FER+ {mode} targets from {path.name}; {dropped} training rows "
+        "removed (votes mostly unknown / not a face / contempt)",
+    ]
     return Dataset(splits, dataset.labels, dataset.spec, dataset.source, notes)
 
 

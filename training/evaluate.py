@@ -31,13 +31,18 @@ def predictor(model_path: Path, batch_size: int = 256) -> Callable[[np.ndarray],
     if model_path.suffix == ".onnx":
         from fer_onnx import EmotionRecognizer, SessionConfig
 
-        rec = EmotionRecognizer(model_path, detector=None, device="cpu",
-                                session_config=SessionConfig(intra_op_threads=0))
+        rec = EmotionRecognizer(
+            model_path,
+            detector=None,
+            device="cpu",
+            session_config=SessionConfig(intra_op_threads=0),
+        )
 
         def run_onnx(x: np.ndarray) -> np.ndarray:
             faces = [face for face in x.astype(np.uint8)]
-            return np.concatenate([rec.predict(faces[i : i + batch_size])
-                                   for i in range(0, len(faces), batch_size)])
+            return np.concatenate(
+                [rec.predict(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
+            )
 
         return run_onnx
     import keras
@@ -51,17 +56,25 @@ def predictor(model_path: Path, batch_size: int = 256) -> Callable[[np.ndarray],
 
 
 def evaluate(model_path: Path, dataset: Dataset, out: Path, prefix: str = "") -> dict[str, object]:
-    return write_report(out, predictor(model_path), dataset, model_name=str(model_path),
-                        prefix=prefix)
+    return write_report(
+        out, predictor(model_path), dataset, model_name=str(model_path), prefix=prefix
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, type=Path, help=".keras, .h5 or .onnx model")
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz] or folder tree")
-    p.add_argument("--out", type=Path, default=None,
-                   help="report folder (default: <model folder>/eval_<model name>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default: <model folder>/eval_<model name>)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or args.model.parent / f"eval_{args.model.stem}"

@@ -130,8 +130,9 @@ def build_model(
     inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
     x = inputs
     if (spec.height, spec.width) != (image_size, image_size):
-        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear",
-                                  name="resize")(x)  # fmt: skip
+        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(
+            x
+        )
     if spec.channels == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
@@ -169,16 +170,21 @@ def build_augmenter(
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if rotation > 0:
-        layers.append(keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect",
-                                                  seed=seed + 1))  # fmt: skip
+        layers.append(
+            keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect", seed=seed + 1)
+        )
     if shift > 0:
-        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="reflect",
-                                                     seed=seed + 2))  # fmt: skip
+        layers.append(
+            keras.layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed + 2)
+        )
     if zoom > 0:
         layers.append(keras.layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3))
     if shear > 0:
-        layers.append(keras.layers.RandomShear(x_factor=shear, y_factor=shear,
-                                               fill_mode="reflect", seed=seed + 4))  # fmt: skip
+        layers.append(
+            keras.layers.RandomShear(
+                x_factor=shear, y_factor=shear, fill_mode="reflect", seed=seed + 4
+            )
+        )
     return keras.Sequential(layers, name="augment")
 
 

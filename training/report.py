@@ -26,8 +26,11 @@ REPORT_SPLITS = ("PublicTest", "PrivateTest")
 
 def versions() -> dict[str, str]:
     """Versions of everything that shapes a result."""
-    out = {"python": platform.python_version(), "numpy": np.__version__,
-           "platform": platform.platform()}  # fmt: skip
+    out = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
     for name in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "cv2", "fer_onnx"):
         module = sys.modules.get(name)
         if module is None:
@@ -48,8 +51,9 @@ def classification_metrics(
     """
     k = len(class_names)
     if probs.ndim != 2 or probs.shape[1] != k or len(probs) != len(labels_true):
-        raise ValueError(f"expected probabilities of shape ({len(labels_true)}, {k}), "
-                         f"got {probs.shape}")  # fmt: skip
+        raise ValueError(
+            f"expected probabilities of shape ({len(labels_true)}, {k}), got {probs.shape}"
+        )
     pred = probs.argmax(axis=1)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels_true, pred), 1)
@@ -61,8 +65,12 @@ def classification_metrics(
         precision = tp / predicted if predicted else 0.0
         recall = tp / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1,
-                           "support": int(actual)}  # fmt: skip
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(actual),
+        }
     return {
         "accuracy": float((pred == labels_true).mean()),
         "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
@@ -87,8 +95,9 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], title: str,
-                   path: Path) -> None:  # fmt: skip
+def plot_confusion(
+    confusion: np.ndarray, class_names: Sequence[str], title: str, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,8 +114,15 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], title: str
     ax.set_title(title)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            ax.text(j, i, f"{int(confusion[i, j])}\n{rows[i, j]:.0%}", ha="center",
-                    va="center", fontsize=7, color="white" if rows[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{int(confusion[i, j])}\n{rows[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rows[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, label="share of true class")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -154,12 +170,17 @@ def _markdown(metrics: Mapping[str, Any]) -> str:
         m = metrics["splits"].get(split)
         if m is None:
             continue
-        lines += [f"## {split}: accuracy {m['accuracy']:.2%} (n={m['n']}), "
-                  f"macro F1 {m['macro_f1']:.3f}", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## {split}: accuracy {m['accuracy']:.2%} (n={m['n']}), macro F1 {m['macro_f1']:.3f}",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
         for name, c in m["per_class"].items():
-            lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | "
-                         f"{c['f1']:.3f} | {c['support']} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | "
+                f"{c['f1']:.3f} | {c['support']} |"
+            )
         lines.append("")
     for key in ("command", "wall_time_s", "seconds_per_epoch", "epochs_run"):
         if key in metrics:
@@ -194,9 +215,12 @@ def write_report(
         probs = predict(data.images.astype(np.float32))
         m = classification_metrics(data.labels, probs, dataset.labels)
         metrics["splits"][split] = m
-        plot_confusion(np.array(m["confusion"]), dataset.labels,
-                       f"{split}: accuracy {m['accuracy']:.2%}",
-                       run_dir / f"{prefix}confusion_{split}.png")  # fmt: skip
+        plot_confusion(
+            np.array(m["confusion"]),
+            dataset.labels,
+            f"{split}: accuracy {m['accuracy']:.2%}",
+            run_dir / f"{prefix}confusion_{split}.png",
+        )
     if history_path is not None:
         history = read_history(history_path)
         if history:

@@ -50,58 +50,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, type=Path,
-                   help="fer2013.csv / fer2013.csv.gz (Usage column gives the splits) or a "
-                        "folder tree train/<class>/*.png [val/<class>/...] [test/<class>/...]")
-    g.add_argument("--ferplus", type=Path, default=None,
-                   help="FER+ fer2013new.csv: train on its votes instead of FER2013 labels "
-                        "(evaluation keeps FER2013 labels)")
-    g.add_argument("--ferplus-mode", choices=("majority", "soft"), default="majority",
-                   help="FER+ targets: one-hot majority vote or soft vote shares")
-    g.add_argument("--repeat", type=int, default=1,
-                   help="passes over the training rows per epoch (for tiny datasets)")
-    g.add_argument("--limit", type=int, default=0,
-                   help="use only the first N rows of each split (smoke tests); 0 = all")
+    g.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="fer2013.csv / fer2013.csv.gz (Usage column gives the splits) or a "
+        "folder tree train/<class>/*.png [val/<class>/...] [test/<class>/...]",
+    )
+    g.add_argument(
+        "--ferplus",
+        type=Path,
+        default=None,
+        help="FER+ fer2013new.csv: train on its votes instead of FER2013 labels "
+        "(evaluation keeps FER2013 labels)",
+    )
+    g.add_argument(
+        "--ferplus-mode",
+        choices=("majority", "soft"),
+        default="majority",
+        help="FER+ targets: one-hot majority vote or soft vote shares",
+    )
+    g.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="passes over the training rows per epoch (for tiny datasets)",
+    )
+    g.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="use only the first N rows of each split (smoke tests); 0 = all",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default="mobilenetv2",
-                   choices=("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large"),
-                   help="backbone (MobileNetV3 in its minimalistic variant)")
+    g.add_argument(
+        "--arch",
+        default="mobilenetv2",
+        choices=("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large"),
+        help="backbone (MobileNetV3 in its minimalistic variant)",
+    )
     g.add_argument("--alpha", type=float, default=1.0, help="backbone width multiplier")
-    g.add_argument("--image-size", type=int, default=64,
-                   help="working resolution: faces are resized to this inside the graph")
-    g.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
-                        "scratch) or a path to a Keras applications .h5 weights file")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="working resolution: faces are resized to this inside the graph",
+    )
+    g.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
+        "scratch) or a path to a Keras applications .h5 weights file",
+    )
     g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling")
-    g.add_argument("--dense", type=int, nargs="*", default=[],
-                   help="hidden dense layer sizes of the head, e.g. --dense 256")
+    g.add_argument(
+        "--dense",
+        type=int,
+        nargs="*",
+        default=[],
+        help="hidden dense layer sizes of the head, e.g. --dense 256",
+    )
     g.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
-    g.add_argument("--bn-momentum", type=float, default=0.99,
-                   help="BatchNormalization momentum of the backbone (Keras default 0.999 "
-                        "lags badly when training from scratch); <=0 keeps Keras' default")
+    g.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=0.99,
+        help="BatchNormalization momentum of the backbone (Keras default 0.999 "
+        "lags badly when training from scratch); <=0 keeps Keras' default",
+    )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--head-epochs", type=int, default=5,
-                   help="phase 1 epochs (head only, frozen backbone); skipped with --weights none")
+    g.add_argument(
+        "--head-epochs",
+        type=int,
+        default=5,
+        help="phase 1 epochs (head only, frozen backbone); skipped with --weights none",
+    )
     g.add_argument("--epochs", type=int, default=40, help="phase 2 epochs (all layers)")
     g.add_argument("--batch-size", type=int, default=128, help="batch size")
     g.add_argument("--head-lr", type=float, default=1e-3, help="phase 1 learning rate")
-    g.add_argument("--lr", type=float, default=None,
-                   help="phase 2 peak learning rate (default 2e-3 from scratch, 2e-4 when "
-                        "fine-tuning pretrained weights)")
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="phase 2 peak learning rate (default 2e-3 from scratch, 2e-4 when "
+        "fine-tuning pretrained weights)",
+    )
     g.add_argument("--weight-decay", type=float, default=5e-5, help="AdamW weight decay")
-    g.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
-                   help="phase 2 learning-rate schedule: cosine decay with warm-up, or "
-                        "ReduceLROnPlateau on PublicTest accuracy")
+    g.add_argument(
+        "--schedule",
+        choices=("cosine", "plateau"),
+        default="cosine",
+        help="phase 2 learning-rate schedule: cosine decay with warm-up, or "
+        "ReduceLROnPlateau on PublicTest accuracy",
+    )
     g.add_argument("--warmup-epochs", type=float, default=2.0, help="cosine warm-up epochs")
     g.add_argument("--plateau-factor", type=float, default=0.5, help="plateau: LR factor")
     g.add_argument("--plateau-patience", type=int, default=3, help="plateau: patience (epochs)")
-    g.add_argument("--early-stopping", type=int, default=0,
-                   help="stop after N epochs without PublicTest improvement; 0 = off")
+    g.add_argument(
+        "--early-stopping",
+        type=int,
+        default=0,
+        help="stop after N epochs without PublicTest improvement; 0 = off",
+    )
     g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
-    g.add_argument("--mixup", type=float, default=0.0,
-                   help="mixup Beta(a, a) parameter a; 0 = off")
-    g.add_argument("--class-weights", choices=("none", "balanced"), default="none",
-                   help="weight the loss by inverse class frequency")
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter a; 0 = off")
+    g.add_argument(
+        "--class-weights",
+        choices=("none", "balanced"),
+        default="none",
+        help="weight the loss by inverse class frequency",
+    )
     g = p.add_argument_group("augmentation (on-graph, training only)")
     g.add_argument("--rotation", type=float, default=15.0, help="max rotation, degrees")
     g.add_argument("--shift", type=float, default=0.1, help="max shift, fraction of size")
@@ -110,8 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, type=Path, help="run folder")
-    g.add_argument("--resume", action="store_true",
-                   help="continue a killed run in --out from its last finished epoch")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run in --out from its last finished epoch",
+    )
     g.add_argument("--seed", type=int, default=42, help="random seed")
     g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
     args = p.parse_args(argv)
@@ -135,11 +196,14 @@ def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train:
     ds = ds.batch(args.batch_size, drop_remainder=train)
     ds = ds.map(lambda x, t: (tf.cast(x, tf.float32), t), num_parallel_calls=tf.data.AUTOTUNE)
     if train:
-        augment = build_augmenter(args.rotation, args.shift, args.zoom, args.shear,
-                                  not args.no_flip, args.seed)  # fmt: skip
+        augment = build_augmenter(
+            args.rotation, args.shift, args.zoom, args.shear, not args.no_flip, args.seed
+        )
         if augment.layers:
-                ds = ds.map(lambda x, t: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), t),
-                        num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+            ds = ds.map(
+                lambda x, t: (tf.clip_by_value(augment(x, training=True), 0.0, 255.0), t),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         if args.mixup > 0:
             gen = keras.random.SeedGenerator(args.seed + 7)
 
@@ -148,16 +212,19 @@ def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train:
                 b = keras.random.gamma((), args.mixup, seed=gen)
                 lam = a / (a + b)
                 perm = tf.random.shuffle(tf.range(tf.shape(x)[0]), seed=args.seed)
-                return (lam * x + (1 - lam) * tf.gather(x, perm),
-                        lam * t + (1 - lam) * tf.gather(t, perm))  # fmt: skip
+                return (
+                    lam * x + (1 - lam) * tf.gather(x, perm),
+                    lam * t + (1 - lam) * tf.gather(t, perm),
+                )
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _class_weights(dataset: Dataset) -> dict[int, float]:
-    counts = np.bincount(dataset["Training"].targets.argmax(axis=1),
-                         minlength=len(dataset.labels)).astype(np.float64)  # fmt: skip
+    counts = np.bincount(
+        dataset["Training"].targets.argmax(axis=1), minlength=len(dataset.labels)
+    ).astype(np.float64)
     weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
     return {i: float(w) for i, w in enumerate(weights)}
 
@@ -172,8 +239,9 @@ def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
     )
 
 
-def _run_state_callback(out: Path, state: dict[str, Any], args: argparse.Namespace,
-                        phase: int) -> Any:  # fmt: skip
+def _run_state_callback(
+    out: Path, state: dict[str, Any], args: argparse.Namespace, phase: int
+) -> Any:
     import keras
 
     class RunState(keras.callbacks.Callback):  # type: ignore[misc]
@@ -193,33 +261,58 @@ def _run_state_callback(out: Path, state: dict[str, Any], args: argparse.Namespa
                 _save(self.model, out / BEST)
             else:
                 state["wait"] += 1
-            if phase == 2 and args.schedule == "plateau" and state["wait"] > 0 and (
-                state["wait"] % args.plateau_patience == 0
+            if (
+                phase == 2
+                and args.schedule == "plateau"
+                and state["wait"] > 0
+                and (state["wait"] % args.plateau_patience == 0)
             ):
                 self.model.optimizer.learning_rate.assign(lr * args.plateau_factor)
-                log.info("PublicTest accuracy flat for %d epochs: learning rate %.2e -> %.2e",
-                         state["wait"], lr, lr * args.plateau_factor)  # fmt: skip
+                log.info(
+                    "PublicTest accuracy flat for %d epochs: learning rate %.2e -> %.2e",
+                    state["wait"],
+                    lr,
+                    lr * args.plateau_factor,
+                )
             if args.early_stopping and state["wait"] >= args.early_stopping:
-                log.info("early stopping: no PublicTest improvement for %d epochs",
-                         state["wait"])  # fmt: skip
+                log.info("early stopping: no PublicTest improvement for %d epochs", state["wait"])
                 self.model.stop_training = True
                 state["stopped_early"] = True
-            row = {"epoch": epoch, "phase": phase, "seconds": round(seconds, 2),
-                   "learning_rate": lr, **{k: float(v) for k, v in logs.items()}}  # fmt: skip
+            row = {
+                "epoch": epoch,
+                "phase": phase,
+                "seconds": round(seconds, 2),
+                "learning_rate": lr,
+                **{k: float(v) for k, v in logs.items()},
+            }
             row.pop("val_learning_rate", None)
             _append_history(out / HISTORY, row)
             _save(self.model, out / LAST)
             state["epoch"], state["phase"] = epoch + 1, phase
             write_json(out / STATE, state)
-            log.info("epoch %d (phase %d) %.0fs: accuracy %.4f, PublicTest %.4f%s", epoch + 1,
-                     phase, seconds, logs.get("accuracy", float("nan")), val,
-                     " (best)" if improved else "")  # fmt: skip
+            log.info(
+                "epoch %d (phase %d) %.0fs: accuracy %.4f, PublicTest %.4f%s",
+                epoch + 1,
+                phase,
+                seconds,
+                logs.get("accuracy", float("nan")),
+                val,
+                " (best)" if improved else "",
+            )
 
     return RunState()
 
 
-HISTORY_FIELDS = ("epoch", "phase", "seconds", "learning_rate", "loss", "accuracy", "val_loss",
-                  "val_accuracy")  # fmt: skip
+HISTORY_FIELDS = (
+    "epoch",
+    "phase",
+    "seconds",
+    "learning_rate",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+)
 
 
 def _append_history(path: Path, row: dict[str, Any]) -> None:
@@ -258,8 +351,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if not state_path.exists():
             raise SystemExit(f"--resume: {out} has no {STATE}; start the run without --resume")
     elif out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} already holds a run; add --resume to continue it, or choose "
-                         "a new --out")  # fmt: skip
+        raise SystemExit(
+            f"{out} already holds a run; add --resume to continue it, or choose a new --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "training.train", *sys.argv[1:]])
     if args.resume:
@@ -273,12 +367,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         args = argparse.Namespace(**saved)
         log.info("resuming %s after epoch %d", out, state["epoch"])
     else:
-        config = {"args": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()},
-                  "command": command, "versions": versions()}  # fmt: skip
+        config = {
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "command": command,
+            "versions": versions(),
+        }
         write_json(out / CONFIG, config)
-        state = {"epoch": 0, "phase": 1, "best": -1.0, "best_epoch": -1, "wait": 0,
-                 "train_seconds": 0.0, "stopped_early": False}  # fmt: skip
+        state = {
+            "epoch": 0,
+            "phase": 1,
+            "best": -1.0,
+            "best_epoch": -1,
+            "wait": 0,
+            "train_seconds": 0.0,
+            "stopped_early": False,
+        }
 
     keras.utils.set_random_seed(args.seed)
     t_load = time.time()
@@ -289,8 +392,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for name, split in list(dataset.splits.items()):
             dataset.splits[name] = split.subset(np.arange(min(args.limit, len(split))))
         dataset.notes.append(f"--limit {args.limit}: only the first rows of each split used")
-    log.info("data %s loaded in %.0fs: %s", args.data, time.time() - t_load,
-             {k: len(v) for k, v in dataset.splits.items()})  # fmt: skip
+    log.info(
+        "data %s loaded in %.0fs: %s",
+        args.data,
+        time.time() - t_load,
+        {k: len(v) for k, v in dataset.splits.items()},
+    )
     for note in dataset.notes:
         log.info("note: %s", note)
 
@@ -309,11 +416,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         _truncate_history(out / HISTORY, state["epoch"])
     else:
         model, _ = build_model(
-            spec=dataset.spec, num_classes=len(dataset.labels), arch=args.arch,
-            alpha=args.alpha, image_size=args.image_size, weights=args.weights,
-            dense=args.dense, dropout=args.dropout, pooling=args.pooling,
+            spec=dataset.spec,
+            num_classes=len(dataset.labels),
+            arch=args.arch,
+            alpha=args.alpha,
+            image_size=args.image_size,
+            weights=args.weights,
+            dense=args.dense,
+            dropout=args.dropout,
+            pooling=args.pooling,
             bn_momentum=args.bn_momentum if args.bn_momentum > 0 else None,
-        )  # fmt: skip
+        )
         state["phase"] = 0  # nothing compiled yet
     base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
@@ -330,8 +443,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             if state["phase"] != 1:
                 base.trainable = False
                 _compile(model, args.head_lr, args)
-            model.fit(train_ds, initial_epoch=state["epoch"], epochs=head_epochs,
-                      callbacks=[_run_state_callback(out, state, args, 1)], **fit_kw)  # fmt: skip
+            model.fit(
+                train_ds,
+                initial_epoch=state["epoch"],
+                epochs=head_epochs,
+                callbacks=[_run_state_callback(out, state, args, 1)],
+                **fit_kw,
+            )
         if state["epoch"] < total and not state["stopped_early"]:
             if state["phase"] != 2:
                 base.trainable = True
@@ -340,15 +458,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     lr: Any = keras.optimizers.schedules.CosineDecay(
                         initial_learning_rate=args.lr * 0.01 if warmup else args.lr,
                         decay_steps=max(1, args.epochs * steps - warmup),
-                        warmup_target=args.lr if warmup else None, warmup_steps=warmup,
+                        warmup_target=args.lr if warmup else None,
+                        warmup_steps=warmup,
                         alpha=0.0,
-                    )  # fmt: skip
+                    )
                 else:
                     lr = args.lr
                 _compile(model, lr, args)
                 state["wait"] = 0
-            model.fit(train_ds, initial_epoch=state["epoch"], epochs=total,
-                      callbacks=[_run_state_callback(out, state, args, 2)], **fit_kw)  # fmt: skip
+            model.fit(
+                train_ds,
+                initial_epoch=state["epoch"],
+                epochs=total,
+                callbacks=[_run_state_callback(out, state, args, 2)],
+                **fit_kw,
+            )
     finally:
         state["train_seconds"] = seconds_before + time.time() - t_train
         if state_path.exists() or state["epoch"]:
@@ -375,8 +499,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "args": config["args"],
         "training_rows": len(dataset["Training"]),
     }
-    metrics = write_report(out, predict, dataset, model_name=str(out / BEST), extra=extra,
-                           history_path=out / HISTORY)  # fmt: skip
+    metrics = write_report(
+        out, predict, dataset, model_name=str(out / BEST), extra=extra, history_path=out / HISTORY
+    )
     for split, m in metrics["splits"].items():
         log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
     return metrics

@@ -127,6 +127,8 @@ def test_seed_loop(benchmark: Any, one_face_frames: Frames, seed_keras_model: An
 
 
 @pytest.mark.benchmark(group="baseline: fer package 640x480")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_fer_package(benchmark: Any, one_face_frames: Frames) -> None:
     fer = pytest.importorskip(
         "fer.fer", reason="`fer` not installed (pip install --no-deps fer==25.10.3)"

@@ -138,6 +138,7 @@ class EmotionRecognizer:
         self.detector = _make_detector(detector)
         self._closed = False
         self._lock = threading.Lock()
+        self._buffers = threading.local()
 
     def _check_io(self) -> tuple[str, bool]:
         inputs = self._session.get_inputs()
@@ -314,7 +315,17 @@ class EmotionRecognizer:
         return self._run(faces)
 
     def _run(self, faces: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
-        batch = prepare_faces(faces, self.info.input)
+        # One input buffer per thread and batch size: a video loop allocates no new batch.
+        buffers: dict[int, npt.NDArray[np.float32]] = self._buffers.__dict__.setdefault(
+            "by_size", {}
+        )
+        spec = self.info.input
+        buffer = buffers.get(len(faces))
+        if buffer is None:
+            buffer = np.empty((len(faces), spec.height, spec.width, spec.channels), np.float32)
+            if len(buffers) < 16:
+                buffers[len(faces)] = buffer
+        batch = prepare_faces(faces, spec, out=buffer)
         if self._channels_first:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         session = self._session

@@ -24,16 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ATOL = 1e-4
 
 
-def onnx_probabilities(onnx_path: Path, faces: np.ndarray, batch: int = 256) -> np.ndarray:
-    from fer_onnx import EmotionRecognizer, SessionConfig
+def onnx_probabilities(onnx_path: Path, faces: np.ndarray) -> np.ndarray:
+    """Probabilities of an ONNX model through the library (the evaluation code path)."""
+    from training.evaluate import predictor
 
-    with EmotionRecognizer(
-        onnx_path, detector=None, device="cpu", session_config=SessionConfig(intra_op_threads=0)
-    ) as rec:
-        crops = list(faces.astype(np.uint8))
-        return np.concatenate(
-            [rec.predict(crops[i : i + batch]) for i in range(0, len(crops), batch)]
-        )
+    return predictor(onnx_path)(faces)
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, atol: float = ATOL) -> dict[str, Any]:

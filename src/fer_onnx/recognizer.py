@@ -299,7 +299,7 @@ class EmotionRecognizer:
         if self._closed:
             raise FerOnnxError("this EmotionRecognizer is closed; create a new one")
 
-    def _top(self, probs: npt.NDArray[np.float32]) -> tuple[str, float, dict[str, float]]:
+    def _top(self, probs: npt.NDArray[np.floating[Any]]) -> tuple[str, float, dict[str, float]]:
         index = int(np.argmax(probs))
         values = probs.astype(np.float64)
         values = values / values.sum()

@@ -202,11 +202,8 @@ class VideoRecognizer:
                 track = matched
                 track.box, track.missed, track.age = box, 0, track.age + 1
                 track.probs = self.alpha * p + (1.0 - self.alpha) * track.probs
-            smoothed = track.probs / track.probs.sum()
-            labels = self.recognizer.labels
-            distribution = dict(zip(labels, (float(v) for v in smoothed), strict=True))
-            top = labels[int(np.argmax(smoothed))]
-            results.append(FaceEmotion(box, top, distribution[top], distribution, track.id))
+            top, score, distribution = self.recognizer._top(track.probs)
+            results.append(FaceEmotion(box, top, score, distribution, track.id))
         lost = [t for t in self._tracks if t.missed > self.max_missed]
         if lost:
             self._tracks = [t for t in self._tracks if t.missed <= self.max_missed]

@@ -175,7 +175,7 @@ class HaarDetector:
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
         """Find faces in a uint8 gray, BGR or BGRA image."""
-        return self.detect_gray(_gray(image), image.shape[1], image.shape[0])
+        return self.detect_gray(_gray(image))
 
     def detect_sized(self, image: npt.NDArray[np.uint8], min_size: int, max_size: int) -> list[Box]:
         """Find faces between ``min_size`` and ``max_size`` pixels, with no downscaling.
@@ -197,14 +197,8 @@ class HaarDetector:
         )
         return scale_boxes(rects, 1.0, image.shape[1], image.shape[0])
 
-    def detect_gray(
-        self,
-        gray: npt.NDArray[np.uint8],
-        width: int | None = None,
-        height: int | None = None,
-        offset: tuple[int, int] = (0, 0),
-    ) -> list[Box]:
-        """Find faces in a grey image (or region), boxes clipped to ``width`` x ``height``."""
+    def detect_gray(self, gray: npt.NDArray[np.uint8]) -> list[Box]:
+        """Find faces in a grey image; boxes in its pixels, clipped to it."""
         p = self.params
         small, scale = _downscale(gray, p.detect_width)
         if p.equalize:
@@ -215,9 +209,7 @@ class HaarDetector:
             minNeighbors=p.min_neighbors,
             minSize=(p.min_size, p.min_size),
         )
-        width = gray.shape[1] if width is None else width
-        height = gray.shape[0] if height is None else height
-        return scale_boxes(rects, scale, width, height, offset)
+        return scale_boxes(rects, scale, gray.shape[1], gray.shape[0])
 
 
 class YuNetDetector:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.detectors import Detector, HaarDetector
+from fer_onnx.detectors import Detector, HaarDetector, scale_boxes
 from fer_onnx.errors import FerOnnxError, VideoError
 from fer_onnx.images import crop_faces, load_image
 from fer_onnx.recognizer import EmotionRecognizer
@@ -44,7 +44,6 @@ class _Track:
     box: Box
     probs: npt.NDArray[np.float64]
     missed: int = 0
-    age: int = 1
 
 
 class VideoRecognizer:
@@ -132,13 +131,7 @@ class VideoRecognizer:
             if not hits:
                 all_found = False
                 continue
-            for h in hits:
-                bx1 = x1 + round(h.x / scale)
-                by1 = y1 + round(h.y / scale)
-                bx2 = min(x1 + round(h.x2 / scale), width)
-                by2 = min(y1 + round(h.y2 / scale), height)
-                if bx2 > bx1 and by2 > by1:
-                    found.append(Box(bx1, by1, bx2 - bx1, by2 - by1))
+            found += scale_boxes([h.to_tuple() for h in hits], scale, width, height, (x1, y1))
         return _dedupe(found), all_found
 
     def process(self, frame: npt.NDArray[np.uint8]) -> list[FaceEmotion]:
@@ -200,7 +193,7 @@ class VideoRecognizer:
                 self._tracks.append(track)
             else:
                 track = matched
-                track.box, track.missed, track.age = box, 0, track.age + 1
+                track.box, track.missed = box, 0
                 track.probs = self.alpha * p + (1.0 - self.alpha) * track.probs
             top, score, distribution = self.recognizer._top(track.probs)
             results.append(FaceEmotion(box, top, score, distribution, track.id))

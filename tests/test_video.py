@@ -13,6 +13,7 @@ from fer_onnx import (
     Box,
     EmotionRecognizer,
     FerOnnxError,
+    HaarDetector,
     VideoError,
     VideoRecognizer,
     open_video,
@@ -79,6 +80,50 @@ def test_region_detection_between_full_searches(tiny_model: Path) -> None:
     assert len(detector.calls) == 5
 
 
+class SpyHaar(HaarDetector):
+    """A Haar detector whose full search returns one known face; records region searches."""
+
+    def __init__(self, face: Box, hit: Box | None) -> None:
+        super().__init__()
+        self.face, self.hit = face, hit
+        self.full = 0
+        self.sized: list[tuple[tuple[int, ...], int, int, float | None]] = []
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.full += 1
+        return [self.face]
+
+    def detect_sized(
+        self, image: np.ndarray, min_size: int, max_size: int, scale_factor: float | None = None
+    ) -> list[Box]:
+        self.sized.append((image.shape, min_size, max_size, scale_factor))
+        return [] if self.hit is None else [self.hit]
+
+
+def test_haar_region_search_shrinks_the_face_to_region_face_size(tiny_model: Path) -> None:
+    face = Box(200, 100, 150, 150)
+    # 48 px face in a 96 px grey region (margin 0.5): its hit maps back to the same box
+    detector = SpyHaar(face, hit=Box(24, 24, 48, 48))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, redetect_every=100)
+        results = [video.process(frame) for _ in range(4)]
+    assert detector.full == 1  # only the first frame searched the whole frame
+    assert detector.sized == [((96, 96), 33, 68, 1.2)] * 3  # 0.7x..1.4x of 48 px, 2-D grey
+    assert all(r[0].box == face and r[0].track_id == 0 for r in results)
+
+
+def test_small_faces_are_searched_at_full_resolution(tiny_model: Path) -> None:
+    face = Box(300, 200, 40, 40)  # smaller than region_face_size: never enlarged
+    detector = SpyHaar(face, hit=Box(20, 20, 40, 40))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, redetect_every=100, region_face_size=64)
+        video.process(frame)
+        assert video.process(frame)[0].box == face
+    assert detector.sized == [((80, 80), 28, 57, 1.2)]
+
+
 def test_lost_track_triggers_full_search_and_tracks_end(tiny_model: Path) -> None:
     face = Box(300, 200, 80, 80)
     detector = ScriptedDetector([[face], [], [], [], [], []])
@@ -114,6 +159,10 @@ def test_video_needs_detector_and_valid_args(tiny_model: Path) -> None:
         VideoRecognizer(rec)
     with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="redetect_every"):
         VideoRecognizer(rec, redetect_every=0)
+    with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="region_face_size"):
+        VideoRecognizer(rec, region_face_size=16)
+    with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="scale_factor"):
+        VideoRecognizer(rec, region_scale_factor=1.0)
 
 
 def write_clip(path: Path, n: int = 12, size: tuple[int, int] = (160, 120)) -> Path:
@@ -144,12 +193,23 @@ def test_open_video_errors(tmp_path: Path) -> None:
         open_video(97)
 
 
+class CountingHaar(HaarDetector):
+    full = 0
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.full += 1
+        return super().detect(image)
+
+
 def test_real_video_keeps_one_track(tiny_model: Path) -> None:
     cap, stats = open_video(shared_file(MEDIA / "woman2.mp4"))
-    with EmotionRecognizer(tiny_model) as rec:
-        video = VideoRecognizer(rec)
+    detector = CountingHaar()
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec, redetect_every=10)
         ids = [f.track_id for frame in read_frames(cap, stats) for f in video.process(frame.image)]
     cap.release()
     assert len(ids) > 0.9 * stats.read
+    # the region search finds the face on real frames: few full searches beyond every 10th frame
+    assert detector.full <= stats.read / 10 + 0.05 * stats.read
     # one face throughout: almost every frame belongs to the first track
     assert ids.count(ids[0]) > 0.9 * len(ids)

@@ -36,7 +36,8 @@ class Detector(Protocol):
         ...
 
 
-def _gray(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def to_gray(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Return a uint8 gray, BGR or BGRA image as 2-D grey (gray input is returned as is)."""
     if image.ndim == 2:
         return image
     if image.shape[2] == 1:
@@ -175,22 +176,28 @@ class HaarDetector:
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
         """Find faces in a uint8 gray, BGR or BGRA image."""
-        return self.detect_gray(_gray(image))
+        return self.detect_gray(to_gray(image))
 
-    def detect_sized(self, image: npt.NDArray[np.uint8], min_size: int, max_size: int) -> list[Box]:
+    def detect_sized(
+        self,
+        image: npt.NDArray[np.uint8],
+        min_size: int,
+        max_size: int,
+        scale_factor: float | None = None,
+    ) -> list[Box]:
         """Find faces between ``min_size`` and ``max_size`` pixels, with no downscaling.
 
-        Used by video mode to search a small region around a known face at the scale of a
-        full-frame search, skipping pyramid levels that cannot hold that face.
+        Used by video mode to search a small region around a known face, skipping pyramid
+        levels that cannot hold that face. ``scale_factor`` overrides the detector's step.
         """
         p = self.params
-        gray = _gray(image)
+        gray = to_gray(image)
         if p.equalize:
             gray = np.asarray(cv2.equalizeHist(gray))
         low = max(min_size, 1)
         rects = self._classifier().detectMultiScale(
             gray,
-            scaleFactor=p.scale_factor,
+            scaleFactor=scale_factor or p.scale_factor,
             minNeighbors=p.min_neighbors,
             minSize=(low, low),
             maxSize=(max(max_size, low), max(max_size, low)),

@@ -4,7 +4,10 @@
 
 * **Detection**: a full-frame search every ``redetect_every`` frames, whenever there are no
   tracks, and whenever a track was not found in its region; in between, faces are searched only
-  in a region around each track's last box, at the same scale as a full-frame search.
+  in a region around each track's last box. With :class:`~fer_onnx.HaarDetector` the region is
+  shrunk so that the tracked face is about ``region_face_size`` pixels wide and only faces of
+  0.7x to 1.4x that size are searched (Haar's cost grows with the pixels searched; the cascade's
+  window is 24 px); other detectors search the region at their full-frame scale.
 * **Tracks**: detections are matched to tracks by IoU (greedy, best first); a track ends after
   ``max_missed`` frames without a match.
 * **Smoothing**: an exponential moving average of each track's probabilities over about
@@ -27,7 +30,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.detectors import Detector, HaarDetector, scale_boxes
+from fer_onnx.detectors import Detector, HaarDetector, scale_boxes, to_gray
 from fer_onnx.errors import FerOnnxError, VideoError
 from fer_onnx.images import crop_faces, load_image
 from fer_onnx.recognizer import EmotionRecognizer
@@ -56,6 +59,9 @@ class VideoRecognizer:
         iou_threshold: Minimum IoU to match a detection to a track.
         redetect_every: Full-frame detection period in frames (``1``: every frame).
         roi_margin: Search region around a track's box, as a fraction of its size per side.
+        region_face_size: Haar only: width in pixels a tracked face is shrunk to for the region
+            search (never enlarged); smaller is faster, larger finds more small faces.
+        region_scale_factor: Haar only: pyramid step of the region search.
 
     Raises:
         ValueError: An argument is out of range.
@@ -71,12 +77,19 @@ class VideoRecognizer:
         iou_threshold: float = 0.3,
         redetect_every: int = 10,
         roi_margin: float = 0.5,
+        region_face_size: int = 48,
+        region_scale_factor: float = 1.2,
     ) -> None:
         if recognizer.detector is None:
             raise FerOnnxError("video mode needs a recognizer with a face detector")
         if max_missed < 0 or redetect_every < 1 or not 0 < iou_threshold <= 1 or roi_margin < 0:
             raise ValueError(
                 "need max_missed >= 0, redetect_every >= 1, 0 < iou_threshold <= 1, roi_margin >= 0"
+            )
+        if region_face_size < 24 or region_scale_factor <= 1.0:
+            raise ValueError(
+                "need region_face_size >= 24 (the Haar window) and region_scale_factor > 1, got "
+                f"{region_face_size} and {region_scale_factor}"
             )
         self.recognizer = recognizer
         self.detector: Detector = recognizer.detector
@@ -85,6 +98,8 @@ class VideoRecognizer:
         self.iou_threshold = iou_threshold
         self.redetect_every = redetect_every
         self.roi_margin = roi_margin
+        self.region_face_size = region_face_size
+        self.region_scale_factor = region_scale_factor
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame = 0
@@ -107,7 +122,7 @@ class VideoRecognizer:
     def _detect_regions(self, frame: npt.NDArray[np.uint8]) -> tuple[list[Box], bool]:
         """Search around each track; returns boxes and whether every track was found."""
         height, width = frame.shape[:2]
-        scale = self._scale(width)
+        haar = self.detector if isinstance(self.detector, HaarDetector) else None
         found: list[Box] = []
         all_found = True
         for track in self._tracks:
@@ -116,16 +131,22 @@ class VideoRecognizer:
             x1, y1 = max(b.x - dx, 0), max(b.y - dy, 0)
             x2, y2 = min(b.x2 + dx, width), min(b.y2 + dy, height)
             region = frame[y1:y2, x1:x2]
+            if haar is not None:
+                scale = min(1.0, self.region_face_size / b.width)
+                region = to_gray(region)
+            else:
+                scale = self._scale(width)
             if scale < 1.0:
                 size = (
                     max(1, round(region.shape[1] * scale)),
                     max(1, round(region.shape[0] * scale)),
                 )
                 region = np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_AREA))
-            if isinstance(self.detector, HaarDetector):
-                # Only the pyramid levels that can hold this face (0.6x to 1.6x its size).
+            if haar is not None:
                 face = b.width * scale
-                hits = self.detector.detect_sized(region, int(face * 0.6), int(face * 1.6) + 1)
+                hits = haar.detect_sized(
+                    region, int(face * 0.7), int(face * 1.4) + 1, self.region_scale_factor
+                )
             else:
                 hits = self.detector.detect(region)
             if not hits:

@@ -83,7 +83,7 @@ def test_region_detection_between_full_searches(tiny_model: Path) -> None:
 class SpyHaar(HaarDetector):
     """A Haar detector whose full search returns one known face; records region searches."""
 
-    def __init__(self, face: Box, hit: Box | None) -> None:
+    def __init__(self, face: Box, hit: Box) -> None:
         super().__init__()
         self.face, self.hit = face, hit
         self.full = 0
@@ -97,7 +97,7 @@ class SpyHaar(HaarDetector):
         self, image: np.ndarray, min_size: int, max_size: int, scale_factor: float | None = None
     ) -> list[Box]:
         self.sized.append((image.shape, min_size, max_size, scale_factor))
-        return [] if self.hit is None else [self.hit]
+        return [self.hit]
 
 
 def test_haar_region_search_shrinks_the_face_to_region_face_size(tiny_model: Path) -> None:

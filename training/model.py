@@ -20,21 +20,25 @@ from fer_onnx.preprocessing import InputSpec
 ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large")
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
+MEMBER_PREFIX = "member_"
 
 
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be fetched (no network) or a weights file is unusable."""
 
 
-def _backbone(arch: str, size: int, alpha: float, weights: str | None) -> keras.Model:
+def _backbone(
+    arch: str, size: int, alpha: float, weights: str | None, name: str | None = None
+) -> keras.Model:
     shape = (size, size, 3)
+    named: dict[str, Any] = {"name": name} if name else {}
     if arch == "mobilenetv2":
         return keras.applications.MobileNetV2(
-            input_shape=shape, alpha=alpha, include_top=False, weights=weights
+            input_shape=shape, alpha=alpha, include_top=False, weights=weights, **named
         )
     if arch == "mobilenet":
         return keras.applications.MobileNet(
-            input_shape=shape, alpha=alpha, include_top=False, weights=weights
+            input_shape=shape, alpha=alpha, include_top=False, weights=weights, **named
         )
     if arch in ("mobilenetv3small", "mobilenetv3large"):
         cls = (
@@ -50,6 +54,7 @@ def _backbone(arch: str, size: int, alpha: float, weights: str | None) -> keras.
             weights=weights,
             minimalistic=True,
             include_preprocessing=False,
+            **named,
         )
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
 
@@ -84,8 +89,16 @@ def build_model(
     dropout: float = 0.2,
     pooling: str = "avg",
     bn_momentum: float | None = 0.99,
-) -> tuple[keras.Model, keras.Model]:
-    """Build the classifier and return ``(model, backbone)``.
+    members: int = 1,
+) -> tuple[keras.Model, list[keras.Model]]:
+    """Build the classifier and return ``(model, backbones)``.
+
+    With ``members > 1`` the model is an ensemble trained in one process: the faces are
+    resized and normalised once, then go through ``members`` independently initialised
+    backbone + head branches. The training model has one softmax output per member
+    (``member_0`` ...), each with its own loss, so the members learn independently (joint
+    training on the averaged output lets members collude); :func:`inference_model` averages
+    their probabilities into the single ``probabilities`` output that is evaluated and exported.
 
     Args:
         spec: Input format of one face (from the dataset / library preprocessing).
@@ -100,14 +113,70 @@ def build_model(
         bn_momentum: Momentum of every BatchNormalization layer of the backbone (Keras builds
             MobileNetV2 with 0.999, whose moving statistics lag for thousands of steps when the
             backbone is trained from scratch). ``None`` keeps the Keras default.
+        members: Number of ensemble members (1 = a single network).
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be downloaded, or a weights file
             does not fit the backbone.
     """
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     resolved = resolve_weights(weights)
+    bases = [
+        _load_backbone(arch, image_size, alpha, weights, resolved, members, i)
+        for i in range(members)
+    ]
+    if bn_momentum is not None:
+        for base in bases:
+            for layer in base.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = bn_momentum
+
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+    x = inputs
+    if (spec.height, spec.width) != (image_size, image_size):
+        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(
+            x
+        )
+    if spec.channels == 1:
+        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
+    outputs = []
+    for i, base in enumerate(bases):
+        suffix = f"_{i}" if members > 1 else ""
+        y = base(x)
+        pool = (
+            keras.layers.GlobalAveragePooling2D
+            if pooling == "avg"
+            else keras.layers.GlobalMaxPooling2D
+        )
+        y = pool(name=f"pool{suffix}")(y)
+        for j, units in enumerate(dense):
+            if dropout > 0:
+                y = keras.layers.Dropout(dropout, name=f"dropout_{j}{suffix}")(y)
+            y = keras.layers.Dense(units, activation="relu", name=f"dense_{j}{suffix}")(y)
+        if dropout > 0:
+            y = keras.layers.Dropout(dropout, name=f"dropout_out{suffix}")(y)
+        name = f"{MEMBER_PREFIX}{i}" if members > 1 else OUTPUT_NAME
+        outputs.append(keras.layers.Dense(num_classes, activation="softmax", name=name)(y))
+    name = f"fer_{arch}" if members == 1 else f"fer_{arch}_x{members}"
+    return keras.Model(inputs, outputs[0] if members == 1 else outputs, name=name), bases
+
+
+def _load_backbone(
+    arch: str,
+    image_size: int,
+    alpha: float,
+    weights: str,
+    resolved: str | None,
+    members: int,
+    index: int,
+) -> keras.Model:
+    name = f"backbone_{index}" if members > 1 else None
     try:
-        base = _backbone(arch, image_size, alpha, resolved)
+        return _backbone(arch, image_size, alpha, resolved, name)
     except ValueError as e:
         if resolved is None:
             raise
@@ -122,35 +191,23 @@ def build_model(
             f"Keras applications weights, e.g. from {os.path.expanduser('~/.keras/models')} "
             "on a machine that is online)."
         ) from e
-    if bn_momentum is not None:
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = bn_momentum
 
-    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
-    x = inputs
-    if (spec.height, spec.width) != (image_size, image_size):
-        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(
-            x
-        )
-    if spec.channels == 1:
-        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
-    x = base(x)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    else:
-        raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
-    for i, units in enumerate(dense):
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="dropout_out")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
-    return keras.Model(inputs, outputs, name=f"fer_{arch}"), base
+
+def member_count(model: keras.Model) -> int:
+    """Number of ensemble members of a model from :func:`build_model` (1 for a single net)."""
+    return len(model.outputs)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model to evaluate and export: a training ensemble's member outputs averaged.
+
+    A single-output model is returned unchanged. The averaged model shares the members'
+    layers (no copy) and has one output, ``probabilities``.
+    """
+    if len(model.outputs) == 1:
+        return model
+    outputs = keras.layers.Average(name=OUTPUT_NAME)(list(model.outputs))
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_mean")
 
 
 def build_augmenter(

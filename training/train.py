@@ -112,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
     g.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="ensemble members trained side by side in one model (each its own backbone, "
+        "head and loss); evaluation and export average their probabilities",
+    )
+    g.add_argument(
         "--bn-momentum",
         type=float,
         default=0.99,
@@ -178,10 +185,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 2e-3 if args.weights.lower() == "none" else 2e-4
+    if args.members < 1:
+        p.error(f"--members must be at least 1, got {args.members}")
     return args
 
 
-def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train: bool) -> Any:
+def _make_dataset(
+    dataset: Dataset,
+    split: str,
+    args: argparse.Namespace,
+    train: bool,
+    class_weight: dict[int, float] | None = None,
+) -> Any:
     import keras
     import tensorflow as tf
 
@@ -218,6 +233,18 @@ def _make_dataset(dataset: Dataset, split: str, args: argparse.Namespace, train:
                 )
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
+    members = getattr(args, "members", 1)
+    if train and members > 1:
+        # One target per member output. Keras takes class_weight for single-output models
+        # only, so an ensemble gets the same weighting as per-sample weights.
+        if class_weight is not None:
+            table = tf.constant([class_weight[i] for i in range(len(class_weight))], tf.float32)
+            ds = ds.map(
+                lambda x, t: ((x, (t,) * members, tf.gather(table, tf.argmax(t, axis=1)))),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        else:
+            ds = ds.map(lambda x, t: (x, (t,) * members), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -232,17 +259,59 @@ def _class_weights(dataset: Dataset) -> dict[int, float]:
 def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
     import keras
 
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay)
+    if len(model.outputs) == 1:
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        return
+    # Positional lists match the tuple of per-member targets built by _make_dataset.
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        optimizer=optimizer,
+        loss=[
+            keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+            for _ in model.outputs
+        ],
+        metrics=[[keras.metrics.CategoricalAccuracy(name="accuracy")] for _ in model.outputs],
     )
 
 
+def _ensemble_logs(
+    model: Any, logs: dict[str, float], val: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, float]:
+    """Logs of an ensemble epoch in the single-model vocabulary.
+
+    ``loss``/``accuracy`` are the members' means on the training batches (per member in
+    ``member_<i>_*``); ``val_loss``/``val_accuracy`` are those of the averaged probabilities on
+    PublicTest, the figure that selects checkpoints.
+    """
+    from training.model import inference_model
+
+    names = model.output_names
+    out = dict(logs)
+    out["loss"] = float(np.mean([logs[f"{n}_loss"] for n in names if f"{n}_loss" in logs]))
+    out["accuracy"] = float(np.mean([logs[f"{n}_accuracy"] for n in names]))
+    if val is not None:
+        x, y = val
+        p = np.asarray(inference_model(model).predict(x, batch_size=256, verbose=0))
+        out["val_accuracy"] = float((p.argmax(axis=1) == y.argmax(axis=1)).mean())
+        picked = np.clip((p * y).sum(axis=1) / np.maximum(y.sum(axis=1), 1e-12), 1e-7, 1.0)
+        out["val_loss"] = float(-np.log(picked).mean())
+    return out
+
+
 def _run_state_callback(
-    out: Path, state: dict[str, Any], args: argparse.Namespace, phase: int
+    out: Path,
+    state: dict[str, Any],
+    args: argparse.Namespace,
+    phase: int,
+    public: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
     import keras
+
+    from training.model import inference_model
 
     class RunState(keras.callbacks.Callback):  # type: ignore[misc]
         """Saves last/best models, history and schedule state after every epoch."""
@@ -252,13 +321,15 @@ def _run_state_callback(
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
+            if len(self.model.outputs) > 1:
+                logs = _ensemble_logs(self.model, logs, public)
             seconds = time.time() - self._t0
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             val = float(logs.get("val_accuracy", 0.0))
             improved = val > state["best"]
             if improved:
                 state["best"], state["best_epoch"], state["wait"] = val, epoch, 0
-                _save(self.model, out / BEST)
+                _save(inference_model(self.model), out / BEST)
             else:
                 state["wait"] += 1
             if (
@@ -404,12 +475,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     pretrained = args.weights.lower() != "none"
     head_epochs = args.head_epochs if pretrained else 0
     total = head_epochs + args.epochs
-    train_ds = _make_dataset(dataset, "Training", args, train=True)
-    val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
+    members = getattr(args, "members", 1)  # runs started before --members existed: 1
+    class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
+    train_ds = _make_dataset(
+        dataset, "Training", args, train=True, class_weight=class_weight if members > 1 else None
+    )
     steps = len(dataset["Training"]) * args.repeat // args.batch_size
     if steps == 0:
         raise DataError(f"{args.data}: fewer training rows than one batch ({args.batch_size})")
-    class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
+    public = dataset["PublicTest"]
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    if members > 1:
+        # Ensembles are validated on their averaged output, computed by the run-state callback.
+        val_ds = None
+        val = (public.images.astype(np.float32), public.targets)
+        class_weight = None
+    else:
+        val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
 
     if args.resume and (out / LAST).exists():
         model = keras.models.load_model(out / LAST)
@@ -426,9 +508,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             dropout=args.dropout,
             pooling=args.pooling,
             bn_momentum=args.bn_momentum if args.bn_momentum > 0 else None,
+            members=members,
         )
         state["phase"] = 0  # nothing compiled yet
-    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
     t_train = time.time()
     seconds_before = state["train_seconds"]
@@ -441,18 +524,20 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if state["epoch"] < head_epochs:
             if state["phase"] != 1:
-                base.trainable = False
+                for base in bases:
+                    base.trainable = False
                 _compile(model, args.head_lr, args)
             model.fit(
                 train_ds,
                 initial_epoch=state["epoch"],
                 epochs=head_epochs,
-                callbacks=[_run_state_callback(out, state, args, 1)],
+                callbacks=[_run_state_callback(out, state, args, 1, val)],
                 **fit_kw,
             )
         if state["epoch"] < total and not state["stopped_early"]:
             if state["phase"] != 2:
-                base.trainable = True
+                for base in bases:
+                    base.trainable = True
                 if args.schedule == "cosine":
                     warmup = int(args.warmup_epochs * steps)
                     lr: Any = keras.optimizers.schedules.CosineDecay(
@@ -470,7 +555,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 train_ds,
                 initial_epoch=state["epoch"],
                 epochs=total,
-                callbacks=[_run_state_callback(out, state, args, 2)],
+                callbacks=[_run_state_callback(out, state, args, 2, val)],
                 **fit_kw,
             )
     finally:

@@ -82,8 +82,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.slow
-def test_two_epochs_beat_chance_on_own_training_rows(run: Path) -> None:
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two members side by side, with class weights (given to Keras as sample weights)."""
+    shared_file(FER_CSV)
+    out = tmp_path_factory.mktemp("runs") / "ensemble"
+    train(out, "--members", "2", "--class-weights", "balanced")
+    return out
+
+
+def assert_beats_chance_on_training_rows(run: Path) -> None:
     import keras
 
     from training.data import load_fer2013_csv
@@ -91,11 +99,58 @@ def test_two_epochs_beat_chance_on_own_training_rows(run: Path) -> None:
     train_split = load_fer2013_csv(FER_CSV, splits=("Training",))["Training"]
     x, y = train_split.images[:ROWS], train_split.labels[:ROWS]
     model = keras.models.load_model(run / "best.keras")
+    assert model.output_names == ["probabilities"]
     accuracy = float((model.predict(x.astype(np.float32), verbose=0).argmax(1) == y).mean())
     majority = float(np.bincount(y).max() / len(y))
     assert accuracy > majority, (
         f"training-row accuracy {accuracy:.3f} <= majority class {majority:.3f}"
     )
+
+
+@pytest.mark.slow
+def test_two_epochs_beat_chance_on_own_training_rows(run: Path) -> None:
+    assert_beats_chance_on_training_rows(run)
+
+
+@pytest.mark.slow
+def test_ensemble_run_beats_chance_and_logs_like_a_single_model(ensemble_run: Path) -> None:
+    assert_beats_chance_on_training_rows(ensemble_run)
+    import keras
+
+    last = keras.models.load_model(ensemble_run / "last.keras")
+    assert last.output_names == ["member_0", "member_1"]
+    lines = (ensemble_run / "history.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=True))
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert 0 <= float(row[key]) < 100, (key, row)
+    metrics = json.loads((ensemble_run / "metrics.json").read_text())
+    assert metrics["args"]["members"] == 2
+    assert metrics["epochs_run"] == 2
+    assert metrics["best_public_test_accuracy_during_training"] == pytest.approx(
+        metrics["splits"]["PublicTest"]["accuracy"], abs=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_ensemble_resume_continues(ensemble_run: Path, tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    shutil.copytree(ensemble_run, killed)
+    state = json.loads((killed / "state.json").read_text())
+    state["epoch"] = 1
+    (killed / "state.json").write_text(json.dumps(state))
+    result = train(killed, "--resume")
+    assert "after epoch 1" in result.stderr
+    lines = (killed / "history.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "1"]
+
+
+def test_members_below_one_is_a_usage_error(tmp_path: Path) -> None:
+    result = train(tmp_path / "bad", "--members", "0", check=False)
+    assert result.returncode == 2
+    assert "--members must be at least 1" in result.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
@@ -115,7 +170,8 @@ def test_full_report_is_written(run: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
     private = metrics["splits"]["PrivateTest"]
-    assert private["n"] == ROWS and 0 <= private["accuracy"] <= 1
+    assert private["n"] == ROWS
+    assert 0 <= private["accuracy"] <= 1
     assert set(private["per_class"]) == {
         "angry",
         "disgust",
@@ -126,12 +182,11 @@ def test_full_report_is_written(run: Path) -> None:
         "neutral",
     }
     assert np.array(private["confusion"]).sum() == ROWS
-    assert (
-        metrics["epochs_run"] == 2
-        and metrics["seconds_per_epoch"] > 0
-        and metrics["wall_time_s"] > 0
-    )
-    assert "training.train" in metrics["command"] and "tensorflow" in metrics["versions"]
+    assert metrics["epochs_run"] == 2
+    assert metrics["seconds_per_epoch"] > 0
+    assert metrics["wall_time_s"] > 0
+    assert "training.train" in metrics["command"]
+    assert "tensorflow" in metrics["versions"]
 
 
 @pytest.mark.slow
@@ -143,7 +198,8 @@ def test_resume_continues_without_losing_epochs(run: Path, tmp_path: Path) -> No
     state["epoch"] = 1
     (killed / "state.json").write_text(json.dumps(state))
     result = train(killed, "--resume")
-    assert "resuming" in result.stderr and "after epoch 1" in result.stderr
+    assert "resuming" in result.stderr
+    assert "after epoch 1" in result.stderr
     lines = (killed / "history.csv").read_text().splitlines()
     assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "1"]  # epoch 0 kept, epoch 1 redone
     assert json.loads((killed / "state.json").read_text())["epoch"] == 2
@@ -152,11 +208,14 @@ def test_resume_continues_without_losing_epochs(run: Path, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_existing_run_and_imagenet_offline_are_clear_errors(run: Path, tmp_path: Path) -> None:
     again = train(run, check=False)
-    assert again.returncode != 0 and "--resume" in again.stderr
+    assert again.returncode != 0
+    assert "--resume" in again.stderr
     offline = train(tmp_path / "imagenet", "--weights", "imagenet", check=False)
     if offline.returncode == 0:
         pytest.skip("this machine could download ImageNet weights")
-    assert "error:" in offline.stderr and "--weights none" in offline.stderr
+    assert "error:" in offline.stderr
+    assert "--weights none" in offline.stderr
     assert "Traceback" not in offline.stderr
     missing = train(tmp_path / "h5", "--weights", str(tmp_path / "none.h5"), check=False)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr

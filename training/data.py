@@ -155,7 +155,7 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by caller
+    return open(path, encoding="utf-8", newline="")
 
 
 def _check_file(path: Path) -> Path:

@@ -39,7 +39,7 @@ def predictor(model_path: Path, batch_size: int = 256) -> Callable[[np.ndarray],
         )
 
         def run_onnx(x: np.ndarray) -> np.ndarray:
-            faces = [face for face in x.astype(np.uint8)]
+            faces = list(x.astype(np.uint8))
             return np.concatenate(
                 [rec.predict(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
             )

@@ -1,0 +1,81 @@
+"""Model building: single networks and side-by-side ensembles (``--members``), and their export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import LABELS
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+from fer_onnx.preprocessing import InputSpec  # noqa: E402
+from training.model import OUTPUT_NAME, build_model, inference_model, member_count  # noqa: E402
+
+SPEC = InputSpec(48, 48, "gray")
+SMALL = {"arch": "mobilenet", "alpha": 0.25, "image_size": 32, "weights": "none"}
+
+
+def faces(n: int = 16) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (n, 48, 48, 1)).astype(np.float32)
+
+
+def test_single_model_has_one_probabilities_output() -> None:
+    model, bases = build_model(spec=SPEC, num_classes=len(LABELS), **SMALL)
+    assert len(bases) == 1
+    assert member_count(model) == 1
+    assert model.output_names == [OUTPUT_NAME]
+    assert inference_model(model) is model
+
+
+def test_ensemble_members_are_independent_and_averaged() -> None:
+    keras.utils.set_random_seed(0)
+    model, bases = build_model(spec=SPEC, num_classes=len(LABELS), members=3, **SMALL)
+    assert member_count(model) == 3
+    assert len(bases) == 3
+    assert len({b.name for b in bases}) == 3
+    assert model.output_names == ["member_0", "member_1", "member_2"]
+    # Independently initialised: the members' first kernels differ.
+    first = [b.trainable_weights[0].numpy() for b in bases]
+    assert not np.allclose(first[0], first[1])
+    assert not np.allclose(first[1], first[2])
+    # An untrained backbone can output ~constant features; distinct head biases make the
+    # members' probabilities differ so that the average below is a real check.
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        layer = model.get_layer(f"member_{i}")
+        layer.bias.assign(rng.normal(size=len(LABELS)).astype(np.float32))
+    x = faces()
+    members = [np.asarray(p) for p in model.predict(x, verbose=0)]
+    assert not np.allclose(members[0], members[1], atol=1e-3)
+    mean = inference_model(model)
+    assert mean.output_names == [OUTPUT_NAME]
+    probs = np.asarray(mean.predict(x, verbose=0))
+    np.testing.assert_allclose(probs, np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_members_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        build_model(spec=SPEC, num_classes=len(LABELS), members=0, **SMALL)
+
+
+def test_ensemble_exports_to_one_onnx_output(tmp_path: Path) -> None:
+    pytest.importorskip("tf2onnx")
+    from export.onnx import export
+    from export.parity import keras_onnx_parity
+    from fer_onnx import EmotionRecognizer
+
+    keras.utils.set_random_seed(0)
+    model, _ = build_model(spec=SPEC, num_classes=len(LABELS), members=2, **SMALL)
+    path = tmp_path / "best.keras"
+    inference_model(model).save(path)
+    onnx_path = tmp_path / "ens.onnx"
+    export(path, onnx_path, labels=LABELS, run_dir=tmp_path)
+    parity = keras_onnx_parity(path, onnx_path, faces(32).astype(np.uint8))
+    assert parity["passed"], parity
+    with EmotionRecognizer(onnx_path, detector=None) as rec:
+        assert rec.labels == LABELS
+        assert rec.predict(list(faces(4).astype(np.uint8))).shape == (4, len(LABELS))

@@ -1,0 +1,71 @@
+"""MODEL_CARD.md is rendered from a run's measured figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LABELS
+
+from export.card import write_card
+
+
+def split(accuracy: float) -> dict[str, Any]:
+    per_class = {
+        name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for name in LABELS
+    }
+    confusion = [[10 if i == j else 0 for j in range(len(LABELS))] for i in range(len(LABELS))]
+    return {"accuracy": accuracy, "macro_f1": 0.5, "per_class": per_class, "confusion": confusion}
+
+
+def fake_run(tmp_path: Path, members: int) -> Path:
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    counts = {s: [10] * len(LABELS) for s in ("Training", "PublicTest", "PrivateTest")}
+    args = {"arch": "mobilenetv2", "alpha": 1.0, "weights": "none", "image_size": 48}
+    if members > 1:
+        args["members"] = members
+    keras_metrics = {
+        "labels": list(LABELS),
+        "splits": {"PublicTest": split(0.641), "PrivateTest": split(0.662)},
+        "dataset": {"counts": counts},
+        "args": args,
+        "command": "python -m training.train --tiny",
+        "wall_time_s": 6000,
+        "seconds_per_epoch": 80.0,
+        "epochs_run": 75,
+        "best_epoch": 70,
+    }
+    (run / "metrics.json").write_text(json.dumps(keras_metrics))
+    for name, acc in (("fp32", 0.663), ("int8", 0.659)):
+        m = {**keras_metrics, "splits": {"PublicTest": split(acc), "PrivateTest": split(acc)}}
+        (run / "export" / f"{name}_metrics.json").write_text(json.dumps(m))
+    return run
+
+
+SUMMARY = {
+    "int8_accepted": True,
+    "tta": {"chosen": "flip", "PublicTest_plain": 0.64, "PublicTest_flip": 0.65},
+    "fp32": {"size_mb": 18.0, "latency_ms_batch1_1thread": 1.5},
+    "int8": {"size_mb": 5.0, "latency_ms_batch1_1thread": 0.8},
+    "parity": {"n": 1024, "max_abs_diff": 1e-6, "argmax_agreement": 1.0},
+    "int8_private_drop_points": 0.4,
+}
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(fake_run(tmp_path, members), SUMMARY, out)
+    text = out.read_text()
+    assert "| ONNX int8 | 65.90% | 65.90% |" in text
+    assert "| Keras (without TTA) | 64.10% | 66.20% |" in text
+    assert "python -m training.train --tiny" in text
+    assert "Default: `int8`" in text
+    if members == 1:
+        assert "- mobilenetv2 (alpha 1.0), trained from scratch" in text
+        assert "ensemble" not in text
+    else:
+        assert "An ensemble of 2 mobilenetv2 (alpha 1.0) networks trained side by side" in text

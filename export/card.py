@@ -27,6 +27,24 @@ def _confusion(metrics: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
+TTA_VIEWS = {
+    "none": "none",
+    "flip": "the face and its mirror image, averaged",
+    "flip+zoom": "the face, its mirror image and a 1.09x centre zoom of both, averaged",
+}
+
+
+def _tta_line(tta: dict[str, Any] | None) -> str:
+    if not tta:
+        return ""
+    measured = ", ".join(f"{name} {acc:.2%}" for name, acc in tta["PublicTest"].items())
+    chosen = tta["chosen"]
+    return (
+        f"- Test-time augmentation inside the graph: `{chosen}` ({TTA_VIEWS[chosen]}), chosen "
+        f"on PublicTest only ({measured})."
+    )
+
+
 def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
     """Render the model card for ``run`` with the export ``summary`` into ``out``."""
     keras_metrics = json.loads((run / "metrics.json").read_text())
@@ -57,16 +75,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         f"Inside the graph: bilinear resize to {args.get('image_size')}x{args.get('image_size')}, "
         "grey to 3 channels, scaling to [-1, 1]. Output: `probabilities` over "
         f"{', '.join(keras_metrics['labels'])} (in this order, also in the file's metadata).",
-        (
-            f"- Flip test-time augmentation inside the graph (the face and its mirror image, "
-            f"averaged): chosen on PublicTest ({summary['tta']['PublicTest_plain']:.2%} -> "
-            f"{summary['tta']['PublicTest_flip']:.2%})."
-            if summary["tta"]["chosen"] == "flip"
-            else "- No test-time augmentation (flip TTA did not raise PublicTest accuracy: "
-            f"{summary['tta']['PublicTest_plain']:.2%} -> {summary['tta']['PublicTest_flip']:.2%})."
-        )
-        if "tta" in summary
-        else "",
+        _tta_line(summary.get("tta")),
         f"- Bundled files: `fp32.onnx` ({summary['fp32']['size_mb']:.2f} MB) and "
         + (
             f"`int8.onnx` ({summary['int8']['size_mb']:.2f} MB, static QDQ per-channel, "
@@ -101,7 +110,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         "| model | PublicTest accuracy | PrivateTest accuracy | PrivateTest macro F1 |",
         "|---|---:|---:|---:|",
     ]
-    if summary.get("tta", {}).get("chosen") == "flip":
+    if summary.get("tta", {}).get("chosen", "none") != "none":
         acc = {
             "Keras (without TTA)": keras_metrics,
             **{k: v for k, v in acc.items() if k != "Keras"},

@@ -47,7 +47,10 @@ def fake_run(tmp_path: Path, members: int) -> Path:
 
 SUMMARY = {
     "int8_accepted": True,
-    "tta": {"chosen": "flip", "PublicTest_plain": 0.64, "PublicTest_flip": 0.65},
+    "tta": {
+        "chosen": "flip+zoom",
+        "PublicTest": {"none": 0.641, "flip": 0.649, "flip+zoom": 0.667},
+    },
     "fp32": {"size_mb": 18.0, "latency_ms_batch1_1thread": 1.5},
     "int8": {"size_mb": 5.0, "latency_ms_batch1_1thread": 0.8},
     "parity": {"n": 1024, "max_abs_diff": 1e-6, "argmax_agreement": 1.0},
@@ -64,6 +67,8 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
     assert "| Keras (without TTA) | 64.10% | 66.20% |" in text
     assert "python -m training.train --tiny" in text
     assert "Default: `int8`" in text
+    assert "`flip+zoom` (the face, its mirror image and a 1.09x centre zoom" in text
+    assert "(none 64.10%, flip 64.90%, flip+zoom 66.70%)" in text
     if members == 1:
         assert "- mobilenetv2 (alpha 1.0), trained from scratch" in text
         assert "ensemble" not in text

@@ -79,3 +79,70 @@ def test_ensemble_exports_to_one_onnx_output(tmp_path: Path) -> None:
     with EmotionRecognizer(onnx_path, detector=None) as rec:
         assert rec.labels == LABELS
         assert rec.predict(list(faces(4).astype(np.uint8))).shape == (4, len(LABELS))
+
+
+def position_sensitive_model() -> keras.Model:
+    """Tiny classifier whose output depends on every pixel's position (flips/zooms change it)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((48, 48, 1), name="faces")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs)
+
+
+def zoom_view(x: np.ndarray) -> np.ndarray:
+    """The flip+zoom centre view computed independently with OpenCV (half-pixel bilinear)."""
+    import cv2
+
+    from training.model import ZOOM_CROP
+
+    c = ZOOM_CROP
+    return np.stack(
+        [cv2.resize(f[c:-c, c:-c, 0], (48, 48), interpolation=cv2.INTER_LINEAR) for f in x]
+    )[..., None]
+
+
+def test_tta_views_average_the_documented_views() -> None:
+    from training.model import with_tta
+
+    model = position_sensitive_model()
+    x = faces(8)
+    assert with_tta(model, "none") is model
+
+    def p(a: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(a, verbose=0))
+
+    plain, mirrored = p(x), p(x[:, :, ::-1])
+    zoomed = zoom_view(x)
+    assert not np.allclose(plain, mirrored, atol=1e-3)
+    assert not np.allclose(plain, p(zoomed), atol=1e-3)
+    flip = np.asarray(with_tta(model, "flip").predict(x, verbose=0))
+    np.testing.assert_allclose(flip, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    four = np.asarray(with_tta(model, "flip+zoom").predict(x, verbose=0))
+    expected = (plain + mirrored + p(zoomed) + p(zoomed[:, :, ::-1])) / 4
+    np.testing.assert_allclose(four, expected, rtol=1e-3, atol=2e-4)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        with_tta(model, "rotate")
+
+
+def test_tta_model_saves_loads_and_exports(tmp_path: Path) -> None:
+    pytest.importorskip("tf2onnx")
+    from export.onnx import export
+    from export.parity import keras_onnx_parity
+    from training.model import with_tta
+
+    path = tmp_path / "tta.keras"
+    with_tta(position_sensitive_model(), "flip+zoom").save(path)
+    loaded = keras.models.load_model(path)
+    x = faces(8)
+    np.testing.assert_allclose(
+        np.asarray(loaded.predict(x, verbose=0)),
+        np.asarray(with_tta(position_sensitive_model(), "flip+zoom").predict(x, verbose=0)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    onnx_path = tmp_path / "tta.onnx"
+    export(path, onnx_path, labels=LABELS, run_dir=tmp_path)
+    parity = keras_onnx_parity(path, onnx_path, faces(64).astype(np.uint8))
+    assert parity["passed"], parity

@@ -245,36 +245,87 @@ def build_augmenter(
     return keras.Sequential(layers, name="augment")
 
 
-@keras.saving.register_keras_serializable(package="fer_onnx")
-class MirrorBatch(keras.layers.Layer):  # type: ignore[misc]
-    """Append the left-right mirror image of every face to the batch: N faces -> 2N."""
+TTA_CHOICES = ("none", "flip", "flip+zoom")
+"""Test-time augmentation built into an exported graph (see :func:`with_tta`)."""
 
-    def call(self, inputs: Any) -> Any:
-        return keras.ops.concatenate([inputs, keras.ops.flip(inputs, axis=2)], axis=0)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return (None, *input_shape[1:])
+ZOOM_CROP = 2
+"""Pixels cut from each border of the 48x48 face for the zoomed view (48/44: a 1.09x zoom)."""
 
 
 @keras.saving.register_keras_serializable(package="fer_onnx")
-class AverageHalves(keras.layers.Layer):  # type: ignore[misc]
-    """Average the first and second half of the batch: 2N rows -> N rows."""
+class TestTimeViews(keras.layers.Layer):  # type: ignore[misc]
+    """Stack test-time views of every face along the batch axis: N faces -> V*N rows.
 
-    def call(self, inputs: Any) -> Any:
-        half = keras.ops.shape(inputs)[0] // 2
-        return (inputs[:half] + inputs[half:]) / 2.0
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return (None, *input_shape[1:])
-
-
-def with_flip_tta(model: keras.Model) -> keras.Model:
-    """Average the model's probabilities over each face and its mirror image.
-
-    Test-time augmentation built into the graph: the mirrored faces join the same batch, so
-    the exported ONNX file still makes one pass (twice the rows) and stores each weight once.
+    Views, in order: the face and its left-right mirror; with ``zoom_crop > 0`` also a centre
+    crop (``zoom_crop`` pixels cut from every border, resized back bilinearly) and its mirror.
     """
+
+    def __init__(self, zoom_crop: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if zoom_crop < 0:
+            raise ValueError(f"zoom_crop must be >= 0, got {zoom_crop}")
+        self.zoom_crop = int(zoom_crop)
+
+    @property
+    def views(self) -> int:
+        """Number of views per face."""
+        return 4 if self.zoom_crop else 2
+
+    def call(self, inputs: Any) -> Any:
+        views = [inputs, keras.ops.flip(inputs, axis=2)]
+        if self.zoom_crop:
+            c = self.zoom_crop
+            height, width = int(inputs.shape[1]), int(inputs.shape[2])
+            crop = inputs[:, c : height - c, c : width - c, :]
+            zoomed = keras.ops.image.resize(crop, (height, width), interpolation="bilinear")
+            views += [zoomed, keras.ops.flip(zoomed, axis=2)]
+        return keras.ops.concatenate(views, axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (None, *input_shape[1:])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "zoom_crop": self.zoom_crop}
+
+
+@keras.saving.register_keras_serializable(package="fer_onnx")
+class AverageViews(keras.layers.Layer):  # type: ignore[misc]
+    """Average ``views`` consecutive blocks of the batch: V*N rows -> N rows."""
+
+    def __init__(self, views: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        self.views = int(views)
+
+    def call(self, inputs: Any) -> Any:
+        blocks = keras.ops.reshape(inputs, (self.views, -1, int(inputs.shape[-1])))
+        return keras.ops.mean(blocks, axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (None, *input_shape[1:])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "views": self.views}
+
+
+def with_tta(model: keras.Model, tta: str) -> keras.Model:
+    """Average the model's probabilities over test-time views of each face.
+
+    Built into the graph: the views join the same batch, so the exported ONNX file still makes
+    one pass (V times the rows) and stores each weight once.
+
+    Args:
+        model: A single-output classifier (e.g. :func:`inference_model` of a trained model).
+        tta: One of :data:`TTA_CHOICES`: ``none`` returns ``model`` unchanged; ``flip``
+            averages the face and its mirror image (2 views); ``flip+zoom`` adds a 1.09x
+            centre zoom of both (4 views).
+    """
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    if tta == "none":
+        return model
+    views = TestTimeViews(zoom_crop=ZOOM_CROP if tta == "flip+zoom" else 0, name="tta_views")
     inputs = keras.Input(model.inputs[0].shape[1:], name=INPUT_NAME)
-    both = model(MirrorBatch(name="mirror")(inputs))
-    outputs = AverageHalves(name=OUTPUT_NAME)(both)
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
+    outputs = AverageViews(views.views, name=OUTPUT_NAME)(model(views(inputs)))
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta_{tta.replace('+', '_')}")

@@ -27,21 +27,21 @@ def _confusion(metrics: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
-TTA_VIEWS = {
-    "none": "none",
-    "flip": "the face and its mirror image, averaged",
-    "flip+zoom": "the face, its mirror image and a 1.09x centre zoom of both, averaged",
-}
-
-
 def _tta_line(tta: dict[str, Any] | None) -> str:
     if not tta:
         return ""
     measured = ", ".join(f"{name} {acc:.2%}" for name, acc in tta["PublicTest"].items())
     chosen = tta["chosen"]
+    views = tta["views"][chosen]
+    rule = (
+        f"the most accurate on PublicTest with at most {tta['max_views']} views"
+        if tta.get("max_views")
+        else "set by hand"
+    )
     return (
-        f"- Test-time augmentation inside the graph: `{chosen}` ({TTA_VIEWS[chosen]}), chosen "
-        f"on PublicTest only ({measured})."
+        f"- Test-time augmentation inside the graph: `{chosen}`, the average over "
+        f"{len(views)} view(s) of each face ({', '.join(views)}; zoom = 1.09x centre crop); "
+        f"{rule}. Measured on PublicTest only: {measured}."
     )
 
 

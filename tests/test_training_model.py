@@ -12,7 +12,15 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 from fer_onnx.preprocessing import InputSpec  # noqa: E402
-from training.model import OUTPUT_NAME, build_model, inference_model, member_count  # noqa: E402
+from training.model import (  # noqa: E402
+    OUTPUT_NAME,
+    TTA_CHOICES,
+    TTA_VIEWS,
+    TTAViews,
+    build_model,
+    inference_model,
+    member_count,
+)
 
 SPEC = InputSpec(48, 48, "gray")
 SMALL = {"arch": "mobilenet", "alpha": 0.25, "image_size": 32, "weights": "none"}
@@ -117,13 +125,46 @@ def test_tta_views_average_the_documented_views() -> None:
     zoomed = zoom_view(x)
     assert not np.allclose(plain, mirrored, atol=1e-3)
     assert not np.allclose(plain, p(zoomed), atol=1e-3)
-    flip = np.asarray(with_tta(model, "flip").predict(x, verbose=0))
-    np.testing.assert_allclose(flip, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
-    four = np.asarray(with_tta(model, "flip+zoom").predict(x, verbose=0))
-    expected = (plain + mirrored + p(zoomed) + p(zoomed[:, :, ::-1])) / 4
-    np.testing.assert_allclose(four, expected, rtol=1e-3, atol=2e-4)
+    views = {
+        "face": plain,
+        "mirror": mirrored,
+        "zoom": p(zoomed),
+        "zoom-mirror": p(zoomed[:, :, ::-1]),
+    }
+    for choice, names in TTA_VIEWS.items():
+        got = np.asarray(with_tta(model, choice).predict(x, verbose=0))
+        expected = np.mean([views[n] for n in names], axis=0)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=2e-4, err_msg=choice)
     with pytest.raises(ValueError, match="tta must be one of"):
         with_tta(model, "rotate")
+    with pytest.raises(ValueError, match="views must be"):
+        TTAViews(("face", "upside-down"))
+
+
+def test_auto_tta_is_the_best_on_public_test_within_the_view_budget(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from export.bundle import choose_tta
+
+    model = position_sensitive_model()
+    path = tmp_path / "best.keras"
+    model.save(path)
+    x = faces(64)
+    labels = np.random.default_rng(5).integers(0, len(LABELS), 64)
+    public = SimpleNamespace(images=x.astype(np.uint8), labels=labels)
+    dataset = {"PublicTest": public}
+    _, info = choose_tta(path, dataset, "auto", tmp_path, max_views=2)
+    acc = info["PublicTest"]
+    assert set(acc) == set(TTA_CHOICES)
+    affordable = [c for c in TTA_CHOICES if len(TTA_VIEWS[c]) <= 2]
+    assert acc[info["chosen"]] == max(acc[c] for c in affordable)
+    assert info["chosen"] != "flip+zoom"
+    _, everything = choose_tta(path, dataset, "auto", tmp_path, max_views=4)
+    assert everything["PublicTest"][everything["chosen"]] == max(acc.values())
+    chosen_path, fixed = choose_tta(path, dataset, "flip+zoom", tmp_path)
+    assert fixed["chosen"] == "flip+zoom"
+    assert fixed["max_views"] is None
+    assert chosen_path.name == "best_tta_flip_zoom.keras"
 
 
 def test_tta_model_saves_loads_and_exports(tmp_path: Path) -> None:
@@ -134,6 +175,7 @@ def test_tta_model_saves_loads_and_exports(tmp_path: Path) -> None:
 
     path = tmp_path / "tta.keras"
     with_tta(position_sensitive_model(), "flip+zoom").save(path)
+    # Every choice's views survive a save/load round trip.
     loaded = keras.models.load_model(path)
     x = faces(8)
     np.testing.assert_allclose(

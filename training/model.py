@@ -245,47 +245,61 @@ def build_augmenter(
     return keras.Sequential(layers, name="augment")
 
 
-TTA_CHOICES = ("none", "flip", "flip+zoom")
-"""Test-time augmentation built into an exported graph (see :func:`with_tta`)."""
+VIEWS = ("face", "mirror", "zoom", "zoom-mirror")
+"""Test-time views of a face: itself, its left-right mirror image, a 1.09x centre zoom, and
+the mirror image of that zoom."""
+
+TTA_VIEWS: dict[str, tuple[str, ...]] = {
+    "none": ("face",),
+    "flip": ("face", "mirror"),
+    "zoomflip": ("face", "zoom-mirror"),
+    "flip+zoom": ("face", "mirror", "zoom", "zoom-mirror"),
+}
+"""Test-time augmentation choices (see :func:`with_tta`) and the views each one averages."""
+
+TTA_CHOICES = tuple(TTA_VIEWS)
 
 ZOOM_CROP = 2
-"""Pixels cut from each border of the 48x48 face for the zoomed view (48/44: a 1.09x zoom)."""
+"""Pixels cut from each border of the 48x48 face for the zoomed views (48/44: a 1.09x zoom)."""
 
 
 @keras.saving.register_keras_serializable(package="fer_onnx")
-class TestTimeViews(keras.layers.Layer):  # type: ignore[misc]
+class TTAViews(keras.layers.Layer):  # type: ignore[misc]
     """Stack test-time views of every face along the batch axis: N faces -> V*N rows.
 
-    Views, in order: the face and its left-right mirror; with ``zoom_crop > 0`` also a centre
-    crop (``zoom_crop`` pixels cut from every border, resized back bilinearly) and its mirror.
+    ``views`` are names from :data:`VIEWS`, stacked in the order given. The zoomed views cut
+    ``zoom_crop`` pixels from every border and resize back bilinearly.
     """
 
-    def __init__(self, zoom_crop: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, views: Sequence[str] = ("face", "mirror"), zoom_crop: int = ZOOM_CROP, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        if zoom_crop < 0:
-            raise ValueError(f"zoom_crop must be >= 0, got {zoom_crop}")
+        unknown = [v for v in views if v not in VIEWS]
+        if not views or unknown:
+            raise ValueError(f"views must be a non-empty selection of {VIEWS}, got {views!r}")
+        if zoom_crop < 1:
+            raise ValueError(f"zoom_crop must be >= 1, got {zoom_crop}")
+        self.views = tuple(views)
         self.zoom_crop = int(zoom_crop)
 
-    @property
-    def views(self) -> int:
-        """Number of views per face."""
-        return 4 if self.zoom_crop else 2
-
     def call(self, inputs: Any) -> Any:
-        views = [inputs, keras.ops.flip(inputs, axis=2)]
-        if self.zoom_crop:
+        out = {"face": inputs}
+        if "zoom" in self.views or "zoom-mirror" in self.views:
             c = self.zoom_crop
             height, width = int(inputs.shape[1]), int(inputs.shape[2])
             crop = inputs[:, c : height - c, c : width - c, :]
-            zoomed = keras.ops.image.resize(crop, (height, width), interpolation="bilinear")
-            views += [zoomed, keras.ops.flip(zoomed, axis=2)]
-        return keras.ops.concatenate(views, axis=0)
+            out["zoom"] = keras.ops.image.resize(crop, (height, width), interpolation="bilinear")
+            out["zoom-mirror"] = keras.ops.flip(out["zoom"], axis=2)
+        if "mirror" in self.views:
+            out["mirror"] = keras.ops.flip(inputs, axis=2)
+        return keras.ops.concatenate([out[v] for v in self.views], axis=0)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return (None, *input_shape[1:])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "zoom_crop": self.zoom_crop}
+        return {**super().get_config(), "views": list(self.views), "zoom_crop": self.zoom_crop}
 
 
 @keras.saving.register_keras_serializable(package="fer_onnx")
@@ -318,14 +332,14 @@ def with_tta(model: keras.Model, tta: str) -> keras.Model:
     Args:
         model: A single-output classifier (e.g. :func:`inference_model` of a trained model).
         tta: One of :data:`TTA_CHOICES`: ``none`` returns ``model`` unchanged; ``flip``
-            averages the face and its mirror image (2 views); ``flip+zoom`` adds a 1.09x
-            centre zoom of both (4 views).
+            averages the face and its mirror image; ``zoomflip`` the face and the mirror image
+            of a 1.09x centre zoom (both 2 views, the same cost); ``flip+zoom`` all four views.
     """
-    if tta not in TTA_CHOICES:
+    if tta not in TTA_VIEWS:
         raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
     if tta == "none":
         return model
-    views = TestTimeViews(zoom_crop=ZOOM_CROP if tta == "flip+zoom" else 0, name="tta_views")
+    views = TTAViews(TTA_VIEWS[tta], name="tta_views")
     inputs = keras.Input(model.inputs[0].shape[1:], name=INPUT_NAME)
-    outputs = AverageViews(views.views, name=OUTPUT_NAME)(model(views(inputs)))
+    outputs = AverageViews(len(views.views), name=OUTPUT_NAME)(model(views(inputs)))
     return keras.Model(inputs, outputs, name=f"{model.name}_tta_{tta.replace('+', '_')}")

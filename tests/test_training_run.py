@@ -134,16 +134,40 @@ def test_ensemble_run_beats_chance_and_logs_like_a_single_model(ensemble_run: Pa
 
 
 @pytest.mark.slow
-def test_ensemble_resume_continues(ensemble_run: Path, tmp_path: Path) -> None:
-    killed = tmp_path / "killed"
-    shutil.copytree(ensemble_run, killed)
-    state = json.loads((killed / "state.json").read_text())
-    state["epoch"] = 1
-    (killed / "state.json").write_text(json.dumps(state))
-    result = train(killed, "--resume")
+def test_ensemble_killed_for_real_resumes_with_its_wall_time(tmp_path: Path) -> None:
+    """SIGKILL an ensemble run after its first epoch, then --resume it to the end."""
+    import signal
+    import time
+
+    shared_file(FER_CSV)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.train", "--data", str(FER_CSV), "--out", str(out)]
+    cmd += [*ARGS, "--members", "2"]
+    cmd[cmd.index("--epochs") + 1] = "3"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    state_path = out / "state.json"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if state_path.exists() and json.loads(state_path.read_text() or "{}").get("epoch"):
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = json.loads(state_path.read_text())
+    assert killed["epoch"] == 1, killed
+    assert killed["train_seconds"] > 0  # kept current per epoch, not only at a clean exit
+    result = train(out, "--resume")
     assert "after epoch 1" in result.stderr
-    lines = (killed / "history.csv").read_text().splitlines()
-    assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "1"]
+    lines = (out / "history.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "1", "2"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3
+    assert metrics["wall_time_s"] > killed["train_seconds"]
 
 
 def test_members_below_one_is_a_usage_error(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Example (the recipe of the shipped model; see README):
 
     python -m training.train --data ../shared/data/fer2013/fer2013.csv.gz --out runs/ship \\
-        --weights none --epochs 60
+        --weights none --arch mobilenetv2 --alpha 1.0 --image-size 64 --epochs 65
 
 Two phases as in the original notebooks: with pretrained weights, the head first trains on a
 frozen backbone (``--head-epochs``), then every layer trains at ``--lr``. From scratch
@@ -308,6 +308,7 @@ def _run_state_callback(
     args: argparse.Namespace,
     phase: int,
     public: tuple[np.ndarray, np.ndarray] | None = None,
+    clock: tuple[float, float] | None = None,
 ) -> Any:
     import keras
 
@@ -360,6 +361,11 @@ def _run_state_callback(
             _append_history(out / HISTORY, row)
             _save(self.model, out / LAST)
             state["epoch"], state["phase"] = epoch + 1, phase
+            if clock is not None:
+                # Kept current every epoch: a killed run (SIGKILL skips `finally`) still
+                # reports the wall time of its finished epochs after --resume.
+                before, start = clock
+                state["train_seconds"] = before + time.time() - start
             write_json(out / STATE, state)
             log.info(
                 "epoch %d (phase %d) %.0fs: accuracy %.4f, PublicTest %.4f%s",
@@ -515,6 +521,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     t_train = time.time()
     seconds_before = state["train_seconds"]
+    clock = (seconds_before, t_train)
     fit_kw = {
         "validation_data": val_ds,
         "verbose": args.verbose,
@@ -531,7 +538,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 train_ds,
                 initial_epoch=state["epoch"],
                 epochs=head_epochs,
-                callbacks=[_run_state_callback(out, state, args, 1, val)],
+                callbacks=[_run_state_callback(out, state, args, 1, val, clock)],
                 **fit_kw,
             )
         if state["epoch"] < total and not state["stopped_early"]:
@@ -555,7 +562,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 train_ds,
                 initial_epoch=state["epoch"],
                 epochs=total,
-                callbacks=[_run_state_callback(out, state, args, 2, val)],
+                callbacks=[_run_state_callback(out, state, args, 2, val, clock)],
                 **fit_kw,
             )
     finally:

@@ -50,9 +50,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float = ATOL) ->
 def keras_onnx_parity(
     keras_path: Path, onnx_path: Path, faces: np.ndarray, atol: float = ATOL
 ) -> dict[str, Any]:
-    import keras
+    from training.model import load_model
 
-    model = keras.models.load_model(keras_path)
+    model = load_model(keras_path)
     reference = np.asarray(model.predict(faces.astype(np.float32), batch_size=256, verbose=0))
     return compare(reference, onnx_probabilities(onnx_path, faces), atol)
 
@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = keras_onnx_parity(args.keras, args.onnx, faces, args.atol)
+    try:
+        result = keras_onnx_parity(args.keras, args.onnx, faces, args.atol)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0 if result["passed"] else 1
 

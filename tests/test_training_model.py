@@ -188,3 +188,39 @@ def test_tta_model_saves_loads_and_exports(tmp_path: Path) -> None:
     export(path, onnx_path, labels=LABELS, run_dir=tmp_path)
     parity = keras_onnx_parity(path, onnx_path, faces(64).astype(np.uint8))
     assert parity["passed"], parity
+
+
+def test_evaluate_and_parity_commands_load_tta_models(tmp_path: Path) -> None:
+    """Fresh processes (custom layers not yet registered) read a TTA-wrapped model."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from test_training_data import good_rows, write_csv
+
+    from training.model import with_tta
+
+    data = write_csv(tmp_path / "fer.csv", good_rows())
+    model = tmp_path / "tta.keras"
+    with_tta(position_sensitive_model(), "zoomflip").save(model)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "training.evaluate", "--model", str(model), "--data", str(data)]
+    result = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "eval")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PrivateTest: accuracy" in result.stdout
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a model")
+    bad = subprocess.run(
+        [*cmd[:-4], "--model", str(junk), "--data", str(data)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert "cannot load" in bad.stderr
+    assert "Traceback" not in bad.stderr

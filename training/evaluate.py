@@ -1,6 +1,7 @@
 """Re-compute the evaluation report of any Keras (.keras/.h5) or ONNX model.
 
-    python -m training.evaluate --model runs/ship/best.keras --data ../shared/data/fer2013/fer2013.csv.gz
+    python -m training.evaluate --model runs/ship/best.keras \\
+        --data ../shared/data/fer2013/fer2013.csv.gz
     python -m training.evaluate --model src/fer_onnx/models/int8.onnx --data ... --out reports/int8
 
 ONNX models run through the library itself (``EmotionRecognizer.predict``), so the figures are
@@ -45,9 +46,9 @@ def predictor(model_path: Path, batch_size: int = 256) -> Callable[[np.ndarray],
             )
 
         return run_onnx
-    import keras
+    from training.model import load_model
 
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
 
     def run_keras(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = load(args.data)
         metrics = evaluate(args.model, dataset, out)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for split, m in metrics["splits"].items():  # type: ignore[attr-defined]

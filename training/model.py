@@ -193,6 +193,25 @@ def _load_backbone(
         ) from e
 
 
+def load_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` / ``.h5`` model saved by this project.
+
+    Importing this module registers the project's custom layers (test-time views), so every
+    loader of saved models goes through here.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The file is not a Keras model this project can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Keras model not found: {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # Keras raises many types for unreadable or foreign files
+        raise ValueError(f"cannot load {path} as a Keras model: {e}") from e
+
+
 def member_count(model: keras.Model) -> int:
     """Number of ensemble members of a model from :func:`build_model` (1 for a single net)."""
     return len(model.outputs)

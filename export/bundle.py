@@ -79,26 +79,28 @@ def choose_tta(
     With ``tta="auto"`` the most accurate choice of at most ``max_views`` views wins (each view
     is one more pass of the network per face); a tie goes to the cheaper one.
     """
-    import keras
-
-    from training.model import TTA_CHOICES, TTA_VIEWS, with_tta
+    from training.model import TTA_CHOICES, TTA_VIEWS, VIEWS, TTAViews, load_model, with_tta
 
     if tta != "auto" and tta not in TTA_CHOICES:
         raise ExportError(f"--tta must be auto or one of {TTA_CHOICES}, got {tta!r}")
-    model = keras.models.load_model(keras_path)
+    if max_views < 1:
+        raise ExportError(f"--max-views must be at least 1, got {max_views}")
+    model = load_model(keras_path)
     public = dataset["PublicTest"]
     x = public.images.astype(np.float32)
+    # Each view is predicted once (the layer the exported graph uses); choices average subsets.
+    stacked = np.asarray(TTAViews(VIEWS)(x))
+    probs = np.asarray(model.predict(stacked, batch_size=256, verbose=0))
+    per_view = dict(zip(VIEWS, probs.reshape(len(VIEWS), len(x), -1), strict=True))
     accuracy = {}
     for choice in TTA_CHOICES:
-        p = np.asarray(with_tta(model, choice).predict(x, batch_size=256, verbose=0))
+        p = np.mean([per_view[v] for v in TTA_VIEWS[choice]], axis=0)
         accuracy[choice] = float((p.argmax(1) == public.labels).mean())
-    affordable = [c for c in TTA_CHOICES if len(TTA_VIEWS[c]) <= max_views]
-    if tta != "auto":
-        chosen = tta
-    elif affordable:
+    if tta == "auto":
+        affordable = [c for c in TTA_CHOICES if len(TTA_VIEWS[c]) <= max_views]
         chosen = max(affordable, key=lambda c: (accuracy[c], -len(TTA_VIEWS[c])))
     else:
-        raise ExportError(f"--max-views must be at least 1, got {max_views}")
+        chosen = tta
     info = {
         "chosen": chosen,
         "max_views": max_views if tta == "auto" else None,
@@ -189,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")
     p.add_argument("--dest", type=Path, default=DEST, help=f"where models go (default {DEST})")
     p.add_argument("--calibration", type=int, default=300, help="int8 calibration faces")
+    from training.model import TTA_CHOICES
+
     p.add_argument(
         "--tta",
-        choices=("auto", "none", "flip", "zoomflip", "flip+zoom"),
+        choices=("auto", *TTA_CHOICES),
         default="auto",
         help="test-time augmentation inside the graph, averaging views of each face: flip = "
         "face + mirror image; zoomflip = face + mirror image of a 1.09x centre zoom; "

@@ -72,16 +72,15 @@ def keras_to_onnx(keras_path: Path, opset: int = OPSET) -> tuple[Any, InputSpec]
     """Load a Keras model and convert it; returns the ONNX ModelProto and the input spec."""
     if not keras_path.is_file():
         raise ExportError(f"Keras model not found: {keras_path}")
-    import keras
     import tensorflow as tf
     import tf2onnx
 
-    import training.model  # noqa: F401  (registers custom layers such as HorizontalFlip)
+    from training.model import load_model
 
     try:
-        model = keras.models.load_model(keras_path)
-    except Exception as e:
-        raise ExportError(f"cannot load {keras_path} as a Keras model: {e}") from e
+        model = load_model(keras_path)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or None in shape or shape[2] not in (1, 3):
         raise ExportError(f"{keras_path}: expected an (H, W, 1|3) image input, got {shape}")

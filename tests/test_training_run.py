@@ -56,8 +56,12 @@ ARGS = [
 ]
 
 
-def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def command(out: Path, *extra: str) -> list[str]:
+    """The small training command; a later ``--flag value`` in ``extra`` overrides ARGS."""
+    return [
         sys.executable,
         "-m",
         "training.train",
@@ -68,9 +72,17 @@ def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedPro
         *ARGS,
         *extra,
     ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=check, timeout=900
+        command(out, *extra),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=900,
     )
 
 
@@ -141,12 +153,12 @@ def test_ensemble_killed_for_real_resumes_with_its_wall_time(tmp_path: Path) -> 
 
     shared_file(FER_CSV)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training.train", "--data", str(FER_CSV), "--out", str(out)]
-    cmd += [*ARGS, "--members", "2"]
-    cmd[cmd.index("--epochs") + 1] = "3"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command(out, "--members", "2", "--epochs", "3"),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     state_path = out / "state.json"
     deadline = time.time() + 600

@@ -233,7 +233,7 @@ def _make_dataset(
                 )
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
-    members = getattr(args, "members", 1)
+    members = args.members
     if train and members > 1:
         # One target per member output. Keras takes class_weight for single-output models
         # only, so an ensemble gets the same weighting as per-sample weights.
@@ -259,8 +259,10 @@ def _class_weights(dataset: Dataset) -> dict[int, float]:
 def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
     import keras
 
+    from training.model import member_count
+
     optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay)
-    if len(model.outputs) == 1:
+    if member_count(model) == 1:
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
@@ -279,23 +281,22 @@ def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
 
 
 def _ensemble_logs(
-    model: Any, logs: dict[str, float], val: tuple[np.ndarray, np.ndarray] | None
+    model: Any, mean: Any, logs: dict[str, float], val: tuple[np.ndarray, np.ndarray] | None
 ) -> dict[str, float]:
     """Logs of an ensemble epoch in the single-model vocabulary.
 
     ``loss``/``accuracy`` are the members' means on the training batches (per member in
     ``member_<i>_*``); ``val_loss``/``val_accuracy`` are those of the averaged probabilities on
-    PublicTest, the figure that selects checkpoints.
+    PublicTest (``mean``: the model's :func:`training.model.inference_model`), the figure that
+    selects checkpoints.
     """
-    from training.model import inference_model
-
     names = model.output_names
     out = dict(logs)
     out["loss"] = float(np.mean([logs[f"{n}_loss"] for n in names if f"{n}_loss" in logs]))
     out["accuracy"] = float(np.mean([logs[f"{n}_accuracy"] for n in names]))
     if val is not None:
         x, y = val
-        p = np.asarray(inference_model(model).predict(x, batch_size=256, verbose=0))
+        p = np.asarray(mean.predict(x, batch_size=256, verbose=0))
         out["val_accuracy"] = float((p.argmax(axis=1) == y.argmax(axis=1)).mean())
         picked = np.clip((p * y).sum(axis=1) / np.maximum(y.sum(axis=1), 1e-12), 1e-7, 1.0)
         out["val_loss"] = float(-np.log(picked).mean())
@@ -312,25 +313,29 @@ def _run_state_callback(
 ) -> Any:
     import keras
 
-    from training.model import inference_model
+    from training.model import inference_model, member_count
 
     class RunState(keras.callbacks.Callback):  # type: ignore[misc]
         """Saves last/best models, history and schedule state after every epoch."""
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            # The averaged (evaluated and saved) model shares the trained layers: build once.
+            self._mean = inference_model(self.model)
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._t0 = time.time()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
-            if len(self.model.outputs) > 1:
-                logs = _ensemble_logs(self.model, logs, public)
+            if member_count(self.model) > 1:
+                logs = _ensemble_logs(self.model, self._mean, logs, public)
             seconds = time.time() - self._t0
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             val = float(logs.get("val_accuracy", 0.0))
             improved = val > state["best"]
             if improved:
                 state["best"], state["best_epoch"], state["wait"] = val, epoch, 0
-                _save(inference_model(self.model), out / BEST)
+                _save(self._mean, out / BEST)
             else:
                 state["wait"] += 1
             if (
@@ -420,7 +425,7 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
-    from training.model import build_model
+    from training.model import build_model, load_model
 
     out: Path = args.out
     state_path = out / STATE
@@ -440,6 +445,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         saved = dict(config["args"])
         for key in ("data", "ferplus", "out"):
             saved[key] = Path(saved[key]) if saved.get(key) not in (None, "None") else None
+        saved.setdefault("members", 1)  # runs started before --members existed
         saved.update(resume=True, out=out, verbose=args.verbose)
         args = argparse.Namespace(**saved)
         log.info("resuming %s after epoch %d", out, state["epoch"])
@@ -481,7 +487,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     pretrained = args.weights.lower() != "none"
     head_epochs = args.head_epochs if pretrained else 0
     total = head_epochs + args.epochs
-    members = getattr(args, "members", 1)  # runs started before --members existed: 1
+    members = args.members
     class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
     train_ds = _make_dataset(
         dataset, "Training", args, train=True, class_weight=class_weight if members > 1 else None
@@ -500,7 +506,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
 
     if args.resume and (out / LAST).exists():
-        model = keras.models.load_model(out / LAST)
+        model = load_model(out / LAST)
         _truncate_history(out / HISTORY, state["epoch"])
     else:
         model, _ = build_model(
@@ -570,7 +576,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if state_path.exists() or state["epoch"]:
             write_json(state_path, state)
 
-    best = keras.models.load_model(out / BEST)
+    best = load_model(out / BEST)
 
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(best.predict(x, batch_size=256, verbose=0))

@@ -11,8 +11,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-OURS = "test_video_mode[1 face]"
-STILL = "test_recognize_still[1 face]"
+OURS = "test_video_mode[1 face-yunet]"
+STILL = "test_recognize_still[1 face-yunet]"
+STILL_HAAR = "test_recognize_still[1 face-haar]"
 BASELINES = {"seed loop": "test_seed_loop", "fer package": "test_fer_package"}
 
 
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['mean'] * 1e3:.2f} | {s['min'] * 1e3:.2f} | {s['rounds']} |"
         )
     print()
-    for ours_name, label in ((OURS, "video mode, 1 face"), (STILL, "still image, 1 face")):
+    for ours_name, label in (
+        (OURS, "video mode, 1 face"),
+        (STILL, "still image, 1 face"),
+        (STILL_HAAR, "still image with Haar, 1 face"),
+    ):
         ours = rows.get(ours_name)
         if ours is None:
             continue

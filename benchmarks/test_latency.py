@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_onnx import EmotionRecognizer, HaarDetector, VideoRecognizer
+from fer_onnx import EmotionRecognizer, HaarDetector, VideoRecognizer, YuNetDetector
+from fer_onnx.yunet import bundled_yunet_path
 
 Frames = list[np.ndarray]
 
@@ -36,10 +37,30 @@ def cycle(frames: Frames) -> Callable[[], np.ndarray]:
 
 
 @pytest.mark.benchmark(group="detection 640x480")
-@pytest.mark.parametrize("settings", ["default", "fast", "seed-1.3/5-full"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "yunet-ort-320 (default)",
+        "yunet-ort-640",
+        "yunet-cv2-320",
+        "haar-320",
+        "haar-fast",
+        "haar-seed-1.3/5-full",
+    ],
+)
 def test_detection(benchmark: Any, one_face_frames: Frames, settings: str) -> None:
-    kwargs = {"default": {}, "fast": FAST_HAAR, "seed-1.3/5-full": SEED_HAAR}[settings]
-    detector = HaarDetector(**kwargs)
+    detector: Any
+    if settings.startswith("yunet-ort"):
+        detector = YuNetDetector(detect_width=int(settings[10:13]), device="cpu")
+    elif settings == "yunet-cv2-320":
+        from benchmarks.recall import OpenCVYuNet
+
+        detector = OpenCVYuNet(bundled_yunet_path(), 320, 0.7)
+    else:
+        kwargs = {"haar-320": {}, "haar-fast": FAST_HAAR, "haar-seed-1.3/5-full": SEED_HAAR}[
+            settings
+        ]
+        detector = HaarDetector(**kwargs)
     frame = cycle(one_face_frames)
     benchmark(lambda: detector.detect(frame()))
 
@@ -63,29 +84,43 @@ def test_classify(benchmark: Any, model_path: dict[str, Any], precision: str, fa
 
 
 @pytest.mark.benchmark(group="recognize still 640x480")
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
 @pytest.mark.parametrize("scene", ["1 face", "group"])
 def test_recognize_still(
-    benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest, scene: str
+    benchmark: Any,
+    model_path: dict[str, Any],
+    request: pytest.FixtureRequest,
+    scene: str,
+    detector: str,
 ) -> None:
     frames: Frames = request.getfixturevalue(
         "one_face_frames" if scene == "1 face" else "group_frames"
     )
     frame = cycle(frames)
-    with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
+    with EmotionRecognizer(model_path["int8"], detector=detector, device="cpu") as rec:
         benchmark(lambda: rec.recognize(frame()))
+    benchmark.extra_info["detector"] = detector
 
 
 @pytest.mark.benchmark(group="video mode 640x480")
+@pytest.mark.parametrize("detector", ["yunet", "yunet-regions", "haar"])
 @pytest.mark.parametrize("scene", ["1 face", "group"])
 def test_video_mode(
-    benchmark: Any, model_path: dict[str, Any], request: pytest.FixtureRequest, scene: str
+    benchmark: Any,
+    model_path: dict[str, Any],
+    request: pytest.FixtureRequest,
+    scene: str,
+    detector: str,
 ) -> None:
+    """yunet: a full 320-px pass every frame (the default); yunet-regions: region searches
+    between full passes every 10th frame; haar: region searches (its default)."""
     frames: Frames = request.getfixturevalue(
         "one_face_frames" if scene == "1 face" else "group_frames"
     )
     frame = cycle(frames)
-    with EmotionRecognizer(model_path["int8"], device="cpu") as rec:
-        video = VideoRecognizer(rec)
+    name = detector.split("-")[0]
+    with EmotionRecognizer(model_path["int8"], detector=name, device="cpu") as rec:
+        video = VideoRecognizer(rec, redetect_every=10 if detector.endswith("regions") else None)
         benchmark(lambda: video.process(frame()))
 
 

@@ -4,6 +4,8 @@
 
 Steps, each measured and written to ``<run>/export/summary.json``:
 
+0. the crop template (``--template``, default ``export/templates/fer2013.json``: how FER2013
+   frames a face, measured by ``python -m export.template measure``) goes into the metadata;
 1. optionally wrap ``best.keras`` with test-time augmentation inside the graph (``--tta``:
    averages over the mirror image and/or a 1.09x centre zoom, at most ``--max-views`` views;
    chosen on PublicTest only), then export it to fp32 ONNX with metadata (``export.onnx``);
@@ -11,8 +13,8 @@ Steps, each measured and written to ``<run>/export/summary.json``:
    arg-max), else stop;
 3. static QDQ per-channel int8 quantization calibrated on 300 Training faces;
 4. PublicTest / PrivateTest accuracy of both ONNX models through the library, per-face latency
-   (batch 1, one thread) and file size; the int8 model is accepted only if its PrivateTest
-   accuracy is at most 1 point below fp32's;
+   (batch 1, one thread) and file size; the int8 model is accepted only if its PublicTest
+   accuracy is at most 0.5 points below fp32's (PrivateTest is reported, never used to choose);
 5. accuracies written into each model's metadata; the models copied to ``--dest``
    (``fp32.onnx``, and ``int8.onnx`` when accepted) and ``MODEL_CARD.md`` regenerated.
 """
@@ -34,7 +36,10 @@ from export.parity import keras_onnx_parity
 from export.quantize import calibration_faces, quantize
 
 DEST = Path("src/fer_onnx/models")
-MAX_INT8_DROP = 0.01
+MAX_INT8_DROP = 0.005
+"""int8 ships when it loses at most this much PublicTest accuracy against fp32."""
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "fer2013.json"
+"""The crop template measured on FER2013 Training (``python -m export.template measure``)."""
 MAX_VIEWS = 2
 """Test-time views ``--tta auto`` may choose: two keep the classifier at ~0.45 ms per face
 (int8, batch 1), which the per-frame latency targets need; four views cost ~0.85 ms."""
@@ -66,7 +71,9 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
     for split, m in metrics["splits"].items():
         props[f"onnx_{split}_accuracy"] = f"{m['accuracy']:.4f}"
         props[f"onnx_{split}_macro_f1"] = f"{m['macro_f1']:.4f}"
-    set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props))
+    set_metadata(
+        proto, ModelInfo(info.labels, info.input, info.value_range, props, info.template)
+    )
     save(proto, path)
 
 
@@ -126,9 +133,13 @@ def bundle(
     calibration: int = 300,
     tta: str = "auto",
     max_views: int = MAX_VIEWS,
+    template: Path | None = TEMPLATE,
 ) -> dict[str, Any]:
+    from export.template import load_template
     from training.data import load
     from training.evaluate import evaluate
+
+    crop = load_template(template) if template is not None else None
 
     keras_path = run / "best.keras"
     if not keras_path.is_file():
@@ -140,7 +151,10 @@ def bundle(
 
     keras_path, summary["tta"] = choose_tta(keras_path, dataset, tta, work, max_views)
     fp32 = work / "fp32.onnx"
-    export(keras_path, fp32, run_dir=run, extra={"tta": summary["tta"]["chosen"]})
+    export(
+        keras_path, fp32, run_dir=run, extra={"tta": summary["tta"]["chosen"]}, template=crop
+    )
+    summary["template"] = None if crop is None else str(template)
     parity = keras_onnx_parity(keras_path, fp32, dataset["PublicTest"].images[:1024])
     summary["parity"] = parity
     print(
@@ -164,8 +178,13 @@ def bundle(
             **{f"{s}_accuracy": m["accuracy"] for s, m in metrics["splits"].items()},
         }
         print(f"{name}: {summary[name]}")
-    drop = summary["fp32"]["PrivateTest_accuracy"] - summary["int8"]["PrivateTest_accuracy"]
-    summary["int8_private_drop_points"] = round(drop * 100, 2)
+    # Accepted on PublicTest (every choice is); the PrivateTest drop is only reported.
+    drop = summary["fp32"]["PublicTest_accuracy"] - summary["int8"]["PublicTest_accuracy"]
+    summary["int8_public_drop_points"] = round(drop * 100, 2)
+    summary["int8_private_drop_points"] = round(
+        (summary["fp32"]["PrivateTest_accuracy"] - summary["int8"]["PrivateTest_accuracy"]) * 100,
+        2,
+    )
     summary["int8_accepted"] = bool(drop <= MAX_INT8_DROP)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fp32, dest / "fp32.onnx")
@@ -173,7 +192,10 @@ def bundle(
         shutil.copyfile(int8, dest / "int8.onnx")
     else:
         (dest / "int8.onnx").unlink(missing_ok=True)
-        print(f"int8 rejected: PrivateTest drop {drop * 100:.2f} points > 1", file=sys.stderr)
+        print(
+            f"int8 rejected: PublicTest drop {drop * 100:.2f} points > {MAX_INT8_DROP * 100:g}",
+            file=sys.stderr,
+        )
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from export.card import write_card
 
@@ -209,9 +231,25 @@ def main(argv: list[str] | None = None) -> int:
         help="most views --tta auto may choose; each view is one more network pass per face "
         f"(default {MAX_VIEWS}, what the latency targets allow)",
     )
+    p.add_argument(
+        "--template",
+        type=Path,
+        default=TEMPLATE,
+        help="crop template JSON written by `python -m export.template measure` "
+        f"(default {TEMPLATE.relative_to(TEMPLATE.parents[2])})",
+    )
+    p.add_argument("--no-template", action="store_true", help="write no crop template")
     args = p.parse_args(argv)
     try:
-        summary = bundle(args.run, args.data, args.dest, args.calibration, args.tta, args.max_views)
+        summary = bundle(
+            args.run,
+            args.data,
+            args.dest,
+            args.calibration,
+            args.tta,
+            args.max_views,
+            None if args.no_template else args.template,
+        )
     except (ExportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fer_onnx.alignment import CropTemplate
 from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import InputSpec
 
@@ -162,6 +163,7 @@ def export(
     run_dir: Path | None = None,
     opset: int = OPSET,
     extra: dict[str, str] | None = None,
+    template: CropTemplate | None = None,
 ) -> ModelInfo:
     """Convert ``keras_path`` to ``out`` with metadata; returns what was written.
 
@@ -172,6 +174,7 @@ def export(
         run_dir: Training run folder for provenance (default: the model's folder).
         opset: ONNX opset.
         extra: More metadata entries.
+        template: How the training data framed a face (``fer_onnx.crop_template``).
     """
     import onnx
 
@@ -195,7 +198,7 @@ def export(
         "precision": "fp32",
         **(extra or {}),
     }
-    info = ModelInfo(labels, spec, (0.0, 255.0), props)
+    info = ModelInfo(labels, spec, (0.0, 255.0), props, template)
     set_metadata(proto, info)
     proto.producer_version = tf2onnx.__version__
     onnx.checker.check_model(proto)

@@ -11,6 +11,7 @@ from conftest import MEDIA, shared_file
 
 from fer_onnx import (
     Box,
+    Detection,
     EmotionRecognizer,
     FerOnnxError,
     HaarDetector,
@@ -31,6 +32,20 @@ class ScriptedDetector:
     def detect(self, image: np.ndarray) -> list[Box]:
         self.calls.append(image.shape[:2])
         return self.script[min(len(self.calls) - 1, len(self.script) - 1)]
+
+    def detect_region(self, region: np.ndarray, face_width: float) -> list[Detection]:
+        return [Detection(b) for b in self.detect(region)]
+
+
+class FullOnly:
+    """A detector without detect_region: video mode must search every frame in full."""
+
+    def __init__(self, box: Box) -> None:
+        self.box, self.calls = box, 0
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.calls += 1
+        return [self.box]
 
 
 def moving_face_clip(astronaut: np.ndarray, n: int = 20) -> list[np.ndarray]:
@@ -83,8 +98,8 @@ def test_region_detection_between_full_searches(tiny_model: Path) -> None:
 class SpyHaar(HaarDetector):
     """A Haar detector whose full search returns one known face; records region searches."""
 
-    def __init__(self, face: Box, hit: Box) -> None:
-        super().__init__()
+    def __init__(self, face: Box, hit: Box, region_face_size: int = 48) -> None:
+        super().__init__(region_face_size=region_face_size)
         self.face, self.hit = face, hit
         self.full = 0
         self.sized: list[tuple[tuple[int, ...], int, int, float | None]] = []
@@ -115,10 +130,10 @@ def test_haar_region_search_shrinks_the_face_to_region_face_size(tiny_model: Pat
 
 def test_small_faces_are_searched_at_full_resolution(tiny_model: Path) -> None:
     face = Box(300, 200, 40, 40)  # smaller than region_face_size: never enlarged
-    detector = SpyHaar(face, hit=Box(20, 20, 40, 40))
+    detector = SpyHaar(face, hit=Box(20, 20, 40, 40), region_face_size=64)
     frame = np.zeros((480, 640, 3), np.uint8)
     with EmotionRecognizer(tiny_model, detector=detector) as rec:
-        video = VideoRecognizer(rec, redetect_every=100, region_face_size=64)
+        video = VideoRecognizer(rec, redetect_every=100)
         video.process(frame)
         assert video.process(frame)[0].box == face
     assert detector.sized == [((80, 80), 28, 57, 1.2)]
@@ -159,10 +174,53 @@ def test_video_needs_detector_and_valid_args(tiny_model: Path) -> None:
         VideoRecognizer(rec)
     with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="redetect_every"):
         VideoRecognizer(rec, redetect_every=0)
-    with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="region_face_size"):
-        VideoRecognizer(rec, region_face_size=16)
-    with EmotionRecognizer(tiny_model) as rec, pytest.raises(ValueError, match="scale_factor"):
-        VideoRecognizer(rec, region_scale_factor=1.0)
+    with pytest.raises(ValueError, match="region_face_size"):
+        HaarDetector(region_face_size=16)
+    with pytest.raises(ValueError, match="scale_factor"):
+        HaarDetector(region_scale_factor=1.0)
+    with (
+        EmotionRecognizer(tiny_model, detector=FullOnly(Box(0, 0, 9, 9))) as rec,
+        pytest.raises(ValueError, match="RegionDetector"),
+    ):
+        VideoRecognizer(rec, redetect_every=5)
+
+
+def test_detectors_without_region_search_detect_every_frame(tiny_model: Path) -> None:
+    detector = FullOnly(Box(300, 200, 80, 80))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec)
+        assert video.redetect_every == 1
+        assert [video.process(frame)[0].track_id for _ in range(4)] == [0] * 4
+    assert detector.calls == 4
+
+
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_video_mode_with_both_detectors(
+    tiny_model: Path, astronaut: np.ndarray, detector: str
+) -> None:
+    clip = moving_face_clip(astronaut)
+    with EmotionRecognizer(tiny_model, detector=detector) as rec:
+        video = VideoRecognizer(rec)
+        assert video.redetect_every == (10 if detector == "haar" else 1)
+        tracked = [video.process(f) for f in clip]
+    assert all(len(r) == 1 and r[0].track_id == 0 for r in tracked)
+    xs = [r[0].box.x for r in tracked]
+    assert xs[-1] - xs[0] == pytest.approx(4 * (len(clip) - 1), abs=8)  # it follows the face
+    if detector == "yunet":
+        assert all(r[0].landmarks is not None and r[0].detection_score for r in tracked)
+
+
+def test_yunet_region_search_between_full_searches(
+    tiny_model: Path, astronaut: np.ndarray
+) -> None:
+    clip = moving_face_clip(astronaut)
+    with EmotionRecognizer(tiny_model) as rec:
+        every = [f[0].box for f in map(VideoRecognizer(rec).process, clip)]
+        video = VideoRecognizer(rec, redetect_every=5)
+        regions = [video.process(f) for f in clip]
+    assert all(len(r) == 1 and r[0].landmarks is not None for r in regions)
+    assert all(r[0].box.iou(b) > 0.8 for r, b in zip(regions, every, strict=True))
 
 
 def write_clip(path: Path, n: int = 12, size: tuple[int, int] = (160, 120)) -> Path:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import fer_onnx
 from fer_onnx import (
     Box,
+    Detection,
     Detector,
     Emotion,
     EmotionRecognizer,
@@ -21,8 +22,10 @@ from fer_onnx import (
     FerOnnxError,
     HaarDetector,
     InvalidImageError,
+    Landmarks,
     ModelLoadError,
     ProviderError,
+    RegionDetector,
     SessionConfig,
     VideoRecognizer,
     YuNetDetector,
@@ -42,6 +45,8 @@ def contract(image: npt.NDArray[np.uint8], crops: list[npt.NDArray[np.uint8]]) -
             score: float = face.score
             probabilities: dict[str, float] = dict(face.probabilities)
             track: int | None = face.track_id
+            detection_score: float | None = face.detection_score
+            points: Landmarks | None = face.landmarks
         preds: list[Emotion] = rec.classify(crops)
         for pred in preds:
             label = pred.label
@@ -62,9 +67,17 @@ def contract(image: npt.NDArray[np.uint8], crops: list[npt.NDArray[np.uint8]]) -
     )
     EmotionRecognizer(detector=detector)
     EmotionRecognizer(detector=YuNetDetector("yunet.onnx", score_threshold=0.8))
-    EmotionRecognizer(detector="haar")
+    EmotionRecognizer(detector=YuNetDetector(detect_width=480, device="cpu"))
+    EmotionRecognizer(detector="haar", align=False)
+    EmotionRecognizer(detector="yunet")
+    EmotionRecognizer(detector=Path("yunet.onnx"))
     EmotionRecognizer(detector=None)
+    found: list[Detection] = YuNetDetector().detect(image)
+    region: RegionDetector = HaarDetector()
+    nearby: list[Detection] = YuNetDetector().detect_region(image, face_width=80.0)
+    del found, region, nearby
     video = VideoRecognizer(EmotionRecognizer(), smoothing=3, max_missed=5, redetect_every=10)
     tracked: list[FaceEmotion] = video.process(image)
     errors: tuple[type[FerOnnxError], ...] = (ModelLoadError, ProviderError, InvalidImageError)
     del version, xywh, label, score, probabilities, track, labels, raw, tracked, errors
+    del detection_score, points

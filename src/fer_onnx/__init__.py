@@ -11,7 +11,7 @@ Importing the package loads no model and changes no global setting.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fer_onnx.detectors import Detector, HaarDetector, YuNetDetector
+from fer_onnx.detectors import Detector, HaarDetector, RegionDetector
 from fer_onnx.draw import draw_faces
 from fer_onnx.errors import (
     DetectorError,
@@ -26,8 +26,9 @@ from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import InputSpec, prepare_faces
 from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, EmotionRecognizer
 from fer_onnx.session import SessionConfig
-from fer_onnx.types import Box, Emotion, FaceEmotion
+from fer_onnx.types import Box, Detection, Emotion, FaceEmotion, Landmarks
 from fer_onnx.video import Frame, VideoRecognizer, VideoStats, open_video, read_frames
+from fer_onnx.yunet import YuNetDetector
 
 try:
     __version__ = version("fer-onnx")
@@ -38,6 +39,7 @@ __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_MODEL",
     "Box",
+    "Detection",
     "Detector",
     "DetectorError",
     "Emotion",
@@ -49,9 +51,11 @@ __all__ = [
     "ImageNotFoundError",
     "InputSpec",
     "InvalidImageError",
+    "Landmarks",
     "ModelInfo",
     "ModelLoadError",
     "ProviderError",
+    "RegionDetector",
     "SessionConfig",
     "VideoError",
     "VideoRecognizer",

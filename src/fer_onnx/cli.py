@@ -26,13 +26,14 @@ from typing import Any, TextIO
 
 import cv2
 
-from fer_onnx.detectors import HaarDetector, YuNetDetector
+from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
-from fer_onnx.errors import FerOnnxError, VideoError
+from fer_onnx.errors import DetectorError, FerOnnxError, VideoError
 from fer_onnx.images import as_uint8, load_image
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.types import FaceEmotion
 from fer_onnx.video import VideoRecognizer, open_video, read_frames
+from fer_onnx.yunet import YuNetDetector
 
 __all__ = ["main"]
 
@@ -59,7 +60,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="comma-separated onnxruntime providers, overrides --device",
     )
     g.add_argument(
-        "--detector", default="haar", help="'haar' (default) or the path of a YuNet .onnx model"
+        "--detector",
+        default="yunet",
+        help="'yunet' (default, bundled), 'haar' (OpenCV cascade) or the path of a YuNet .onnx",
+    )
+    g.add_argument(
+        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
     )
     g.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
     g.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
@@ -70,15 +76,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="Haar smallest face, pixels of the detection image",
     )
     g.add_argument(
-        "--detect-width", type=int, default=None, help="detect on a copy this wide (0 = full size)"
+        "--detect-width",
+        type=int,
+        default=None,
+        help="detect on a copy this wide (0 = full size; default 320)",
     )
-    g.add_argument("--margin", type=float, default=0.0, help="grow boxes by this fraction")
+    g.add_argument(
+        "--no-align",
+        action="store_true",
+        help="crop boxes as they are instead of framing faces like the model's training data",
+    )
+    g.add_argument(
+        "--margin", type=float, default=0.0, help="grow boxes by this fraction (plain crops)"
+    )
 
 
 def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
     kwargs: dict[str, Any] = {}
     if args.detect_width is not None:
         kwargs["detect_width"] = args.detect_width or None
+    providers = args.providers.split(",") if args.providers else None
     detector: HaarDetector | YuNetDetector
     if args.detector == "haar":
         for name in ("scale_factor", "min_neighbors", "min_size"):
@@ -86,10 +103,22 @@ def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
                 kwargs[name] = getattr(args, name)
         detector = HaarDetector(**kwargs)
     else:
-        detector = YuNetDetector(args.detector, **kwargs)
-    providers = args.providers.split(",") if args.providers else None
+        if args.score_threshold is not None:
+            kwargs["score_threshold"] = args.score_threshold
+        model = None if args.detector == "yunet" else Path(args.detector)
+        if model is not None and not model.is_file():
+            raise DetectorError(
+                f"--detector {args.detector!r}: expected 'yunet', 'haar' or the path of a YuNet "
+                ".onnx file, and no such file exists"
+            )
+        detector = YuNetDetector(model, device=args.device, providers=providers, **kwargs)
     return EmotionRecognizer(
-        args.model, detector=detector, device=args.device, providers=providers, margin=args.margin
+        args.model,
+        detector=detector,
+        device=args.device,
+        providers=providers,
+        align=not args.no_align,
+        margin=args.margin,
     )
 
 
@@ -126,6 +155,7 @@ def _face_row(face: FaceEmotion) -> dict[str, Any]:
         "y": b.y,
         "width": b.width,
         "height": b.height,
+        "detection_score": None if face.detection_score is None else round(face.detection_score, 4),
         "label": face.label,
         "score": round(face.score, 6),
     }
@@ -272,6 +302,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
                 "y",
                 "width",
                 "height",
+                "detection_score",
                 "label",
                 "score",
                 *[f"p_{label}" for label in labels],
@@ -308,7 +339,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
                         if writer:
                             writer.writerow(row)
                         if json_tmp:
-                            json_rows.append(row)
+                            json_rows.append({**row, "landmarks": face.to_dict()["landmarks"]})
                         if face.track_id is not None:
                             series.setdefault(face.track_id, []).append(
                                 (frame.timestamp, dict(face.probabilities))
@@ -457,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--redetect-every",
         type=int,
-        default=10,
-        help="full-frame detection every N processed frames (default 10)",
+        default=None,
+        help="full-frame detection every N processed frames, region searches in between "
+        "(default: 1 with YuNet, 10 with Haar)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)

@@ -1,12 +1,13 @@
-"""Face detectors behind one small protocol.
+"""The detector protocols, shared geometry helpers, and OpenCV's Haar cascade.
 
-A detector takes a validated uint8 image (HxW gray, HxWx3 BGR or HxWx4 BGRA) and returns face
-boxes in pixels of that image, clipped to it. :class:`HaarDetector` (OpenCV's frontal-face
-cascade) is the default; :class:`YuNetDetector` wraps ``cv2.FaceDetectorYN`` and needs the
-YuNet ONNX file, which fer-onnx does not ship.
+A detector takes a validated uint8 image (HxW gray, HxWx3 BGR or HxWx4 BGRA) and returns
+:class:`~fer_onnx.Detection` objects (or bare :class:`~fer_onnx.Box` objects) in pixels of that
+image, clipped to it. The bundled YuNet CNN (:class:`fer_onnx.YuNetDetector`, the default) gives
+a score and 5 landmarks per face; :class:`HaarDetector`, the detector of the original notebooks,
+gives boxes only (``score`` and ``landmarks`` are ``None``).
 
-Both can detect on a downscaled copy (``detect_width``) for speed; boxes are mapped back to
-input pixels. Both are safe to call from several threads at once.
+Video mode can use a cheaper search around each tracked face when the detector also implements
+the optional :class:`RegionDetector` protocol; both bundled detectors do.
 """
 
 from __future__ import annotations
@@ -22,18 +23,53 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx.errors import DetectorError
-from fer_onnx.types import Box
+from fer_onnx.types import Box, Detection
 
-__all__ = ["Detector", "HaarDetector", "YuNetDetector", "scale_boxes"]
+__all__ = ["Detector", "HaarDetector", "RegionDetector", "as_detection", "scale_boxes"]
 
 
 @runtime_checkable
 class Detector(Protocol):
-    """Anything that finds faces: ``detect(image) -> list[Box]``."""
+    """Anything that finds faces: ``detect(image) -> Sequence[Detection | Box]``."""
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
-        """Return face boxes in pixels of ``image`` (empty list when there is none)."""
+    def detect(self, image: npt.NDArray[np.uint8]) -> Sequence[Detection | Box]:
+        """Return the faces in ``image``, in its pixels (an empty sequence when there is none)."""
         ...
+
+
+@runtime_checkable
+class RegionDetector(Protocol):
+    """Optional for detectors: a cheap search for one known face (used by video mode).
+
+    Video mode cuts a region around each tracked face and asks the detector to find faces in
+    it, telling it how wide the tracked face was, so that it can shrink the region and skip
+    scales that cannot hold that face.
+    """
+
+    def detect_region(
+        self, region: npt.NDArray[np.uint8], face_width: float
+    ) -> Sequence[Detection]:
+        """Find faces in ``region``, expected to hold a face about ``face_width`` px wide.
+
+        Returns detections in pixels of ``region``, clipped to it.
+        """
+        ...
+
+
+def as_detection(item: Detection | Box) -> Detection:
+    """Wrap a bare :class:`Box` from a detector into a :class:`Detection` (no score, no landmarks).
+
+    Raises:
+        DetectorError: The detector returned something that is neither.
+    """
+    if isinstance(item, Detection):
+        return item
+    if isinstance(item, Box):
+        return Detection(item)
+    raise DetectorError(
+        f"a detector returned a {type(item).__name__}; detect() must return Detection or Box "
+        "objects"
+    )
 
 
 def to_gray(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -46,7 +82,8 @@ def to_gray(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.asarray(cv2.cvtColor(image, code), dtype=np.uint8)
 
 
-def _bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+def to_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Return a uint8 gray, BGR or BGRA image as HxWx3 BGR (BGR input is returned as is)."""
     if image.ndim == 2 or image.shape[2] == 1:
         return np.asarray(cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR))
     if image.shape[2] == 4:
@@ -54,7 +91,7 @@ def _bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return image
 
 
-def _downscale(
+def downscale(
     image: npt.NDArray[np.uint8], detect_width: int | None
 ) -> tuple[npt.NDArray[np.uint8], float]:
     """Shrink ``image`` to ``detect_width`` pixels wide (never enlarge); return it and the scale."""
@@ -66,6 +103,18 @@ def _downscale(
     return np.asarray(
         cv2.resize(image, (detect_width, height), interpolation=cv2.INTER_AREA)
     ), scale
+
+
+def _resize_by(
+    image: npt.NDArray[np.uint8], scale: float
+) -> tuple[npt.NDArray[np.uint8], float]:
+    """Shrink ``image`` by ``scale`` (<= 1; area interpolation); return it and the x scale used."""
+    if scale >= 1.0:
+        return image, 1.0
+    width = max(1, round(image.shape[1] * scale))
+    height = max(1, round(image.shape[0] * scale))
+    small = np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+    return small, width / image.shape[1]
 
 
 def scale_boxes(
@@ -119,6 +168,13 @@ class HaarDetector:
         equalize: Histogram-equalise the grey image before detection.
         cascade: Path to another cascade XML (default: the frontal-face cascade shipped in
             ``cv2.data``).
+        region_face_size: Video mode's region search shrinks a tracked face to about this
+            width in pixels (never enlarges) and searches only 0.7x to 1.4x that size; smaller
+            is faster, larger finds more small faces. At least 24 (the cascade's window).
+        region_scale_factor: Pyramid step of the region search.
+
+    Haar gives boxes only: each :class:`~fer_onnx.Detection` has ``score=None`` and
+    ``landmarks=None``, so faces are cropped, not aligned.
 
     Raises:
         DetectorError: The cascade file is missing or cannot be loaded.
@@ -132,9 +188,18 @@ class HaarDetector:
         detect_width: int | None = 320,
         equalize: bool = False,
         cascade: str | Path | None = None,
+        region_face_size: int = 48,
+        region_scale_factor: float = 1.2,
     ) -> None:
         if scale_factor <= 1.0:
             raise ValueError(f"scale_factor must be > 1, got {scale_factor}")
+        if region_face_size < 24 or region_scale_factor <= 1.0:
+            raise ValueError(
+                "need region_face_size >= 24 (the Haar window) and region_scale_factor > 1, got "
+                f"{region_face_size} and {region_scale_factor}"
+            )
+        self.region_face_size = region_face_size
+        self.region_scale_factor = region_scale_factor
         if min_neighbors < 0 or min_size < 1:
             raise ValueError("min_neighbors must be >= 0 and min_size >= 1")
         if detect_width is not None and detect_width < 16:
@@ -174,9 +239,29 @@ class HaarDetector:
             self._local.classifier = classifier
         return classifier
 
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
-        """Find faces in a uint8 gray, BGR or BGRA image."""
-        return self.detect_gray(to_gray(image))
+    def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
+        """Find faces in a uint8 gray, BGR or BGRA image (boxes only, see the class doc)."""
+        return [Detection(box) for box in self.detect_gray(to_gray(image))]
+
+    def detect_region(
+        self, region: npt.NDArray[np.uint8], face_width: float
+    ) -> list[Detection]:
+        """Search ``region`` for a face about ``face_width`` px wide (video mode).
+
+        The region is shrunk so that the face is about ``region_face_size`` px wide and only
+        faces of 0.7x to 1.4x that size are searched.
+        """
+        gray = to_gray(region)
+        scale = min(1.0, self.region_face_size / max(face_width, 1.0))
+        small, scale = _resize_by(gray, scale)
+        face = face_width * scale
+        hits = self.detect_sized(
+            small, int(face * 0.7), int(face * 1.4) + 1, self.region_scale_factor
+        )
+        return [
+            Detection(b)
+            for b in scale_boxes([h.to_tuple() for h in hits], scale, gray.shape[1], gray.shape[0])
+        ]
 
     def detect_sized(
         self,
@@ -207,7 +292,7 @@ class HaarDetector:
     def detect_gray(self, gray: npt.NDArray[np.uint8]) -> list[Box]:
         """Find faces in a grey image; boxes in its pixels, clipped to it."""
         p = self.params
-        small, scale = _downscale(gray, p.detect_width)
+        small, scale = downscale(gray, p.detect_width)
         if p.equalize:
             small = np.asarray(cv2.equalizeHist(small))
         rects = self._classifier().detectMultiScale(
@@ -217,61 +302,3 @@ class HaarDetector:
             minSize=(p.min_size, p.min_size),
         )
         return scale_boxes(rects, scale, gray.shape[1], gray.shape[0])
-
-
-class YuNetDetector:
-    """OpenCV's YuNet CNN face detector (``cv2.FaceDetectorYN``).
-
-    Args:
-        model: Path to ``face_detection_yunet_2023mar.onnx`` (not shipped with fer-onnx).
-        score_threshold: Minimum face confidence.
-        nms_threshold: Non-maximum suppression IoU threshold.
-        top_k: Maximum candidates before NMS.
-        detect_width: Detect on a copy downscaled to this width (``None``: full size).
-
-    Raises:
-        DetectorError: The model file is missing or OpenCV cannot load it.
-    """
-
-    def __init__(
-        self,
-        model: str | Path,
-        score_threshold: float = 0.7,
-        nms_threshold: float = 0.3,
-        top_k: int = 5000,
-        detect_width: int | None = 640,
-    ) -> None:
-        self.model_path = Path(model)
-        if not self.model_path.is_file():
-            raise DetectorError(
-                f"YuNet model not found: {self.model_path}; download "
-                "face_detection_yunet_2023mar.onnx from the OpenCV model zoo and pass its path"
-            )
-        self.detect_width = detect_width
-        self._lock = threading.Lock()
-        try:
-            self._detector = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", (320, 320), score_threshold, nms_threshold, top_k
-            )
-        except cv2.error as e:
-            raise DetectorError(f"cannot load YuNet model {self.model_path}: {e}") from e
-        self._size = (320, 320)
-
-    def __repr__(self) -> str:
-        return f"YuNetDetector(model={str(self.model_path)!r}, detect_width={self.detect_width})"
-
-    def detect(self, image: npt.NDArray[np.uint8]) -> list[Box]:
-        """Find faces in a uint8 gray, BGR or BGRA image."""
-        bgr = _bgr(image)
-        small, scale = _downscale(bgr, self.detect_width)
-        size = (small.shape[1], small.shape[0])
-        with self._lock:  # FaceDetectorYN keeps its input size as state
-            if size != self._size:
-                self._detector.setInputSize(size)
-                self._size = size
-            _, faces = self._detector.detect(small)
-        if faces is None:
-            return []
-        return scale_boxes(
-            np.asarray(faces[:, :4], dtype=np.float64), scale, image.shape[1], image.shape[0]
-        )

@@ -11,10 +11,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
 from fer_onnx.errors import ModelLoadError
 from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
 
-__all__ = ["KEY_COLOR", "KEY_INPUT_SIZE", "KEY_LABELS", "KEY_VALUE_RANGE", "ModelInfo"]
+__all__ = [
+    "KEY_COLOR",
+    "KEY_CROP_TEMPLATE",
+    "KEY_INPUT_SIZE",
+    "KEY_LABELS",
+    "KEY_VALUE_RANGE",
+    "ModelInfo",
+]
 
 KEY_LABELS = "fer_onnx.labels"
 """JSON list of class names in output order."""
@@ -37,12 +45,15 @@ class ModelInfo:
         input: Size and colour mode of one face.
         value_range: Range of input values the model expects (``(0.0, 255.0)``).
         extra: Every other metadata entry (dataset, accuracy, versions, ...).
+        template: How the training data framed a face (optional key
+            ``fer_onnx.crop_template``); ``None``: faces are cropped at their box.
     """
 
     labels: tuple[str, ...]
     input: InputSpec
     value_range: tuple[float, float]
     extra: Mapping[str, str]
+    template: CropTemplate | None = None
 
     def to_metadata(self) -> dict[str, str]:
         """Serialise to the string map stored in ``metadata_props``."""
@@ -51,6 +62,8 @@ class ModelInfo:
         props[KEY_INPUT_SIZE] = json.dumps([self.input.height, self.input.width])
         props[KEY_COLOR] = self.input.color
         props[KEY_VALUE_RANGE] = json.dumps(list(self.value_range))
+        if self.template is not None:
+            props[KEY_CROP_TEMPLATE] = self.template.to_json()
         return props
 
     @classmethod
@@ -86,10 +99,16 @@ class ModelInfo:
             ):
                 raise ValueError(f"{KEY_LABELS} must be a JSON list of distinct strings")
             spec = InputSpec(height, width, _color(color))
+            template = (
+                CropTemplate.from_json(props[KEY_CROP_TEMPLATE])
+                if KEY_CROP_TEMPLATE in props
+                else None
+            )
         except (ValueError, TypeError) as e:
             raise ModelLoadError(f"{source} has malformed fer-onnx metadata: {e}") from e
-        extra = {k: v for k, v in props.items() if k not in REQUIRED_KEYS}
-        return cls(tuple(labels), spec, (low, high), extra)
+        known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE)
+        extra = {k: v for k, v in props.items() if k not in known}
+        return cls(tuple(labels), spec, (low, high), extra, template)
 
 
 def _color(value: str) -> ColorMode:

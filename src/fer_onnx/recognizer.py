@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -13,17 +14,26 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.detectors import Detector, HaarDetector, YuNetDetector
+from fer_onnx.alignment import align_face, crop_to_template
+from fer_onnx.detectors import Detector, HaarDetector, as_detection
 from fer_onnx.errors import FerOnnxError, InvalidImageError, ModelLoadError
 from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
 from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import prepare_faces
 from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
-from fer_onnx.types import Emotion, FaceEmotion
+from fer_onnx.types import Detection, Emotion, FaceEmotion
+from fer_onnx.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUNDLED_MODELS", "DEFAULT_MODEL", "EmotionRecognizer", "bundled_model_path"]
+__all__ = [
+    "BUNDLED_MODELS",
+    "DEFAULT_MODEL",
+    "DetectorSpec",
+    "EmotionRecognizer",
+    "bundled_model_path",
+    "make_detector",
+]
 
 BUNDLED_MODELS = ("fp32", "int8")
 """Names of the models shipped inside the package (``model="fp32"`` / ``model="int8"``)."""
@@ -62,20 +72,37 @@ def bundled_model_path(name: str) -> Path:
     return path
 
 
-def _make_detector(detector: Detector | str | None) -> Detector | None:
+DetectorSpec = Detector | str | os.PathLike[str] | None
+"""What ``detector=`` accepts: ``"yunet"``, ``"haar"``, a YuNet file path, an object, ``None``."""
+
+
+def make_detector(
+    detector: DetectorSpec,
+    providers: Sequence[ProviderSpec],
+    session_config: SessionConfig | None = None,
+) -> Detector | None:
+    """Build the detector named by ``detector`` (see :class:`EmotionRecognizer`).
+
+    YuNet models run on ``providers`` with ``session_config``, like the classifier.
+    """
     if detector is None:
         return None
-    if isinstance(detector, str):
-        if detector == "haar":
-            return HaarDetector()
-        if detector.endswith(".onnx"):
-            return YuNetDetector(detector)
-        raise ValueError(
-            f"detector must be 'haar', a YuNet .onnx path or a Detector object, got {detector!r}"
-        )
+    if isinstance(detector, str) and detector == "yunet":
+        return YuNetDetector(providers=providers, session_config=session_config)
+    if isinstance(detector, str) and detector == "haar":
+        return HaarDetector()
+    if isinstance(detector, (str, os.PathLike)):
+        path = Path(detector)
+        if not path.is_file():
+            raise ValueError(
+                f"detector must be 'yunet', 'haar', the path of a YuNet .onnx file or a "
+                f"Detector object; {str(detector)!r} is none of these (no such file)"
+            )
+        return YuNetDetector(path, providers=providers, session_config=session_config)
     if not isinstance(detector, Detector):
         raise TypeError(
-            f"detector must have a detect(image) -> list[Box] method, got {type(detector).__name__}"
+            "detector must have a detect(image) -> Sequence[Detection | Box] method, got "
+            f"{type(detector).__name__}"
         )
     return detector
 
@@ -91,14 +118,20 @@ class EmotionRecognizer:
     Args:
         model: ``"default"``, a bundled model name (``"fp32"``, ``"int8"``) or the path of an
             ONNX file with fer-onnx metadata (labels, input size, colour mode, value range).
-        detector: ``"haar"`` (default), a YuNet ``.onnx`` path, any object with
-            ``detect(image) -> list[Box]``, or ``None`` to only classify given boxes/crops.
+        detector: ``"yunet"`` (default: the bundled YuNet CNN, run on the same providers and
+            session options as the classifier), ``"haar"`` (OpenCV's frontal-face cascade, the
+            original notebooks' detector), the path of another YuNet ``.onnx`` file, any
+            object with ``detect(image) -> Sequence[Detection | Box]``, or ``None`` to only
+            classify given boxes/crops.
         device: ``"auto"`` (CUDA when onnxruntime offers it, else CPU), ``"cpu"`` or
             ``"cuda"``; ignored when ``providers`` is given.
         providers: Explicit onnxruntime providers, names or ``(name, options)`` pairs.
         session_config: Threads and graph optimisation of the onnxruntime session.
-        margin: Grow each detected box by this fraction of its size on every side before
-            cropping.
+        align: When the model describes its framing (a crop template in its metadata),
+            warp faces with landmarks onto it and cut box-only faces to match it. ``False``,
+            or a model without a template, crops each box as it is (grown by ``margin``).
+        margin: Grow each box by this fraction of its size on every side before a plain
+            crop (not used for faces framed by the template).
 
     Raises:
         ModelLoadError: The model is missing, corrupt, or lacks fer-onnx metadata.
@@ -110,10 +143,11 @@ class EmotionRecognizer:
         self,
         model: str | Path = "default",
         *,
-        detector: Detector | str | None = "haar",
+        detector: DetectorSpec = "yunet",
         device: Device = "auto",
         providers: Sequence[ProviderSpec] | None = None,
         session_config: SessionConfig | None = None,
+        align: bool = True,
         margin: float = 0.0,
     ) -> None:
         if not 0.0 <= margin <= 1.0:
@@ -135,7 +169,8 @@ class EmotionRecognizer:
             self._session.get_modelmeta().custom_metadata_map, source=str(path)
         )
         self._input_name, self._channels_first = self._check_io()
-        self.detector = _make_detector(detector)
+        self.align = bool(align)
+        self.detector = make_detector(detector, chosen, session_config)
         self._closed = False
         self._lock = threading.Lock()
         self._buffers = threading.local()
@@ -218,18 +253,44 @@ class EmotionRecognizer:
             if self.detector is None:
                 raise FerOnnxError(
                     "this recognizer has no detector: pass boxes=[...] or create "
-                    "it with detector='haar'"
+                    "it with detector='yunet'"
                 )
             # Reading order (left to right, then top to bottom) makes results deterministic.
-            found = sorted(self.detector.detect(array), key=lambda b: (b.x, b.y))
+            found = sorted(
+                (as_detection(d) for d in self.detector.detect(array)),
+                key=lambda d: (d.box.x, d.box.y),
+            )
         else:
             if isinstance(boxes, (str, bytes)):
                 raise InvalidImageError("boxes must be a sequence of (x, y, width, height)")
-            found = [to_box(b, width, height, i) for i, b in enumerate(boxes)]
+            found = [Detection(to_box(b, width, height, i)) for i, b in enumerate(boxes)]
         if not found:
             return []
-        probs = self._run(crop_faces(array, found, self.margin))
-        return [FaceEmotion(box, *self._top(p)) for box, p in zip(found, probs, strict=True)]
+        probs = self._run(self.cut_faces(array, found))
+        return [
+            FaceEmotion(d.box, *self._top(p), detection_score=d.score, landmarks=d.landmarks)
+            for d, p in zip(found, probs, strict=True)
+        ]
+
+    def cut_faces(
+        self, image: npt.NDArray[np.uint8], detections: Sequence[Detection]
+    ) -> list[npt.NDArray[np.uint8]]:
+        """The crop/align stage: one face image per detection, framed as the model expects.
+
+        With ``align`` and a model that carries a crop template, faces with landmarks are
+        warped onto it at the model's input size and box-only faces are cut to match its box;
+        otherwise each box is cropped as it is, grown by ``margin``.
+        """
+        template = self.info.template if self.align else None
+        if template is None:
+            return crop_faces(image, [d.box for d in detections], self.margin)
+        size = (self.info.input.height, self.info.input.width)
+        return [
+            align_face(image, d.landmarks, template, size)
+            if d.landmarks is not None
+            else crop_to_template(image, d.box, template)
+            for d in detections
+        ]
 
     def classify(self, crops: Sequence[ImageInput] | npt.NDArray[Any]) -> list[Emotion]:
         """Classify already-cropped faces of any size in one batched session run.

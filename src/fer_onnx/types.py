@@ -6,6 +6,9 @@ Conventions, stated once:
   corner, then ``width, height``; all integers, inside the image.
 * ``probabilities`` hold every class of the model, in model order, as floats summing to 1.
 * No faces is an empty list, never ``None``.
+* Landmarks are 5 ``(x, y)`` points in pixels of the input image, in YuNet's order: right eye,
+  left eye (the subject's: the right eye appears on the image's left), nose tip, right and left
+  mouth corners.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Box", "Emotion", "FaceEmotion"]
+__all__ = ["Box", "Detection", "Emotion", "FaceEmotion", "Landmarks"]
+
+Landmarks = tuple[tuple[float, float], ...]
+"""Five ``(x, y)`` points: right eye, left eye, nose tip, right and left mouth corners."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,51 @@ class Box:
         return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
 
+def _check_landmarks(landmarks: Landmarks | None) -> Landmarks | None:
+    if landmarks is None:
+        return None
+    points = tuple((float(x), float(y)) for x, y in landmarks)
+    if len(points) != 5 or not all(math.isfinite(v) for p in points for v in p):
+        raise ValueError(f"landmarks must be 5 finite (x, y) points, got {landmarks!r}")
+    return points
+
+
+def _check_score(score: float | None) -> None:
+    if score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        raise ValueError(f"detection score must be within 0..1, got {score}")
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A face found by a detector.
+
+    Attributes:
+        box: Where the face is, in pixels of the image searched.
+        score: The detector's confidence in 0..1, or ``None`` when the detector gives none
+            (the Haar cascade).
+        landmarks: 5 points (see the module docstring) when the detector gives them (YuNet),
+            else ``None``.
+    """
+
+    box: Box
+    score: float | None = None
+    landmarks: Landmarks | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.box, Box):
+            raise TypeError(f"Detection.box must be a Box, got {type(self.box).__name__}")
+        _check_score(self.score)
+        object.__setattr__(self, "landmarks", _check_landmarks(self.landmarks))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (``score`` and ``landmarks`` may be ``None``)."""
+        return {
+            "box": self.box.to_dict(),
+            "score": self.score,
+            "landmarks": None if self.landmarks is None else [list(p) for p in self.landmarks],
+        }
+
+
 def _check_probabilities(probabilities: Mapping[str, float], label: str, score: float) -> None:
     if not probabilities:
         raise ValueError("probabilities must not be empty")
@@ -116,6 +167,10 @@ class FaceEmotion:
         score: Its probability.
         probabilities: Every class of the model, in model order, summing to 1.
         track_id: Identity of the face across video frames (``None`` outside video mode).
+        detection_score: The face detector's confidence in 0..1; ``None`` when the detector
+            gives none (Haar) or the caller passed the box.
+        landmarks: 5 facial points in pixels of the input image when the detector gives them
+            (YuNet), else ``None``.
     """
 
     box: Box
@@ -123,10 +178,14 @@ class FaceEmotion:
     score: float
     probabilities: Mapping[str, float] = field(repr=False)
     track_id: int | None = None
+    detection_score: float | None = None
+    landmarks: Landmarks | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_probabilities(self.probabilities, self.label, self.score)
+        _check_score(self.detection_score)
         object.__setattr__(self, "probabilities", dict(self.probabilities))
+        object.__setattr__(self, "landmarks", _check_landmarks(self.landmarks))
 
     def __repr__(self) -> str:
         track = "" if self.track_id is None else f", track_id={self.track_id}"
@@ -150,4 +209,8 @@ class FaceEmotion:
         }
         if self.track_id is not None:
             out["track_id"] = self.track_id
+        out["detection_score"] = self.detection_score
+        out["landmarks"] = (
+            None if self.landmarks is None else [list(p) for p in self.landmarks]
+        )
         return out

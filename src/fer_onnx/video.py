@@ -2,12 +2,12 @@
 
 :class:`VideoRecognizer` wraps an :class:`~fer_onnx.EmotionRecognizer` for consecutive frames:
 
-* **Detection**: a full-frame search every ``redetect_every`` frames, whenever there are no
-  tracks, and whenever a track was not found in its region; in between, faces are searched only
-  in a region around each track's last box. With :class:`~fer_onnx.HaarDetector` the region is
-  shrunk so that the tracked face is about ``region_face_size`` pixels wide and only faces of
-  0.7x to 1.4x that size are searched (Haar's cost grows with the pixels searched; the cascade's
-  window is 24 px); other detectors search the region at their full-frame scale.
+* **Detection**: with ``redetect_every=1`` (the default for detectors that do not implement
+  :class:`~fer_onnx.RegionDetector`, and for YuNet, whose full pass is cheap) every frame gets a
+  full-frame search. Otherwise a full-frame search runs every ``redetect_every`` frames,
+  whenever there are no tracks, and whenever a track was not found in its region; in between,
+  each track's region is searched with the detector's ``detect_region`` (Haar shrinks the
+  region so the face is ~48 px wide and searches only 0.7x to 1.4x that size).
 * **Tracks**: detections are matched to tracks by IoU (greedy, best first); a track ends after
   ``max_missed`` frames without a match.
 * **Smoothing**: an exponential moving average of each track's probabilities over about
@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.detectors import Detector, HaarDetector, scale_boxes, to_gray
+from fer_onnx.detectors import Detector, HaarDetector, RegionDetector, as_detection
 from fer_onnx.errors import FerOnnxError, VideoError
-from fer_onnx.images import crop_faces, load_image
+from fer_onnx.images import load_image
 from fer_onnx.recognizer import EmotionRecognizer
-from fer_onnx.types import Box, FaceEmotion
+from fer_onnx.types import Box, Detection, FaceEmotion
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ class VideoRecognizer:
         smoothing: EMA window in frames for each track's probabilities; ``<= 1`` disables.
         max_missed: Frames a track may go unmatched before it ends.
         iou_threshold: Minimum IoU to match a detection to a track.
-        redetect_every: Full-frame detection period in frames (``1``: every frame).
+        redetect_every: Full-frame detection period in frames (``1``: every frame, no region
+            search). ``None`` chooses: 10 for :class:`~fer_onnx.HaarDetector` (a full Haar
+            search costs ~10 ms), 1 for every other detector. Values above 1 need a detector
+            that implements :class:`~fer_onnx.RegionDetector`.
         roi_margin: Search region around a track's box, as a fraction of its size per side.
-        region_face_size: Haar only: width in pixels a tracked face is shrunk to for the region
-            search (never enlarged); smaller is faster, larger finds more small faces.
-        region_scale_factor: Haar only: pyramid step of the region search.
 
     Raises:
         ValueError: An argument is out of range.
@@ -75,31 +75,34 @@ class VideoRecognizer:
         smoothing: float = 5.0,
         max_missed: int = 5,
         iou_threshold: float = 0.3,
-        redetect_every: int = 10,
+        redetect_every: int | None = None,
         roi_margin: float = 0.5,
-        region_face_size: int = 48,
-        region_scale_factor: float = 1.2,
     ) -> None:
         if recognizer.detector is None:
             raise FerOnnxError("video mode needs a recognizer with a face detector")
+        detector = recognizer.detector
+        if redetect_every is None:
+            redetect_every = 10 if isinstance(detector, HaarDetector) else 1
         if max_missed < 0 or redetect_every < 1 or not 0 < iou_threshold <= 1 or roi_margin < 0:
             raise ValueError(
                 "need max_missed >= 0, redetect_every >= 1, 0 < iou_threshold <= 1, roi_margin >= 0"
             )
-        if region_face_size < 24 or region_scale_factor <= 1.0:
-            raise ValueError(
-                "need region_face_size >= 24 (the Haar window) and region_scale_factor > 1, got "
-                f"{region_face_size} and {region_scale_factor}"
-            )
+        self._regions: RegionDetector | None = None
+        if redetect_every > 1:
+            if not isinstance(detector, RegionDetector):
+                raise ValueError(
+                    f"redetect_every={redetect_every} needs a detector with detect_region() "
+                    f"(the RegionDetector protocol); {type(detector).__name__} has none: use "
+                    "redetect_every=1"
+                )
+            self._regions = detector
         self.recognizer = recognizer
-        self.detector: Detector = recognizer.detector
+        self.detector: Detector = detector
         self.alpha = 1.0 if smoothing <= 1 else 2.0 / (smoothing + 1.0)
         self.max_missed = max_missed
         self.iou_threshold = iou_threshold
         self.redetect_every = redetect_every
         self.roi_margin = roi_margin
-        self.region_face_size = region_face_size
-        self.region_scale_factor = region_scale_factor
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame = 0
@@ -115,44 +118,26 @@ class VideoRecognizer:
         """Number of tracks currently alive."""
         return len(self._tracks)
 
-    def _scale(self, width: int) -> float:
-        detect_width = getattr(self.detector, "detect_width", None)
-        return 1.0 if not detect_width or width <= detect_width else detect_width / width
+    def _detect(self, frame: npt.NDArray[np.uint8]) -> list[Detection]:
+        return [as_detection(d) for d in self.detector.detect(frame)]
 
-    def _detect_regions(self, frame: npt.NDArray[np.uint8]) -> tuple[list[Box], bool]:
-        """Search around each track; returns boxes and whether every track was found."""
+    def _detect_regions(
+        self, frame: npt.NDArray[np.uint8], regions: RegionDetector
+    ) -> tuple[list[Detection], bool]:
+        """Search around each track; returns detections and whether every track was found."""
         height, width = frame.shape[:2]
-        haar = self.detector if isinstance(self.detector, HaarDetector) else None
-        found: list[Box] = []
+        found: list[Detection] = []
         all_found = True
         for track in self._tracks:
             b = track.box
             dx, dy = int(b.width * self.roi_margin), int(b.height * self.roi_margin)
             x1, y1 = max(b.x - dx, 0), max(b.y - dy, 0)
             x2, y2 = min(b.x2 + dx, width), min(b.y2 + dy, height)
-            region = frame[y1:y2, x1:x2]
-            if haar is not None:
-                scale = min(1.0, self.region_face_size / b.width)
-                region = to_gray(region)
-            else:
-                scale = self._scale(width)
-            if scale < 1.0:
-                size = (
-                    max(1, round(region.shape[1] * scale)),
-                    max(1, round(region.shape[0] * scale)),
-                )
-                region = np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_AREA))
-            if haar is not None:
-                face = b.width * scale
-                hits = haar.detect_sized(
-                    region, int(face * 0.7), int(face * 1.4) + 1, self.region_scale_factor
-                )
-            else:
-                hits = self.detector.detect(region)
+            hits = regions.detect_region(frame[y1:y2, x1:x2], float(b.width))
             if not hits:
                 all_found = False
                 continue
-            found += scale_boxes([h.to_tuple() for h in hits], scale, width, height, (x1, y1))
+            found += [_shift(as_detection(h), x1, y1) for h in hits]
         return _dedupe(found), all_found
 
     def process(self, frame: npt.NDArray[np.uint8]) -> list[FaceEmotion]:
@@ -166,24 +151,32 @@ class VideoRecognizer:
             probabilities; ``[]`` when no face is visible.
         """
         frame = load_image(frame)
-        full = self._full_next or not self._tracks or self._frame % self.redetect_every == 0
-        if full:
-            boxes = self.detector.detect(frame)
+        full = (
+            self._regions is None
+            or self._full_next
+            or not self._tracks
+            or self._frame % self.redetect_every == 0
+        )
+        if self._regions is None or full:
+            found = self._detect(frame)
         else:
-            boxes, all_found = self._detect_regions(frame)
+            found, all_found = self._detect_regions(frame, self._regions)
             if not all_found:
                 # A face left its region: search the whole frame now rather than lose it.
-                boxes = self.detector.detect(frame)
+                found = self._detect(frame)
         self._frame += 1
         self._full_next = False
         probs = (
-            self.recognizer.predict(crop_faces(frame, boxes, self.recognizer.margin))
-            if boxes
+            self.recognizer.predict(self.recognizer.cut_faces(frame, found))
+            if found
             else np.zeros((0, len(self.recognizer.labels)), np.float32)
         )
-        return self._update(boxes, probs)
+        return self._update(found, probs)
 
-    def _update(self, boxes: list[Box], probs: npt.NDArray[np.float32]) -> list[FaceEmotion]:
+    def _update(
+        self, found: list[Detection], probs: npt.NDArray[np.float32]
+    ) -> list[FaceEmotion]:
+        boxes = [d.box for d in found]
         pairs = sorted(
             (
                 (t.box.iou(b), ti, bi)
@@ -217,19 +210,40 @@ class VideoRecognizer:
                 track.box, track.missed = box, 0
                 track.probs = self.alpha * p + (1.0 - self.alpha) * track.probs
             top, score, distribution = self.recognizer._top(track.probs)
-            results.append(FaceEmotion(box, top, score, distribution, track.id))
+            results.append(
+                FaceEmotion(
+                    box,
+                    top,
+                    score,
+                    distribution,
+                    track.id,
+                    detection_score=found[bi].score,
+                    landmarks=found[bi].landmarks,
+                )
+            )
         lost = [t for t in self._tracks if t.missed > self.max_missed]
         if lost:
             self._tracks = [t for t in self._tracks if t.missed <= self.max_missed]
         return results
 
 
-def _dedupe(boxes: list[Box], iou: float = 0.5) -> list[Box]:
-    """Drop boxes that overlap an earlier, larger one (regions of close faces overlap)."""
-    kept: list[Box] = []
-    for box in sorted(boxes, key=lambda b: b.area, reverse=True):
-        if all(box.iou(k) < iou for k in kept):
-            kept.append(box)
+def _shift(detection: Detection, dx: int, dy: int) -> Detection:
+    """Move a detection found in a region back to frame pixels."""
+    b = detection.box
+    points = detection.landmarks
+    return Detection(
+        Box(b.x + dx, b.y + dy, b.width, b.height),
+        detection.score,
+        None if points is None else tuple((x + dx, y + dy) for x, y in points),
+    )
+
+
+def _dedupe(found: list[Detection], iou: float = 0.5) -> list[Detection]:
+    """Drop detections that overlap an earlier, larger one (regions of close faces overlap)."""
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: d.box.area, reverse=True):
+        if all(d.box.iou(k.box) < iou for k in kept):
+            kept.append(d)
     return kept
 
 

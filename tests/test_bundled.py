@@ -106,3 +106,24 @@ def test_accuracy_on_public_faces_and_int8_agreement() -> None:
             p8 = int8.predict(faces)
         assert (p8.argmax(1) == p32.argmax(1)).mean() > 0.93
         assert float((p8.argmax(1) == labels).mean()) > accuracy - 0.02
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_models_carry_the_measured_crop_template(name: str) -> None:
+    import json
+
+    from fer_onnx.alignment import CropTemplate
+
+    measured = Path(__file__).resolve().parents[1] / "export" / "templates" / "fer2013.json"
+    expected = CropTemplate.from_json(json.dumps(json.loads(measured.read_text())["template"]))
+    with EmotionRecognizer(bundled(name), detector=None) as rec:
+        assert rec.info.template == expected
+
+
+def test_default_pipeline_aligns_real_faces(astronaut: np.ndarray) -> None:
+    with EmotionRecognizer(device="cpu") as rec:
+        assert rec.info.template is not None
+        (face,) = rec.recognize(astronaut)
+        assert face.landmarks is not None
+        (aligned,) = rec.cut_faces(astronaut, [rec.detector.detect(astronaut)[0]])  # type: ignore[union-attr]
+        assert aligned.shape[:2] == (rec.info.input.height, rec.info.input.width)

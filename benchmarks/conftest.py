@@ -79,8 +79,8 @@ def group_frames() -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path]:
     """The bundled models when installed; otherwise the tiny fixture model (smoke only)."""
-    from fer_onnx.recognizer import BUNDLED_MODELS, bundled_model_path
     from fer_onnx.errors import ModelLoadError
+    from fer_onnx.recognizer import BUNDLED_MODELS, bundled_model_path
 
     models: dict[str, str | Path] = {}
     for name in BUNDLED_MODELS:

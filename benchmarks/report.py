@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = data.get("machine_info", {})
     print(
         f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "
-        f"{machine.get('cpu', {}).get('count', '?')} logical cores, Python {machine.get('python_version', '?')}; "
+        f"{machine.get('cpu', {}).get('count', '?')} logical cores, "
+        f"Python {machine.get('python_version', '?')}; "
         f"{data.get('datetime', '')[:19]}"
     )
     print()

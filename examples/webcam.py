@@ -9,6 +9,7 @@ Capture, inference and drawing stay separate; the recognizer and camera are alwa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -87,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     finally:
-        try:
+        with contextlib.suppress(cv2.error):  # headless OpenCV: there were no windows
             cv2.destroyAllWindows()
-        except cv2.error:
-            pass  # headless OpenCV: there were no windows
     return 0
 
 

@@ -172,10 +172,11 @@ def bundle(
     for name, path in (("fp32", fp32), ("int8", int8)):
         metrics = evaluate(path, dataset, work, prefix=f"{name}_")
         add_accuracy_metadata(path, metrics)
+        splits: dict[str, dict[str, Any]] = metrics["splits"]  # type: ignore[assignment]
         summary[name] = {
             "size_mb": round(path.stat().st_size / 1e6, 3),
             "latency_ms_batch1_1thread": round(latency_ms(path, probe), 3),
-            **{f"{s}_accuracy": m["accuracy"] for s, m in metrics["splits"].items()},
+            **{f"{s}_accuracy": m["accuracy"] for s, m in splits.items()},
         }
         print(f"{name}: {summary[name]}")
     # Accepted on PublicTest (every choice is); the PrivateTest drop is only reported.

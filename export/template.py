@@ -82,7 +82,7 @@ def symmetric(points: np.ndarray, width: int) -> np.ndarray:
     """Average ``(5, 2)`` landmarks with their mirror image (training flips faces at random)."""
     mirrored = points[list(MIRROR)].copy()
     mirrored[:, 0] = width - mirrored[:, 0]
-    return (points + mirrored) / 2
+    return np.asarray((points + mirrored) / 2, np.float64)
 
 
 def measure(

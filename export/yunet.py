@@ -6,7 +6,8 @@ The upstream file (OpenCV Zoo, Apache-2.0) fixes its input at 1x3x640x640. Its g
 convolutional and its reshapes use -1, so only the declared shapes pin the size: this rewrites
 the input's height and width as symbolic dimensions and drops the recorded intermediate
 shapes (outputs keep a symbolic cell count). Weights and operators are unchanged. The result,
-with the licence text and a notice of the change beside it, is what ``fer_onnx`` ships in ``src/fer_onnx/models/``.
+with the licence text and a notice of the change beside it, is what ``fer_onnx`` ships in
+``src/fer_onnx/models/``.
 """
 
 from __future__ import annotations

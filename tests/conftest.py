@@ -17,6 +17,7 @@ SHARED = Path(os.environ.get("FER_ONNX_SHARED", ROOT.parent / "shared"))
 MEDIA = SHARED / "media"
 FER_CSV = SHARED / "data" / "fer2013" / "fer2013.csv.gz"
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+GRAY48 = InputSpec(48, 48, "gray")
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
@@ -30,7 +31,7 @@ def shared_file(path: Path) -> Path:
 def build_tiny_model(
     path: Path,
     *,
-    spec: InputSpec = InputSpec(48, 48, "gray"),
+    spec: InputSpec = GRAY48,
     labels: tuple[str, ...] = LABELS,
     metadata: dict[str, str] | None = None,
     channels_first: bool = False,

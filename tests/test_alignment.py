@@ -118,7 +118,7 @@ def test_crop_to_template_puts_the_box_on_the_template_box() -> None:
 def test_template_json_round_trip_and_validation() -> None:
     assert CropTemplate.from_json(TEMPLATE.to_json()) == TEMPLATE
     for bad in ('{"landmarks": [[0, 0]]}', "[]", "not json", '{"box": [0, 0, 1, 1]}'):
-        with pytest.raises(ValueError, match="template|5 finite"):
+        with pytest.raises(ValueError, match=r"template|5 finite"):
             CropTemplate.from_json(bad)
     with pytest.raises(ValueError, match="box"):
         CropTemplate(TEMPLATE.landmarks, (0, 0, 0, 1))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FER_CSV, LABELS, MEDIA, shared_file
+
 from fer_onnx import BUNDLED_MODELS, EmotionRecognizer, ModelLoadError
 from fer_onnx import recognizer as recognizer_module
 from fer_onnx.recognizer import bundled_model_path

@@ -53,7 +53,8 @@ def test_entry_point_is_installed() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "fer_onnx.cli", "--version"], capture_output=True, text=True
     )
-    assert result.returncode == 0 and result.stdout.startswith("fer-onnx ")
+    assert result.returncode == 0
+    assert result.stdout.startswith("fer-onnx ")
 
 
 def test_image_table_json_and_annotated(
@@ -68,14 +69,16 @@ def test_image_table_json_and_annotated(
         == 0
     )
     (report,) = json.loads(capsys.readouterr().out)
-    assert len(report["faces"]) == 2 and set(report["faces"][0]) >= {
+    assert len(report["faces"]) == 2
+    assert set(report["faces"][0]) >= {
         "box",
         "label",
         "score",
         "probabilities",
     }
     annotated = cv2.imread(str(tmp_path / "two_people_fer.jpg"))
-    assert annotated is not None and annotated.shape == cv2.imread(str(photo)).shape
+    assert annotated is not None
+    assert annotated.shape == cv2.imread(str(photo)).shape
     assert leftovers(tmp_path) == []
 
 
@@ -92,7 +95,8 @@ def test_image_errors_are_reported_not_dropped(
     out, err = capsys.readouterr()
     assert code == 1
     assert "no face found" in out
-    assert "bad.jpg: cannot decode" in err and "missing.png: image file not found" in err
+    assert "bad.jpg: cannot decode" in err
+    assert "missing.png: image file not found" in err
 
 
 def test_missing_model_is_one_clear_error(
@@ -184,7 +188,8 @@ def test_corrupt_frames_are_counted(
         == 0
     )
     err = capsys.readouterr().err
-    assert "17 frames read" in err and "3 corrupt frames skipped (indices [5, 6, 12])" in err
+    assert "17 frames read" in err
+    assert "3 corrupt frames skipped (indices [5, 6, 12])" in err
     assert (tmp_path / "f.csv").is_file()
 
 

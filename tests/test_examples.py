@@ -18,7 +18,8 @@ def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         f"example_{name}", ROOT / "examples" / f"{name}.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -56,7 +57,9 @@ def test_video_to_csv_example(tiny_model: Path, tmp_path: Path) -> None:
         == 0
     )
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert len(rows) > 100 and {r["track_id"] for r in rows} and "happy" in rows[0]
+    assert len(rows) > 100
+    assert {r["track_id"] for r in rows}
+    assert "happy" in rows[0]
 
 
 def test_webcam_example_replays_a_file(
@@ -71,7 +74,8 @@ def test_webcam_example_replays_a_file(
     frames = load("webcam").run(
         str(clip), str(tiny_model), lambda img: shown.append(img) or len(shown) < 4
     )
-    assert frames == 4 and shown[0].shape == (512, 512, 3)
+    assert frames == 4
+    assert shown[0].shape == (512, 512, 3)
     assert (shown[0] != astronaut).any()  # boxes and FPS were drawn
 
 

@@ -103,7 +103,8 @@ def test_parity_with_keras(run_dir: Path, exported: Path, faces: np.ndarray) -> 
     result = keras_onnx_parity(run_dir / "best.keras", exported, faces)
     assert result["n"] == 512
     assert result["max_abs_diff"] <= 1e-4
-    assert result["argmax_mismatches"] == 0 and result["passed"]
+    assert result["argmax_mismatches"] == 0
+    assert result["passed"]
 
 
 def test_compare_detects_disagreement() -> None:
@@ -111,7 +112,8 @@ def test_compare_detects_disagreement() -> None:
     assert compare(a, a)["passed"]
     b = np.array([[0.4, 0.6], [0.3, 0.7]], np.float32)
     result = compare(a, b)
-    assert not result["passed"] and result["argmax_mismatches"] == 1
+    assert not result["passed"]
+    assert result["argmax_mismatches"] == 1
     assert not compare(a, a + 2e-4)["passed"]
 
 
@@ -125,7 +127,8 @@ def test_library_loads_export(exported: Path, faces: np.ndarray) -> None:
     with EmotionRecognizer(exported, detector=None) as rec:
         assert rec.labels == LABELS
         results = rec.classify(list(faces[:4]))
-        assert len(results) == 4 and all(r.label in LABELS for r in results)
+        assert len(results) == 4
+        assert all(r.label in LABELS for r in results)
 
 
 def test_int8_quantization(exported: Path, faces: np.ndarray, tmp_path: Path) -> None:
@@ -134,7 +137,8 @@ def test_int8_quantization(exported: Path, faces: np.ndarray, tmp_path: Path) ->
     out = tmp_path / "int8.onnx"
     quantize(exported, out, faces[:64])
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert props["precision"] == "int8" and "QDQ" in props["quantization"]
+    assert props["precision"] == "int8"
+    assert "QDQ" in props["quantization"]
     assert json.loads(props["fer_onnx.labels"]) == list(LABELS)
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

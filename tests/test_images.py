@@ -31,7 +31,8 @@ def test_reads_pil_images_as_bgr() -> None:
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0] = 200  # red
     out = load_image(pil.fromarray(rgb))
-    assert out.shape == (4, 4, 3) and out[0, 0].tolist() == [0, 0, 200]
+    assert out.shape == (4, 4, 3)
+    assert out[0, 0].tolist() == [0, 0, 200]
     assert load_image(pil.fromarray(rgb[..., 0])).shape == (4, 4)
     rgba = np.zeros((4, 4, 4), np.uint8)
     assert load_image(pil.fromarray(rgba)).shape == (4, 4, 4)

@@ -18,7 +18,8 @@ def test_prepare_faces_shapes(shape: tuple[int, ...], color: str) -> None:
     batch = prepare_faces(faces, spec)
     assert batch.shape == (3, 48, 40, spec.channels)
     assert batch.dtype == np.float32
-    assert batch.min() >= 0 and batch.max() <= 255
+    assert batch.min() >= 0
+    assert batch.max() <= 255
 
 
 def test_prepare_faces_identity_for_native_size() -> None:
@@ -38,7 +39,8 @@ def test_prepare_faces_reuses_buffer() -> None:
     out = np.empty((2, 48, 48, 1), dtype=np.float32)
     faces = [np.full((60, 60), 7, np.uint8), np.full((30, 30), 9, np.uint8)]
     assert prepare_faces(faces, GRAY, out=out) is out
-    assert out[0].max() == 7 and out[1].min() == 9
+    assert out[0].max() == 7
+    assert out[1].min() == 9
 
 
 @pytest.mark.parametrize(

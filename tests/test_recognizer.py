@@ -61,7 +61,8 @@ def test_real_photos_haar(rec: EmotionRecognizer, name: str, faces: int) -> None
         check_distribution(face, LABELS)
         b = face.box
         assert all(isinstance(v, int) for v in (b.x, b.y, b.width, b.height))
-        assert 0 <= b.x < b.x2 <= image.shape[1] and 0 <= b.y < b.y2 <= image.shape[0]
+        assert 0 <= b.x < b.x2 <= image.shape[1]
+        assert 0 <= b.y < b.y2 <= image.shape[0]
 
 
 def test_obama_and_biden_haar_misses_the_girl_yunet_finds_three(tiny_model: Path) -> None:
@@ -79,7 +80,8 @@ def test_astronaut_from_skimage(rec: EmotionRecognizer, astronaut: np.ndarray) -
     (face,) = rec.recognize(astronaut)
     check_distribution(face, LABELS)
     # The face is in the upper-middle of the photo.
-    assert 150 < face.box.x + face.box.width / 2 < 250 and face.box.y < 150
+    assert 150 < face.box.x + face.box.width / 2 < 250
+    assert face.box.y < 150
 
 
 def test_all_input_kinds_agree(
@@ -111,8 +113,10 @@ def test_given_boxes_skip_detection(rec: EmotionRecognizer, astronaut: np.ndarra
     (detected,) = rec.recognize(astronaut)
     (again,) = rec.recognize(astronaut, boxes=[detected.box])
     # same box and crop (the tiny model has no template); a caller's box has no score
-    assert again.box == detected.box and again.probabilities == detected.probabilities
-    assert again.detection_score is None and again.landmarks is None
+    assert again.box == detected.box
+    assert again.probabilities == detected.probabilities
+    assert again.detection_score is None
+    assert again.landmarks is None
     boxes = [(0, 0, 100, 100), np.array([200, 50, 60, 60]), Box(400, 400, 300, 300)]
     results = rec.recognize(astronaut, boxes=boxes)
     assert [r.box for r in results] == [
@@ -288,7 +292,7 @@ def test_model_errors(tmp_path: Path, model_factory: Any) -> None:
     )
     with pytest.raises(ModelLoadError, match="does not match its metadata"):
         EmotionRecognizer(mismatch)
-    with pytest.raises(ModelLoadError, match="unknown bundled model|not found"):
+    with pytest.raises(ModelLoadError, match=r"unknown bundled model|not found"):
         EmotionRecognizer("fp16")
 
 

@@ -54,7 +54,8 @@ def test_fer2013_csv_plain_and_gzipped(tmp_path: Path, name: str) -> None:
         "PrivateTest": 2,
     }
     train = ds["Training"]
-    assert train.images.shape == (6, 48, 48, 1) and train.images.dtype == np.uint8
+    assert train.images.shape == (6, 48, 48, 1)
+    assert train.images.dtype == np.uint8
     assert train.labels.tolist() == [0, 1, 2, 3, 4, 5]
     assert train.targets.argmax(1).tolist() == train.labels.tolist()
     first = np.array(pixels(0).split(), dtype=np.uint8).reshape(48, 48)
@@ -148,10 +149,12 @@ def test_folder_tree_aliases_and_sizes(tmp_path: Path) -> None:
             FER2013_LABELS,
             np.bincount(
                 np.concatenate([ds["Training"].labels, ds["PublicTest"].labels]), minlength=7
-            ),
+            ), strict=False,
         )
     )
-    assert counts["angry"] == 3 and counts["sad"] == 2 and counts["happy"] == 2
+    assert counts["angry"] == 3
+    assert counts["sad"] == 2
+    assert counts["happy"] == 2
     assert sorted(ds["PrivateTest"].labels.tolist()) == [0, 5]
     assert any("held out" in note for note in ds.notes)  # no val folder: counted, not silent
 

@@ -56,5 +56,6 @@ def test_results_are_frozen_json_ready_and_picklable() -> None:
     assert data["track_id"] == 3
     assert list(data["probabilities"]) == list(PROBS)
     assert pickle.loads(pickle.dumps(face)) == face
-    assert "happy" in repr(face) and "0.700" in repr(face)
+    assert "happy" in repr(face)
+    assert "0.700" in repr(face)
     assert face.emotion == Emotion("happy", 0.7, PROBS)

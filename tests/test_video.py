@@ -145,10 +145,12 @@ def test_lost_track_triggers_full_search_and_tracks_end(tiny_model: Path) -> Non
     frame = np.zeros((480, 640, 3), np.uint8)
     with EmotionRecognizer(tiny_model, detector=detector) as rec:
         video = VideoRecognizer(rec, max_missed=2, redetect_every=100)
-        assert len(video.process(frame)) == 1 and video.active_tracks == 1
+        assert len(video.process(frame)) == 1
+        assert video.active_tracks == 1
         assert video.process(frame) == []
         # region search failed -> full-frame search in the same frame
-        assert detector.calls[1] != (480, 640) and detector.calls[2] == (480, 640)
+        assert detector.calls[1] != (480, 640)
+        assert detector.calls[2] == (480, 640)
         video.process(frame)
         video.process(frame)
         assert video.active_tracks == 0  # ended after more than max_missed misses
@@ -163,7 +165,9 @@ def test_two_faces_get_two_ids_and_new_face_new_id(tiny_model: Path) -> None:
         first = {f.box: f.track_id for f in video.process(frame)}
         second = {f.box: f.track_id for f in video.process(frame)}
         third = {f.box: f.track_id for f in video.process(frame)}
-    assert first == second and third[c] == 2 and third[a] == first[a]
+    assert first == second
+    assert third[c] == 2
+    assert third[a] == first[a]
 
 
 def test_video_needs_detector_and_valid_args(tiny_model: Path) -> None:
@@ -237,7 +241,9 @@ def test_read_frames_every_and_timestamps(tmp_path: Path) -> None:
     cap.release()
     assert [f.index for f in frames] == [0, 3, 6, 9]
     assert frames[1].timestamp == pytest.approx(0.3)
-    assert stats.read == 4 and stats.corrupt == 0 and stats.frame_count == 12
+    assert stats.read == 4
+    assert stats.corrupt == 0
+    assert stats.frame_count == 12
 
 
 def test_open_video_errors(tmp_path: Path) -> None:

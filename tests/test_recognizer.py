@@ -251,7 +251,7 @@ def test_classify_bad_input_names_the_crop(rec: EmotionRecognizer) -> None:
         rec.classify(good)
     with pytest.raises(InvalidImageError, match="None"):
         rec.classify(None)  # type: ignore[arg-type]
-    with pytest.raises(InvalidImageError, match=r"\[path\]"):
+    with pytest.raises(InvalidImageError, match=r"wrap one crop as \[crop\]"):
         rec.classify("face.png")  # type: ignore[arg-type]
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from fer_onnx import ModelLoadError, ProviderError, SessionConfig
+from fer_onnx import InvalidOptionError, ModelLoadError, ProviderError, SessionConfig
 from fer_onnx.session import create_session, resolve_providers
 
 CPU = "CPUExecutionProvider"
@@ -37,7 +37,9 @@ def test_unavailable_provider_lists_available() -> None:
     [
         ({"device": "tpu"}, ValueError),
         ({"providers": []}, ProviderError),
-        ({"providers": "CPUExecutionProvider"}, TypeError),
+        ({"providers": "CPUExecutionProvider"}, ProviderError),
+        ({"providers": [None]}, ProviderError),
+        ({"providers": [("CPUExecutionProvider", "opts")]}, ProviderError),
     ],
 )
 def test_bad_arguments(kwargs: dict, error: type) -> None:
@@ -61,10 +63,12 @@ def test_session_config() -> None:
     options = SessionConfig(intra_op_threads=2, graph_optimization="basic").to_options()
     assert options.intra_op_num_threads == 2
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    with pytest.raises(ValueError, match="graph_optimization"):
-        SessionConfig(graph_optimization="max").to_options()  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="thread counts"):
-        SessionConfig(intra_op_threads=-1).to_options()
+    with pytest.raises(InvalidOptionError, match="graph_optimization"):
+        SessionConfig(graph_optimization="max")  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="intra_op_threads"):
+        SessionConfig(intra_op_threads=-1)
+    with pytest.raises(InvalidOptionError, match="log_severity"):
+        SessionConfig(log_severity=9)
 
 
 def test_missing_and_corrupt_models(tmp_path: Path) -> None:

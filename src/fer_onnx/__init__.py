@@ -16,12 +16,18 @@ from fer_onnx.draw import draw_faces
 from fer_onnx.errors import (
     DetectorError,
     FerOnnxError,
+    ImageNotFoundError,
     InvalidImageError,
+    InvalidOptionError,
     ModelLoadError,
+    ModelOutputError,
+    NoDetectorError,
+    OutputError,
     ProviderError,
+    RecognizerClosedError,
     VideoError,
 )
-from fer_onnx.images import ImageNotFoundError, load_image
+from fer_onnx.images import load_image
 from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import InputSpec, prepare_faces
 from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, EmotionRecognizer
@@ -51,10 +57,15 @@ __all__ = [
     "ImageNotFoundError",
     "InputSpec",
     "InvalidImageError",
+    "InvalidOptionError",
     "Landmarks",
     "ModelInfo",
     "ModelLoadError",
+    "ModelOutputError",
+    "NoDetectorError",
+    "OutputError",
     "ProviderError",
+    "RecognizerClosedError",
     "RegionDetector",
     "SessionConfig",
     "VideoError",

@@ -13,26 +13,27 @@ failed, 2 bad usage or unusable input/output, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import json
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 
 from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
-from fer_onnx.errors import DetectorError, FerOnnxError, VideoError
+from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
 from fer_onnx.images import as_uint8, load_image
+from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs
 from fer_onnx.recognizer import EmotionRecognizer
-from fer_onnx.types import FaceEmotion
-from fer_onnx.video import VideoRecognizer, open_video, read_frames
+from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
+from fer_onnx.video import VideoRecognizer, VideoSource, open_video
 from fer_onnx.yunet import YuNetDetector
 
 __all__ = ["main"]
@@ -122,55 +123,37 @@ def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
     )
 
 
-@contextmanager
-def _atomic_output(path: Path | None) -> Iterator[Path | None]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
-    if path is None:
-        yield None
-        return
-    path = path.expanduser()
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VideoError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise VideoError(f"cannot write {path}: folder {parent} is not writable")
-    if path.is_dir():
-        raise VideoError(f"cannot write {path}: it is a directory")
-    fd, tmp_name = tempfile.mkstemp(
-        dir=parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}"
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _face_row(face: FaceEmotion) -> dict[str, Any]:
-    b = face.box
-    row: dict[str, Any] = {
-        "x": b.x,
-        "y": b.y,
-        "width": b.width,
-        "height": b.height,
-        "detection_score": None if face.detection_score is None else round(face.detection_score, 4),
-        "label": face.label,
-        "score": round(face.score, 6),
-    }
-    row.update({f"p_{k}": round(v, 6) for k, v in face.probabilities.items()})
-    return row
-
-
 # -- image ------------------------------------------------------------------------------------
+
+
+def _annotated_name(path: Path, out: Path, taken: set[Path]) -> Path:
+    """A new file in ``out`` for ``path``'s annotated copy: never an existing file, never twice.
+
+    ``photo.jpg`` becomes ``photo_fer.jpg``; a suffix OpenCV cannot write (``.bak``) becomes
+    ``.png``; a name already used (same stem in another folder, or a file already there) gets
+    ``-2``, ``-3``, ...
+    """
+    suffix = path.suffix.lower()
+    if not suffix or not cv2.haveImageWriter(f"x{suffix}"):
+        suffix = ".png"
+    stem = f"{path.stem if path.suffix.lower() == suffix else path.name}_fer"
+    target = out / f"{stem}{suffix}"
+    n = 2
+    while target in taken or target.exists() or target.is_symlink():
+        target = out / f"{stem}-{n}{suffix}"
+        n += 1
+    taken.add(target)
+    return target
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
     if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise OutputError(f"--out {args.out}: expected a folder, and it is a file")
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     report = []
+    taken: set[Path] = set()
     with _recognizer(args) as rec:
         if not args.json:
             print(
@@ -194,13 +177,20 @@ def _cmd_image(args: argparse.Namespace) -> int:
                         f"{f.label:<9} {f.score:.3f}"
                     )
             if args.out is not None:
-                image = load_image(path)
-                target = args.out / f"{Path(path).stem}_fer{Path(path).suffix or '.png'}"
-                with _atomic_output(target) as tmp:
-                    ok, data = cv2.imencode(target.suffix, draw_faces(image, faces))
+                target = _annotated_name(path, args.out, taken)
+                try:
+                    ok, data = cv2.imencode(target.suffix, draw_faces(load_image(path), faces))
                     if not ok:
-                        raise VideoError(f"cannot encode {target}")
-                    data.tofile(str(tmp))
+                        raise OutputError(f"cannot encode {target.suffix} images")
+                    with AtomicOutput(target) as output:
+                        output.tmp.write_bytes(data.tobytes())
+                        output.commit()
+                except (FerOnnxError, cv2.error, OSError) as e:
+                    print(f"error: {path}: annotated copy not written: {e}", file=sys.stderr)
+                    failed += 1
+                    continue
+                if not args.json:
+                    print(f"{'':<32} wrote {target}")
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -238,142 +228,57 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _plot_timeline(
-    series: dict[int, list[tuple[float, dict[str, float]]]],
-    labels: Sequence[str],
-    path: Path,
-    title: str,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tracks = sorted(series, key=lambda t: -len(series[t]))[:8]
-    fig, axes = plt.subplots(
-        max(1, len(tracks)), 1, figsize=(11, 2.2 * max(1, len(tracks))), sharex=True, squeeze=False
-    )
-    for ax, track in zip(axes[:, 0], tracks, strict=False):
-        times = [t for t, _ in series[track]]
-        for label in labels:
-            ax.plot(times, [p[label] for _, p in series[track]], label=label, lw=1.2)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(f"track {track}")
-        ax.grid(alpha=0.3)
-    if not tracks:
-        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center")
-    axes[0, 0].legend(ncol=len(labels), fontsize=8, loc="upper right")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+def _sinks(args: argparse.Namespace, labels: Sequence[str], source: VideoSource) -> list[Any]:
+    stats = source.stats
+    sinks: list[Any] = []
+    if args.csv is not None:
+        sinks.append(CsvSink(args.csv, labels))
+    if args.json is not None:
+        sinks.append(JsonSink(args.json))
+    if args.out is not None:
+        sinks.append(VideoSink(args.out, stats.fps / args.every, (stats.width, stats.height)))
+    if args.plot is not None:
+        title = f"{source.name}: expression probabilities per track"
+        sinks.append(TimelineSink(args.plot, labels, title))
+    return sinks
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("error: --plot needs matplotlib: pip install 'fer-onnx[plot]'", file=sys.stderr)
-            return 2
-    cap, stats = open_video(args.path)
-    frame_index = -1
-    try:
-        with (
-            _recognizer(args) as rec,
-            _atomic_output(args.csv) as csv_tmp,
-            _atomic_output(args.json) as json_tmp,
-            _atomic_output(args.out) as video_tmp,
-            _atomic_output(args.plot) as plot_tmp,
-        ):
-            video = VideoRecognizer(
-                rec,
-                smoothing=0 if args.no_smoothing else args.smoothing,
-                max_missed=args.max_missed,
-                redetect_every=args.redetect_every,
-            )
-            labels = rec.labels
-            fields = [
-                "frame",
-                "timestamp",
-                "track_id",
-                "x",
-                "y",
-                "width",
-                "height",
-                "detection_score",
-                "label",
-                "score",
-                *[f"p_{label}" for label in labels],
-            ]
-            csv_file: TextIO | None = open(csv_tmp, "w", newline="") if csv_tmp else None  # noqa: SIM115
-            writer = csv.DictWriter(csv_file, fieldnames=fields) if csv_file else None
-            if writer:
-                writer.writeheader()
-            json_rows: list[dict[str, Any]] = []
-            series: dict[int, list[tuple[float, dict[str, float]]]] = {}
-            out_video = None
-            if video_tmp is not None:
-                fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-                out_video = cv2.VideoWriter(
-                    str(video_tmp), fourcc, stats.fps / args.every, (stats.width, stats.height)
-                )
-                if not out_video.isOpened():
-                    raise VideoError(f"cannot open a video writer for {args.out}")
-            total = (stats.frame_count + args.every - 1) // args.every if stats.frame_count else 0
-            progress = _Progress(total, not args.no_progress)
-            faces_total = 0
-            try:
-                for frame in read_frames(cap, stats, every=args.every):
-                    frame_index = frame.index
-                    faces = video.process(frame.image)
-                    faces_total += len(faces)
-                    for face in faces:
-                        row = {
-                            "frame": frame.index,
-                            "timestamp": round(frame.timestamp, 4),
-                            "track_id": face.track_id,
-                            **_face_row(face),
-                        }
-                        if writer:
-                            writer.writerow(row)
-                        if json_tmp:
-                            json_rows.append({**row, "landmarks": face.to_dict()["landmarks"]})
-                        if face.track_id is not None:
-                            series.setdefault(face.track_id, []).append(
-                                (frame.timestamp, dict(face.probabilities))
-                            )
-                    if out_video is not None:
-                        out_video.write(draw_faces(frame.image, faces, copy=False))
-                    progress.update(stats.read)
-                progress.update(stats.read, force=True)
-            finally:
-                progress.close()
-                if csv_file:
-                    csv_file.close()
-                if out_video is not None:
-                    out_video.release()
-            if json_tmp:
-                json_tmp.write_text(json.dumps(json_rows) + "\n")
-            if plot_tmp:
-                _plot_timeline(
-                    series,
-                    labels,
-                    plot_tmp,
-                    f"{Path(args.path).name}: expression probabilities per track",
-                )
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted at frame {frame_index}; no output files were written", file=sys.stderr
+    check_outputs((args.csv, args.json, args.out, args.plot), [args.path])
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(VideoSource(args.path, every=args.every))
+        rec = stack.enter_context(_recognizer(args))
+        sinks = [stack.enter_context(sink) for sink in _sinks(args, rec.labels, source)]
+        video = VideoRecognizer(
+            rec,
+            smoothing=0 if args.no_smoothing else args.smoothing,
+            max_missed=args.max_missed,
+            redetect_every=args.redetect_every,
         )
-        return 130
-    finally:
-        cap.release()
+        stats = source.stats
+        total = (stats.frame_count + args.every - 1) // args.every if stats.frame_count else 0
+        progress = _Progress(total, not args.no_progress)
+        faces_total, tracks = 0, set[int | None]()
+        try:
+            for frame in source:
+                faces = video.process(frame.image)
+                faces_total += len(faces)
+                tracks.update(f.track_id for f in faces)
+                for sink in sinks:
+                    sink.write(frame, faces)
+                progress.update(stats.read)
+            progress.update(stats.read, force=True)
+        except BaseException:
+            progress.close()
+            print(
+                f"stopped at frame {source.last_index}; no output files were written",
+                file=sys.stderr,
+            )
+            raise
+        progress.close()
+        finish_all(sinks)
     print(
-        f"{Path(args.path).name}: {stats.read} frames read, {faces_total} faces, "
-        f"{len(series)} tracks, {stats.corrupt} corrupt frames skipped"
-        + (f" (indices {stats.corrupt_indices[:10]})" if stats.corrupt else ""),
+        f"{source.name}: {stats.summary()}; {faces_total} faces, {len(tracks)} tracks",
         file=sys.stderr,
     )
     for name, path in (
@@ -382,9 +287,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
         ("video", args.out),
         ("plot", args.plot),
     ):
-        if path is not None:
+        if path is not None and os.fspath(path) != STDOUT:
             print(f"wrote {name}: {path}", file=sys.stderr)
-    return 0
+    return 0 if stats.complete else 3
 
 
 # -- webcam -----------------------------------------------------------------------------------
@@ -409,7 +314,7 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
             "no display available for the webcam window: run on a desktop session, and install "
             "opencv-python (with GUI) instead of opencv-python-headless"
         )
-    cap, _ = open_video(int(args.camera))
+    cap, _ = open_video(args.camera)
     window = "fer-onnx (q or Esc quits)"
     try:
         with _recognizer(args) as rec:
@@ -509,20 +414,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM / SIGHUP so that every ``with`` block cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fer-onnx`` command line; returns the exit code."""
+    """Run the ``fer-onnx`` command line; returns the exit code.
+
+    Exit codes: 0 success; 1 some images failed; 2 an error; 3 a video was only partly
+    analysed (frames that could not be decoded); 130 Ctrl-C; 128 + N signal N (SIGTERM, SIGHUP).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "every", 1) < 1:
         parser.error("--every must be >= 1")
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and threading.current_thread() is threading.main_thread():
+            previous[signum] = signal.signal(signum, _on_signal)
     try:
         code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except _Terminated as e:
+        print(f"\nstopped by signal {e.signum}", file=sys.stderr)
+        return 128 + e.signum
     except FerOnnxError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fer_onnx._checks import check_int, check_number
 from fer_onnx.errors import DetectorError
 from fer_onnx.types import Box, Detection
 
@@ -105,9 +106,7 @@ def downscale(
     ), scale
 
 
-def _resize_by(
-    image: npt.NDArray[np.uint8], scale: float
-) -> tuple[npt.NDArray[np.uint8], float]:
+def _resize_by(image: npt.NDArray[np.uint8], scale: float) -> tuple[npt.NDArray[np.uint8], float]:
     """Shrink ``image`` by ``scale`` (<= 1; area interpolation); return it and the x scale used."""
     if scale >= 1.0:
         return image, 1.0
@@ -191,19 +190,17 @@ class HaarDetector:
         region_face_size: int = 48,
         region_scale_factor: float = 1.2,
     ) -> None:
-        if scale_factor <= 1.0:
-            raise ValueError(f"scale_factor must be > 1, got {scale_factor}")
-        if region_face_size < 24 or region_scale_factor <= 1.0:
-            raise ValueError(
-                "need region_face_size >= 24 (the Haar window) and region_scale_factor > 1, got "
-                f"{region_face_size} and {region_scale_factor}"
-            )
+        scale_factor = check_number("scale_factor", scale_factor, 1.01, 4.0)
+        region_face_size = check_int(
+            "region_face_size (>= the 24 px Haar window)", region_face_size, 24, 4096
+        )
+        region_scale_factor = check_number("region_scale_factor", region_scale_factor, 1.01, 4.0)
         self.region_face_size = region_face_size
         self.region_scale_factor = region_scale_factor
-        if min_neighbors < 0 or min_size < 1:
-            raise ValueError("min_neighbors must be >= 0 and min_size >= 1")
-        if detect_width is not None and detect_width < 16:
-            raise ValueError(f"detect_width must be >= 16 or None, got {detect_width}")
+        min_neighbors = check_int("min_neighbors", min_neighbors, 0, 1000)
+        min_size = check_int("min_size", min_size, 1, 100_000)
+        if detect_width is not None:
+            detect_width = check_int("detect_width (or None)", detect_width, 16, 100_000)
         if cascade is None:
             cascade_dir = cv2.data.haarcascades  # type: ignore[attr-defined]
             cascade = Path(cascade_dir) / "haarcascade_frontalface_default.xml"
@@ -233,7 +230,13 @@ class HaarDetector:
                     f"Haar cascade not found: {self.cascade_path}; "
                     "install opencv-python-headless>=4.8,<5"
                 )
-            classifier = cv2.CascadeClassifier(str(self.cascade_path))
+            try:
+                classifier = cv2.CascadeClassifier(str(self.cascade_path))
+            except cv2.error as e:
+                raise DetectorError(
+                    f"cannot load Haar cascade {self.cascade_path}: not an OpenCV cascade XML "
+                    f"file ({str(e).strip().splitlines()[-1]})"
+                ) from e
             if classifier.empty():
                 raise DetectorError(f"cannot load Haar cascade {self.cascade_path}")
             self._local.classifier = classifier
@@ -243,9 +246,7 @@ class HaarDetector:
         """Find faces in a uint8 gray, BGR or BGRA image (boxes only, see the class doc)."""
         return [Detection(box) for box in self.detect_gray(to_gray(image))]
 
-    def detect_region(
-        self, region: npt.NDArray[np.uint8], face_width: float
-    ) -> list[Detection]:
+    def detect_region(self, region: npt.NDArray[np.uint8], face_width: float) -> list[Detection]:
         """Search ``region`` for a face about ``face_width`` px wide (video mode).
 
         The region is shrunk so that the face is about ``region_face_size`` px wide and only

@@ -1,7 +1,8 @@
 """Exceptions raised by fer-onnx.
 
 Every error the library raises on bad input derives from :class:`FerOnnxError`, so callers can
-catch one type; the subclasses say which part failed.
+catch one type; the subclasses say which part failed, and derive from the matching built-in
+exception where there is a natural one (``ValueError`` for bad values, ``OSError`` for files).
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from __future__ import annotations
 __all__ = [
     "DetectorError",
     "FerOnnxError",
+    "ImageNotFoundError",
     "InvalidImageError",
+    "InvalidOptionError",
     "ModelLoadError",
+    "ModelOutputError",
+    "NoDetectorError",
+    "OutputError",
     "ProviderError",
+    "RecognizerClosedError",
     "VideoError",
 ]
 
@@ -20,8 +27,16 @@ class FerOnnxError(Exception):
     """Base class of every error raised by fer-onnx."""
 
 
+class InvalidOptionError(FerOnnxError, ValueError):
+    """An option (threshold, size, count, ...) is out of range or of the wrong type."""
+
+
 class ModelLoadError(FerOnnxError):
     """A model file is missing, corrupt, or lacks the metadata fer-onnx needs."""
+
+
+class ModelOutputError(FerOnnxError):
+    """A model returned something that is not a valid probability distribution."""
 
 
 class ProviderError(FerOnnxError):
@@ -32,9 +47,25 @@ class InvalidImageError(FerOnnxError, ValueError):
     """An image or face crop is not something the library can read."""
 
 
+class ImageNotFoundError(InvalidImageError, FileNotFoundError):
+    """An image path does not exist."""
+
+
 class DetectorError(FerOnnxError):
     """A face detector could not be created or run."""
 
 
+class NoDetectorError(FerOnnxError):
+    """``recognize`` was called without boxes on a recognizer created with ``detector=None``."""
+
+
+class RecognizerClosedError(FerOnnxError):
+    """The recognizer was used after ``close()``."""
+
+
 class VideoError(FerOnnxError):
-    """A video source or output cannot be opened, read or written."""
+    """A video source cannot be opened or read."""
+
+
+class OutputError(FerOnnxError, OSError):
+    """An output file cannot be written, or writing it would destroy something the user had."""

@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.errors import InvalidImageError
+from fer_onnx.errors import ImageNotFoundError, InvalidImageError
 from fer_onnx.types import Box
 
-__all__ = ["ImageInput", "ImageNotFoundError", "as_uint8", "crop_faces", "load_image", "to_box"]
+if TYPE_CHECKING:
+    import PIL.Image
 
-ImageInput: TypeAlias = "str | os.PathLike[str] | npt.NDArray[Any] | Any"
+__all__ = [
+    "MAX_PIXELS",
+    "ImageInput",
+    "ImageNotFoundError",
+    "as_uint8",
+    "crop_faces",
+    "load_image",
+    "to_box",
+]
+
+ImageInput: TypeAlias = "str | os.PathLike[str] | npt.NDArray[Any] | PIL.Image.Image"
 """A path, a numpy image (gray HxW, HxWx1, BGR HxWx3, BGRA HxWx4; uint8) or a PIL image."""
 
-BoxLike: TypeAlias = "Box | Sequence[int] | npt.NDArray[Any]"
+BoxLike: TypeAlias = "Box | Sequence[int] | Sequence[float] | npt.NDArray[Any]"
+
+MAX_PIXELS = 1 << 28
+"""Largest image (width x height, ~268 megapixels) a file may declare before it is decoded."""
 
 
 def as_uint8(array: Any) -> npt.NDArray[np.uint8]:
     """Type an OpenCV result as a uint8 array (OpenCV keeps the input's dtype)."""
     return cast("npt.NDArray[np.uint8]", array)
-
-
-class ImageNotFoundError(InvalidImageError, FileNotFoundError):
-    """An image path does not exist."""
 
 
 _FIX_DTYPE = (
@@ -38,24 +50,88 @@ _FIX_DTYPE = (
 
 
 def _from_pil(image: Any) -> npt.NDArray[np.uint8]:
+    from PIL import ImageOps
+
     mode = image.mode
-    if mode in ("L", "1", "P", "I;16", "I", "F"):
-        if mode == "P":
-            return np.asarray(image.convert("RGB"))[:, :, ::-1].copy()
-        return np.asarray(image.convert("L"))
-    if mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"))
-        return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise InvalidImageError(
+            f"expected an 8-bit image, got a PIL image of mode {mode!r} (more than 8 bits per "
+            f"sample); {_FIX_DTYPE} on np.asarray(image)"
+        )
+    try:
+        image = ImageOps.exif_transpose(image)  # as the path loader does
+        if mode in ("L", "1"):
+            return np.asarray(image.convert("L"))
+        if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in image.info):
+            rgba = np.asarray(image.convert("RGBA"))
+            return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]])
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    except (OSError, ValueError, SyntaxError) as e:  # truncated, closed or corrupt files
+        raise InvalidImageError(
+            f"cannot read the PIL image ({type(e).__name__}: {e}); is the file complete and "
+            "still open?"
+        ) from e
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` a PNG, JPEG, GIF or BMP header declares, without decoding."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return int(width), int(height)
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(int(width)), abs(int(height))
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return int(width), int(height)
+            i += 2 + length
+    return None
 
 
 def _read_path(path: Path) -> npt.NDArray[np.uint8]:
-    if not path.exists():
-        raise ImageNotFoundError(f"image file not found: {path}")
-    if not path.is_file():
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InvalidImageError(f"{path} is a symbolic link loop, not an image file") from e
+        if e.errno == errno.ENOENT:
+            raise ImageNotFoundError(f"image file not found: {path}") from e
+        raise InvalidImageError(f"cannot read {path}: {e.strerror}") from e
+    if path.is_dir():
         raise InvalidImageError(f"expected an image file, got a directory: {path}")
-    data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not path.is_file():
+        raise InvalidImageError(
+            f"expected a regular image file, got a special file (device, pipe or socket): {path}"
+        )
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
+    except OSError as e:
+        raise InvalidImageError(f"cannot read {path}: {e}") from e
+    if data.size == 0:
+        raise InvalidImageError(f"{path} is empty (0 bytes), not an image")
+    size = declared_size(data[:65536].tobytes())
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InvalidImageError(
+            f"{path} declares {size[0]}x{size[1]} pixels, more than fer-onnx decodes "
+            f"({MAX_PIXELS:,} pixels); shrink it first"
+        )
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise InvalidImageError(f"cannot decode {path}: {str(e).strip()}") from e
     if image is None:
         raise InvalidImageError(
             f"cannot decode {path} as an image; expected a file OpenCV reads "
@@ -85,6 +161,8 @@ def load_image(image: ImageInput) -> npt.NDArray[np.uint8]:
             "did cv2.imread or VideoCapture.read fail to read it?"
         )
     if isinstance(image, (str, os.PathLike)):
+        if os.fspath(image) == "":
+            raise InvalidImageError("expected the path of an image file, got an empty string")
         return _read_path(Path(image))
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
         image = _from_pil(image)

@@ -8,6 +8,7 @@ colour mode) is hard-coded anywhere else.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ __all__ = [
     "KEY_CROP_TEMPLATE",
     "KEY_INPUT_SIZE",
     "KEY_LABELS",
+    "KEY_OUTPUT",
     "KEY_VALUE_RANGE",
     "ModelInfo",
 ]
@@ -31,7 +33,11 @@ KEY_INPUT_SIZE = "fer_onnx.input_size"
 KEY_COLOR = "fer_onnx.color_mode"
 """``gray``, ``rgb`` or ``bgr``."""
 KEY_VALUE_RANGE = "fer_onnx.value_range"
-"""JSON ``[low, high]`` of input values; normalisation happens inside the graph."""
+"""JSON ``[low, high]`` of input values: faces (0..255) are mapped linearly onto it."""
+KEY_OUTPUT = "fer_onnx.output"
+"""Optional: ``probabilities`` (default; rows sum to 1) or ``logits`` (the runtime applies
+softmax)."""
+OUTPUT_KINDS = ("probabilities", "logits")
 
 REQUIRED_KEYS = (KEY_LABELS, KEY_INPUT_SIZE, KEY_COLOR, KEY_VALUE_RANGE)
 
@@ -47,6 +53,8 @@ class ModelInfo:
         extra: Every other metadata entry (dataset, accuracy, versions, ...).
         template: How the training data framed a face (optional key
             ``fer_onnx.crop_template``); ``None``: faces are cropped at their box.
+        output: What the model returns: ``"probabilities"`` or ``"logits"`` (optional key
+            ``fer_onnx.output``; the runtime applies softmax to logits).
     """
 
     labels: tuple[str, ...]
@@ -54,6 +62,7 @@ class ModelInfo:
     value_range: tuple[float, float]
     extra: Mapping[str, str]
     template: CropTemplate | None = None
+    output: str = "probabilities"
 
     def to_metadata(self) -> dict[str, str]:
         """Serialise to the string map stored in ``metadata_props``."""
@@ -64,6 +73,8 @@ class ModelInfo:
         props[KEY_VALUE_RANGE] = json.dumps(list(self.value_range))
         if self.template is not None:
             props[KEY_CROP_TEMPLATE] = self.template.to_json()
+        if self.output != "probabilities":
+            props[KEY_OUTPUT] = self.output
         return props
 
     @classmethod
@@ -104,11 +115,16 @@ class ModelInfo:
                 if KEY_CROP_TEMPLATE in props
                 else None
             )
+            output = props.get(KEY_OUTPUT, "probabilities")
+            if output not in OUTPUT_KINDS:
+                raise ValueError(f"{KEY_OUTPUT} must be one of {OUTPUT_KINDS}, got {output!r}")
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"{KEY_VALUE_RANGE} must be finite with low < high")
         except (ValueError, TypeError) as e:
             raise ModelLoadError(f"{source} has malformed fer-onnx metadata: {e}") from e
-        known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE)
+        known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE, KEY_OUTPUT)
         extra = {k: v for k, v in props.items() if k not in known}
-        return cls(tuple(labels), spec, (low, high), extra, template)
+        return cls(tuple(labels), spec, (low, high), extra, template, output)
 
 
 def _color(value: str) -> ColorMode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -13,10 +14,18 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from fer_onnx.alignment import align_face, crop_to_template
 from fer_onnx.detectors import Detector, HaarDetector, as_detection
-from fer_onnx.errors import FerOnnxError, InvalidImageError, ModelLoadError
+from fer_onnx.errors import (
+    InvalidImageError,
+    InvalidOptionError,
+    ModelLoadError,
+    ModelOutputError,
+    NoDetectorError,
+    RecognizerClosedError,
+)
 from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
 from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import prepare_faces
@@ -37,6 +46,8 @@ __all__ = [
 
 BUNDLED_MODELS = ("fp32", "int8")
 """Names of the models shipped inside the package (``model="fp32"`` / ``model="int8"``)."""
+BUFFER_BYTES = 32 << 20
+"""Most bytes of input buffers a recognizer keeps per thread (larger batches allocate anew)."""
 DEFAULT_MODEL = "int8"
 """The bundled model used by ``EmotionRecognizer()``: the faster one that keeps accuracy.
 
@@ -150,8 +161,18 @@ class EmotionRecognizer:
         align: bool = True,
         margin: float = 0.0,
     ) -> None:
-        if not 0.0 <= margin <= 1.0:
-            raise ValueError(f"margin must be within 0..1, got {margin}")
+        if (
+            not isinstance(margin, (int, float))
+            or isinstance(margin, bool)
+            or not math.isfinite(margin)
+            or not 0.0 <= margin <= 1.0
+        ):
+            raise InvalidOptionError(f"margin must be a number within 0..1, got {margin!r}")
+        if providers is not None and device != "auto":
+            raise InvalidOptionError(
+                f"pass either device={device!r} or providers=[...], not both: providers "
+                "already say where to run"
+            )
         if isinstance(model, str) and (model == "default" or model in BUNDLED_MODELS):
             path = bundled_model_path(model)
         else:
@@ -164,10 +185,13 @@ class EmotionRecognizer:
         self.model_path = path
         self.margin = margin
         chosen = resolve_providers(device, providers)
-        self._session: Any = create_session(path, chosen, session_config)
+        self._session: ort.InferenceSession | None = create_session(path, chosen, session_config)
         self.info = ModelInfo.from_metadata(
             self._session.get_modelmeta().custom_metadata_map, source=str(path)
         )
+        low, high = self.info.value_range
+        # Faces are prepared as 0..255; a model that wants another range gets a linear map.
+        self._value_map = None if (low, high) == (0.0, 255.0) else ((high - low) / 255.0, low)
         self._input_name, self._channels_first = self._check_io()
         self.align = bool(align)
         self.detector = make_detector(detector, chosen, session_config)
@@ -176,6 +200,7 @@ class EmotionRecognizer:
         self._buffers = threading.local()
 
     def _check_io(self) -> tuple[str, bool]:
+        assert self._session is not None
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
@@ -187,6 +212,18 @@ class EmotionRecognizer:
         shape = list(inputs[0].shape)
         if len(shape) != 4:
             raise ModelLoadError(f"{self.model_path}: expected a 4-D image input, got {shape}")
+        if inputs[0].type != "tensor(float)":
+            raise ModelLoadError(
+                f"{self.model_path}: its input is {inputs[0].type}; fer-onnx feeds float32 "
+                "faces (tensor(float)). Re-export the model with a float32 input (cast inside "
+                "the graph if the network needs another type)."
+            )
+        if isinstance(shape[0], int):
+            raise ModelLoadError(
+                f"{self.model_path}: its batch dimension is fixed at {shape[0]}; fer-onnx runs "
+                "all faces of an image in one batch. Re-export it with a dynamic batch "
+                "dimension (e.g. dynamic_axes={'input': {0: 'batch'}} in torch.onnx.export)."
+            )
         nhwc = [spec.height, spec.width, spec.channels]
         nchw = [spec.channels, spec.height, spec.width]
         dims = [d if isinstance(d, int) else None for d in shape[1:]]
@@ -223,7 +260,7 @@ class EmotionRecognizer:
     @property
     def providers(self) -> list[str]:
         """Execution providers the session really uses, in priority order."""
-        return list(self._session.get_providers())
+        return list(self._live_session().get_providers())
 
     def recognize(
         self, image: ImageInput, boxes: Sequence[BoxLike] | None = None
@@ -251,7 +288,7 @@ class EmotionRecognizer:
         height, width = array.shape[:2]
         if boxes is None:
             if self.detector is None:
-                raise FerOnnxError(
+                raise NoDetectorError(
                     "this recognizer has no detector: pass boxes=[...] or create "
                     "it with detector='yunet'"
                 )
@@ -261,8 +298,10 @@ class EmotionRecognizer:
                 key=lambda d: (d.box.x, d.box.y),
             )
         else:
-            if isinstance(boxes, (str, bytes)):
-                raise InvalidImageError("boxes must be a sequence of (x, y, width, height)")
+            if isinstance(boxes, (str, bytes)) or not isinstance(boxes, (Sequence, np.ndarray)):
+                raise InvalidImageError(
+                    f"boxes must be a sequence of (x, y, width, height), got {type(boxes).__name__}"
+                )
             found = [Detection(to_box(b, width, height, i)) for i, b in enumerate(boxes)]
         if not found:
             return []
@@ -306,34 +345,21 @@ class EmotionRecognizer:
             InvalidImageError: A crop is not a valid image; the message names its index.
         """
         self._check_open()
-        if crops is None:
-            raise InvalidImageError("expected a sequence of face crops, got None")
-        if (
-            isinstance(crops, np.ndarray)
-            and crops.ndim in (2, 3)
-            and not (crops.ndim == 3 and crops.dtype == object)
-        ):
-            raise InvalidImageError(
-                f"classify() takes a batch: a list of crops or an (N, H, W[, C]) array, got one "
-                f"array of shape {crops.shape}; wrap a single crop as [crop]"
-            )
-        if isinstance(crops, (str, bytes)):
-            raise InvalidImageError("classify() takes a list of crops; wrap one path as [path]")
-        images = []
-        for i, crop in enumerate(crops):
-            try:
-                images.append(load_image(crop))
-            except InvalidImageError as e:
-                raise type(e)(f"crop {i}: {e}") from e
+        images = _as_crops(crops, "classify")
         if not images:
             return []
         return [Emotion(*self._top(p)) for p in self._run(images)]
 
     def close(self) -> None:
-        """Release the onnxruntime session. Later calls raise :class:`FerOnnxError`."""
+        """Release the onnxruntime sessions and buffers.
+
+        Later calls raise :class:`~fer_onnx.RecognizerClosedError`.
+        """
         with self._lock:
             self._closed = True
             self._session = None
+            self._buffers = threading.local()
+            self.detector = None
 
     def __enter__(self) -> EmotionRecognizer:
         return self
@@ -358,7 +384,13 @@ class EmotionRecognizer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise FerOnnxError("this EmotionRecognizer is closed; create a new one")
+            raise RecognizerClosedError("this EmotionRecognizer is closed; create a new one")
+
+    def _live_session(self) -> ort.InferenceSession:
+        session = self._session
+        if session is None:
+            raise RecognizerClosedError("this EmotionRecognizer is closed; create a new one")
+        return session
 
     def _top(self, probs: npt.NDArray[np.floating[Any]]) -> tuple[str, float, dict[str, float]]:
         index = int(np.argmax(probs))
@@ -367,35 +399,84 @@ class EmotionRecognizer:
         distribution = dict(zip(self.labels, (float(v) for v in values), strict=True))
         return self.labels[index], distribution[self.labels[index]], distribution
 
-    def predict(self, faces: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
-        """Class probabilities for validated uint8 face crops, as an ``(N, K)`` array.
+    def predict(self, faces: Sequence[ImageInput] | npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Class probabilities for face crops, as an ``(N, K)`` array.
 
         The low-level batch entry point (no result objects): one session run for all faces.
+        Accepts what :meth:`classify` accepts, and rejects what it rejects.
         """
         self._check_open()
-        return self._run(faces)
+        images = _as_crops(faces, "predict")
+        if not images:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self._run(images)
+
+    def _buffer(self, n: int) -> npt.NDArray[np.float32]:
+        """A per-thread input buffer for ``n`` faces; at most :data:`BUFFER_BYTES` are kept."""
+        spec = self.info.input
+        local = self._buffers
+        buffers: dict[int, npt.NDArray[np.float32]] = local.__dict__.setdefault("by_size", {})
+        buffer = buffers.get(n)
+        if buffer is None:
+            buffer = np.empty((n, spec.height, spec.width, spec.channels), np.float32)
+            kept = sum(b.nbytes for b in buffers.values())
+            if kept + buffer.nbytes <= BUFFER_BYTES:
+                buffers[n] = buffer
+        return buffer
 
     def _run(self, faces: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         # One input buffer per thread and batch size: a video loop allocates no new batch.
-        buffers: dict[int, npt.NDArray[np.float32]] = self._buffers.__dict__.setdefault(
-            "by_size", {}
-        )
-        spec = self.info.input
-        buffer = buffers.get(len(faces))
-        if buffer is None:
-            buffer = np.empty((len(faces), spec.height, spec.width, spec.channels), np.float32)
-            if len(buffers) < 16:
-                buffers[len(faces)] = buffer
-        batch = prepare_faces(faces, spec, out=buffer)
+        batch = prepare_faces(faces, self.info.input, out=self._buffer(len(faces)))
+        if self._value_map is not None:
+            scale, offset = self._value_map
+            batch = batch * np.float32(scale) + np.float32(offset)
         if self._channels_first:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        session = self._session
-        if session is None:
-            raise FerOnnxError("this EmotionRecognizer is closed; create a new one")
-        (probs,) = session.run(None, {self._input_name: batch})[:1]
-        probs = np.asarray(probs, dtype=np.float32)
-        if probs.shape != (len(faces), len(self.labels)):
-            raise FerOnnxError(
-                f"model returned shape {probs.shape}, expected ({len(faces)}, {len(self.labels)})"
+        session = self._live_session()
+        (out,) = session.run(None, {self._input_name: batch})[:1]
+        values = np.asarray(out, dtype=np.float32)
+        if values.shape != (len(faces), len(self.labels)):
+            raise ModelOutputError(
+                f"model returned shape {values.shape}, expected ({len(faces)}, {len(self.labels)})"
             )
-        return probs
+        if not np.isfinite(values).all():
+            raise ModelOutputError(
+                f"{self.model_path.name} returned non-finite values (NaN or inf) for "
+                f"{int((~np.isfinite(values).all(axis=1)).sum())} of {len(faces)} faces"
+            )
+        if self.info.output == "logits":
+            values = values - values.max(axis=1, keepdims=True)
+            np.exp(values, out=values)
+            values /= values.sum(axis=1, keepdims=True)
+        elif (values < -1e-4).any() or (np.abs(values.sum(axis=1) - 1.0) > 1e-2).any():
+            raise ModelOutputError(
+                f"{self.model_path.name} returned values that are not probabilities (rows must "
+                "be >= 0 and sum to 1). If it outputs logits, say so in its metadata: "
+                "fer-onnx model stamp ... --softmax (metadata key fer_onnx.output = logits)."
+            )
+        return values
+
+
+def _as_crops(crops: Any, method: str) -> list[npt.NDArray[np.uint8]]:
+    """Validate a batch of crops for ``classify`` / ``predict``; one clear error otherwise."""
+    if crops is None:
+        raise InvalidImageError(f"{method}() expects a sequence of face crops, got None")
+    if isinstance(crops, np.ndarray) and not (crops.ndim == 1 and crops.dtype == object):
+        if crops.ndim in (2, 3) and crops.dtype != object:
+            raise InvalidImageError(
+                f"{method}() takes a batch: a list of crops or an (N, H, W[, C]) array, got one "
+                f"array of shape {crops.shape}; wrap a single crop as [crop]"
+            )
+    elif isinstance(crops, (str, bytes, os.PathLike)) or not isinstance(crops, Sequence):
+        what = type(crops).__name__
+        raise InvalidImageError(
+            f"{method}() takes a list of crops (paths, numpy or PIL images), got {what}; wrap "
+            "one crop as [crop]"
+        )
+    images = []
+    for i, crop in enumerate(crops):
+        try:
+            images.append(load_image(crop))
+        except InvalidImageError as e:
+            raise type(e)(f"crop {i}: {e}") from e
+    return images

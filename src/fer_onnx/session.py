@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import onnxruntime as ort
 
-from fer_onnx.errors import ModelLoadError, ProviderError
+from fer_onnx.errors import InvalidOptionError, ModelLoadError, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,12 @@ ProviderSpec = str | tuple[str, dict[str, Any]]
 
 __all__ = ["Device", "ProviderSpec", "SessionConfig", "create_session", "resolve_providers"]
 
+_LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disabled": "ORT_DISABLE_ALL",
+}
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 
@@ -43,32 +49,48 @@ class SessionConfig:
     graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     log_severity: int = 3
 
-    def to_options(self) -> ort.SessionOptions:
-        """Build the onnxruntime ``SessionOptions``."""
-        levels = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }
-        if self.graph_optimization not in levels:
-            raise ValueError(
-                f"graph_optimization must be one of {sorted(levels)}, "
+    def __post_init__(self) -> None:
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1024:
+                raise InvalidOptionError(f"SessionConfig.{name} must be an int >= 0, got {value!r}")
+        if self.graph_optimization not in _LEVELS:
+            raise InvalidOptionError(
+                f"SessionConfig.graph_optimization must be one of {sorted(_LEVELS)}, "
                 f"got {self.graph_optimization!r}"
             )
-        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
-            raise ValueError("thread counts must be >= 0")
+        if not isinstance(self.log_severity, int) or not 0 <= self.log_severity <= 4:
+            raise InvalidOptionError(
+                f"SessionConfig.log_severity must be an int within 0..4, got {self.log_severity!r}"
+            )
+
+    def to_options(self) -> ort.SessionOptions:
+        """Build the onnxruntime ``SessionOptions``."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = self.inter_op_threads
-        options.graph_optimization_level = levels[self.graph_optimization]
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _LEVELS[self.graph_optimization]
+        )
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = self.log_severity
         return options
 
 
 def _name(provider: ProviderSpec) -> str:
-    return provider if isinstance(provider, str) else provider[0]
+    if isinstance(provider, str):
+        return provider
+    if (
+        isinstance(provider, tuple)
+        and len(provider) == 2
+        and isinstance(provider[0], str)
+        and isinstance(provider[1], dict)
+    ):
+        return provider[0]
+    raise ProviderError(
+        "each provider must be a name such as 'CPUExecutionProvider' or a (name, options dict) "
+        f"pair, got {provider!r}"
+    )
 
 
 def resolve_providers(
@@ -90,8 +112,11 @@ def resolve_providers(
     """
     available = ort.get_available_providers()
     if providers is not None:
-        if isinstance(providers, str):
-            raise TypeError("providers must be a list of provider names, not a string")
+        if isinstance(providers, str) or not isinstance(providers, (list, tuple)):
+            raise ProviderError(
+                "providers must be a list of provider names or (name, options) pairs, got "
+                f"{providers!r}"
+            )
         chosen = list(providers)
         if not chosen:
             raise ProviderError(f"providers is empty; available: {available}")
@@ -115,7 +140,7 @@ def resolve_providers(
         return [_CUDA, _CPU]
     if device == "auto":
         return [_CUDA, _CPU] if _CUDA in available else [_CPU]
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    raise InvalidOptionError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
 def create_session(
@@ -137,14 +162,17 @@ def create_session(
         ModelLoadError: The file is missing or is not a valid ONNX model.
     """
     config = config or SessionConfig()
+    if not isinstance(config, SessionConfig):
+        raise InvalidOptionError(
+            f"session_config must be a fer_onnx.SessionConfig, got {type(config).__name__}"
+        )
+    options = config.to_options()
     name = "<bytes>" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes) and not Path(model).is_file():
         raise ModelLoadError(f"model file not found: {name}")
     source: str | bytes = model if isinstance(model, bytes) else str(model)
     try:
-        session = ort.InferenceSession(
-            source, sess_options=config.to_options(), providers=list(providers)
-        )
+        session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own untyped exceptions
         raise ModelLoadError(
             f"cannot load ONNX model {name}: {type(e).__name__}: {e}. Is it a valid ONNX "

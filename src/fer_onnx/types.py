@@ -210,7 +210,5 @@ class FaceEmotion:
         if self.track_id is not None:
             out["track_id"] = self.track_id
         out["detection_score"] = self.detection_score
-        out["landmarks"] = (
-            None if self.landmarks is None else [list(p) for p in self.landmarks]
-        )
+        out["landmarks"] = None if self.landmarks is None else [list(p) for p in self.landmarks]
         return out

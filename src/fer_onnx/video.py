@@ -22,23 +22,27 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fer_onnx._checks import check_int, check_number
 from fer_onnx.detectors import Detector, HaarDetector, RegionDetector, as_detection
-from fer_onnx.errors import FerOnnxError, VideoError
+from fer_onnx.errors import InvalidOptionError, NoDetectorError, VideoError
 from fer_onnx.images import load_image
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.types import Box, Detection, FaceEmotion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Frame", "VideoRecognizer", "VideoStats", "open_video", "read_frames"]
+__all__ = ["Frame", "VideoRecognizer", "VideoSource", "VideoStats", "open_video", "read_frames"]
 
 
 @dataclass
@@ -79,18 +83,19 @@ class VideoRecognizer:
         roi_margin: float = 0.5,
     ) -> None:
         if recognizer.detector is None:
-            raise FerOnnxError("video mode needs a recognizer with a face detector")
+            raise NoDetectorError("video mode needs a recognizer with a face detector")
         detector = recognizer.detector
         if redetect_every is None:
             redetect_every = 10 if isinstance(detector, HaarDetector) else 1
-        if max_missed < 0 or redetect_every < 1 or not 0 < iou_threshold <= 1 or roi_margin < 0:
-            raise ValueError(
-                "need max_missed >= 0, redetect_every >= 1, 0 < iou_threshold <= 1, roi_margin >= 0"
-            )
+        smoothing = check_number("smoothing", smoothing, 0.0, 10_000.0)
+        max_missed = check_int("max_missed", max_missed, 0, 1_000_000)
+        redetect_every = check_int("redetect_every", redetect_every, 1, 1_000_000)
+        iou_threshold = check_number("iou_threshold", iou_threshold, 0.0, 1.0, low_open=True)
+        roi_margin = check_number("roi_margin", roi_margin, 0.0, 10.0)
         self._regions: RegionDetector | None = None
         if redetect_every > 1:
             if not isinstance(detector, RegionDetector):
-                raise ValueError(
+                raise InvalidOptionError(
                     f"redetect_every={redetect_every} needs a detector with detect_region() "
                     f"(the RegionDetector protocol); {type(detector).__name__} has none: use "
                     "redetect_every=1"
@@ -107,6 +112,7 @@ class VideoRecognizer:
         self._next_id = 0
         self._frame = 0
         self._full_next = True
+        self._size: tuple[int, ...] | None = None
 
     def reset(self) -> None:
         """Forget all tracks (e.g. after a scene cut or seeking)."""
@@ -151,11 +157,19 @@ class VideoRecognizer:
             probabilities; ``[]`` when no face is visible.
         """
         frame = load_image(frame)
+        self._frame += 1
+        size = frame.shape[:2]
+        if size != self._size:
+            # Tracks live in pixels of one frame size: a new size (a new source, a resized
+            # stream) starts afresh rather than matching boxes across geometries.
+            if self._size is not None:
+                self.reset()
+            self._size = size
         full = (
             self._regions is None
             or self._full_next
             or not self._tracks
-            or self._frame % self.redetect_every == 0
+            or (self._frame - 1) % self.redetect_every == 0
         )
         if self._regions is None or full:
             found = self._detect(frame)
@@ -164,7 +178,6 @@ class VideoRecognizer:
             if not all_found:
                 # A face left its region: search the whole frame now rather than lose it.
                 found = self._detect(frame)
-        self._frame += 1
         self._full_next = False
         probs = (
             self.recognizer.predict(self.recognizer.cut_faces(frame, found))
@@ -173,9 +186,7 @@ class VideoRecognizer:
         )
         return self._update(found, probs)
 
-    def _update(
-        self, found: list[Detection], probs: npt.NDArray[np.float32]
-    ) -> list[FaceEmotion]:
+    def _update(self, found: list[Detection], probs: npt.NDArray[np.float32]) -> list[FaceEmotion]:
         boxes = [d.box for d in found]
         pairs = sorted(
             (
@@ -258,7 +269,18 @@ class Frame:
 
 @dataclass
 class VideoStats:
-    """What :func:`read_frames` saw: frames read, frames that failed to decode."""
+    """What a video source saw.
+
+    Attributes:
+        fps: Frames per second the container announces (30 when it announces none).
+        frame_count: Frames the container announces (0 when unknown, e.g. cameras).
+        width: Frame width the container announces.
+        height: Frame height the container announces.
+        read: Frames decoded and yielded.
+        corrupt: Frames that failed to decode and were skipped.
+        corrupt_indices: Their indices (the first 1,000).
+        skipped: Frames passed over on purpose (``every`` > 1).
+    """
 
     fps: float
     frame_count: int
@@ -267,24 +289,60 @@ class VideoStats:
     read: int = 0
     corrupt: int = 0
     corrupt_indices: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every frame the container announces was decoded (or skipped on purpose)."""
+        return self.corrupt == 0 and (
+            not self.frame_count or self.read + self.skipped >= self.frame_count
+        )
+
+    def summary(self) -> str:
+        """One line for people: frames read, and plainly what was not analysed."""
+        line = f"{self.read} frames read"
+        if self.frame_count:
+            line += f" of {self.frame_count}"
+        if self.skipped:
+            line += f" ({self.skipped} skipped by --every)"
+        missing = self.frame_count - self.read - self.skipped if self.frame_count else 0
+        if self.corrupt or missing > 0:
+            line += f"; NOT ANALYSED: {max(self.corrupt, missing)} frames that could not be decoded"
+            if self.corrupt_indices:
+                shown = ", ".join(str(i) for i in self.corrupt_indices[:10])
+                line += f" (first indices: {shown}{', ...' if self.corrupt > 10 else ''})"
+        return line
 
 
-def open_video(source: str | Path | int) -> tuple[cv2.VideoCapture, VideoStats]:
-    """Open a video file or camera index.
+def open_video(source: str | os.PathLike[str] | int) -> tuple[cv2.VideoCapture, VideoStats]:
+    """Open a video file, or a camera when ``source`` is an ``int``.
+
+    A string is always a path, even when it is all digits (``"2024"`` is a file name).
 
     Raises:
-        VideoError: The file is missing or OpenCV cannot open it.
+        VideoError: The file is missing, OpenCV cannot open it, the camera index is negative or
+            no such camera exists, or ``source`` is neither a path nor an int.
     """
-    if isinstance(source, (str, Path)) and not str(source).isdigit():
+    if isinstance(source, bool) or not isinstance(source, (str, os.PathLike, int)):
+        raise VideoError(
+            f"expected a video file path or a camera index (int), got {type(source).__name__}"
+        )
+    if isinstance(source, int):
+        if source < 0:
+            raise VideoError(f"camera index must be >= 0, got {source}")
+        cap = cv2.VideoCapture(source)
+        what = f"camera {source}"
+    else:
+        if os.fspath(source) == "":
+            raise VideoError("expected a video file path, got an empty string")
         path = Path(source)
         if not path.is_file():
-            raise VideoError(f"video file not found: {path}")
+            what = "is a directory, not a video file" if path.is_dir() else "not found"
+            raise VideoError(f"video file {what}: {os.fspath(source)!r}")
         cap = cv2.VideoCapture(str(path))
-    else:
-        cap = cv2.VideoCapture(int(str(source)))
+        what = str(path)
     if not cap.isOpened():
         cap.release()
-        what = f"camera {source}" if isinstance(source, int) or str(source).isdigit() else source
         raise VideoError(
             f"cannot open {what}: not a video OpenCV can decode, or no such camera; "
             "check the path, the codec (try re-encoding to H.264 MP4) or the camera index"
@@ -300,39 +358,98 @@ def open_video(source: str | Path | int) -> tuple[cv2.VideoCapture, VideoStats]:
 
 
 def read_frames(
-    cap: cv2.VideoCapture, stats: VideoStats, every: int = 1, max_failures: int = 25
+    cap: cv2.VideoCapture, stats: VideoStats, every: int = 1, max_failures: int = 250
 ) -> Iterator[Frame]:
     """Yield every ``every``-th frame of an opened capture, counting corrupt frames.
 
-    A frame that fails to decode before the end announced by the container is counted in
-    ``stats.corrupt`` (with its index) and skipped; reading stops after ``max_failures``
-    failures in a row or at the end of the stream.
+    Reading goes on to the end the container announces: a frame that fails to decode before it
+    is counted in ``stats.corrupt`` (with its index) and skipped, however long the corrupt
+    stretch. Timestamps come from the decoder's presentation time when it gives one, so they
+    stay true after a corrupt stretch. Without an announced length (cameras, some streams),
+    reading stops after ``max_failures`` failures in a row.
     """
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise InvalidOptionError(f"every must be an integer >= 1, got {every!r}")
     index = -1
     failures = 0
     while True:
         ok = cap.grab()
         index += 1
         if not ok:
-            if stats.frame_count and index < stats.frame_count and failures < max_failures:
+            known_end = stats.frame_count
+            if (known_end and index < known_end) or (not known_end and failures < max_failures):
                 failures += 1
                 stats.corrupt += 1
-                stats.corrupt_indices.append(index)
+                if len(stats.corrupt_indices) < 1000:
+                    stats.corrupt_indices.append(index)
                 continue
             return
+        failures = 0
+        msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+        timestamp = (
+            msec / 1000.0 if msec and math.isfinite(msec) and msec > 0 else index / stats.fps
+        )
         if index % every:
-            failures = 0
+            stats.skipped += 1
             continue
         ok, image = cap.retrieve()
         if not ok or image is None or image.size == 0:
-            failures += 1
             stats.corrupt += 1
-            stats.corrupt_indices.append(index)
-            if failures >= max_failures:
-                return
+            if len(stats.corrupt_indices) < 1000:
+                stats.corrupt_indices.append(index)
             continue
-        failures = 0
         stats.read += 1
-        yield Frame(index, index / stats.fps, np.asarray(image, dtype=np.uint8))
+        yield Frame(index, timestamp, np.asarray(image, dtype=np.uint8))
+
+
+class VideoSource:
+    """Frames of a video file or camera, as a context manager that keeps its statistics.
+
+    Example:
+        >>> with VideoSource("clip.mp4", every=2) as source:       # doctest: +SKIP
+        ...     for frame in source:
+        ...         faces = video.process(frame.image)
+        ...     print(source.stats.summary())
+
+    Args:
+        source: A file path (``str`` or ``os.PathLike``; never a camera), or an ``int``
+            camera index.
+        every: Yield every ``every``-th frame.
+
+    Raises:
+        VideoError: The source cannot be opened.
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | int, every: int = 1) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidOptionError(f"every must be an integer >= 1, got {every!r}")
+        self.source = source
+        self.every = every
+        self._cap, self.stats = open_video(source)
+        self.last_index = -1
+
+    @property
+    def name(self) -> str:
+        """The file name, or ``camera N``."""
+        return f"camera {self.source}" if isinstance(self.source, int) else Path(self.source).name
+
+    def __iter__(self) -> Iterator[Frame]:
+        for frame in read_frames(self._cap, self.stats, every=self.every):
+            self.last_index = frame.index
+            yield frame
+
+    def close(self) -> None:
+        """Release the decoder or camera."""
+        self._cap.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.close()
+        return False

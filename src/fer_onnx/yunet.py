@@ -14,7 +14,6 @@ then scaled to fill that size (``detect_width`` does not apply) and padded.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fer_onnx._checks import check_int, check_number
 from fer_onnx.detectors import to_bgr
 from fer_onnx.errors import DetectorError, ModelLoadError
 from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
@@ -101,12 +101,6 @@ def decode(
     return all_boxes[keep], all_scores[keep], all_points[keep]
 
 
-def _check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
 class YuNetDetector:
     """YuNet face detector on onnxruntime: boxes, scores and 5 landmarks per face.
 
@@ -144,20 +138,17 @@ class YuNetDetector:
         providers: Sequence[ProviderSpec] | None = None,
         session_config: SessionConfig | None = None,
     ) -> None:
-        self.score_threshold = _check_fraction("score_threshold", score_threshold)
-        self.nms_threshold = _check_fraction("nms_threshold", nms_threshold)
-        for name, value, low in (
-            ("top_k", top_k, 1),
-            ("detect_width", detect_width, 32),
-            ("region_face_size", region_face_size, 16),
-        ):
-            if value is None and name == "detect_width":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        self.top_k = top_k
-        self.detect_width = detect_width
-        self.region_face_size = region_face_size
+        self.score_threshold = check_number(
+            "score_threshold", score_threshold, 0.0, 1.0, low_open=True, high_open=True
+        )
+        self.nms_threshold = check_number(
+            "nms_threshold", nms_threshold, 0.0, 1.0, low_open=True, high_open=True
+        )
+        self.top_k = check_int("top_k", top_k, 1, 1_000_000)
+        self.detect_width = (
+            None if detect_width is None else check_int("detect_width", detect_width, 32, 100_000)
+        )
+        self.region_face_size = check_int("region_face_size", region_face_size, 16, 4096)
         self.model_path = bundled_yunet_path() if model is None else Path(model)
         if not self.model_path.is_file():
             raise DetectorError(
@@ -204,9 +195,7 @@ class YuNetDetector:
             scale = self.detect_width / width
         return self._detect(image, scale)
 
-    def detect_region(
-        self, region: npt.NDArray[np.uint8], face_width: float
-    ) -> list[Detection]:
+    def detect_region(self, region: npt.NDArray[np.uint8], face_width: float) -> list[Detection]:
         """Search ``region`` for a face about ``face_width`` px wide (video mode).
 
         The region is shrunk so that the face is about ``region_face_size`` px wide.

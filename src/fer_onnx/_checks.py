@@ -1,0 +1,56 @@
+"""Validation of numeric options: one typed error that names the option and its range."""
+
+from __future__ import annotations
+
+import math
+
+from fer_onnx.errors import InvalidOptionError
+
+__all__ = ["check_int", "check_number"]
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """Return ``value`` if it is an ``int`` (not ``bool``) within ``low..high``.
+
+    Raises:
+        InvalidOptionError: It is not.
+    """
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        where = f">= {low}" if high is None else f"within {low}..{high}"
+        raise InvalidOptionError(f"{name} must be an integer {where}, got {value!r}")
+    return value
+
+
+def check_number(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is a finite number within the interval.
+
+    Raises:
+        InvalidOptionError: It is not (NaN and infinities never pass).
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    if ok and math.isfinite(number):
+        ok = (number > low if low_open else number >= low) and (
+            number < high if high_open else number <= high
+        )
+    else:
+        ok = False
+    if not ok:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise InvalidOptionError(
+            f"{name} must be a finite number in {left}{low:g}, {high:g}{right}, got {value!r}"
+        )
+    return number

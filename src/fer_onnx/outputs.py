@@ -1,0 +1,170 @@
+"""Output files that never destroy what is there and never claim success for a broken file.
+
+:class:`AtomicOutput` is the one way fer-onnx writes a file the user named:
+
+* the content goes to a temporary file first; only :meth:`AtomicOutput.commit` puts it in place,
+  and leaving the ``with`` block without committing (an error, Ctrl-C, SIGTERM) deletes it;
+* a regular file (or a symbolic link to one: the link is followed, and kept) is replaced
+  atomically with ``os.replace``;
+* a special file (``/dev/null``, ``/dev/stdout``, a pipe, a terminal) is never replaced: the
+  finished content is copied into it; ``-`` means standard output;
+* an output that is one of the inputs, or a directory, is refused with :class:`OutputError`;
+* the file gets the permissions the umask gives a new file, like any other program's output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Literal
+
+from fer_onnx.errors import OutputError
+
+__all__ = ["STDOUT", "AtomicOutput", "check_outputs"]
+
+STDOUT = "-"
+"""The output name that means standard output."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike[str] | None], inputs: Iterable[Path]) -> None:
+    """Refuse outputs that are an input, or that name the same file twice.
+
+    Raises:
+        OutputError: Writing would overwrite an input, or two outputs are one file.
+    """
+    named = [Path(o) for o in outputs if o is not None and os.fspath(o) != STDOUT]
+    sources = list(inputs)
+    for out in named:
+        for source in sources:
+            if _same_file(out, source) or out.resolve() == source.resolve():
+                raise OutputError(
+                    f"refusing to write {out}: it is the input {source}; choose another output path"
+                )
+    resolved = [o.resolve() for o in named]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise OutputError(f"{named[i]} is named as two different outputs; give each its own")
+
+
+class AtomicOutput:
+    """A file written in full or not at all (see the module docstring).
+
+    Args:
+        target: The path the user named, or ``"-"`` for standard output.
+        suffix: Extension for the temporary file (video writers choose their container by it);
+            defaults to the target's.
+
+    Use ``with AtomicOutput(path) as out:``, write to ``out.tmp``, then call ``out.commit()``.
+
+    Raises:
+        OutputError: The target is a directory, its folder does not exist or is not writable.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], suffix: str | None = None) -> None:
+        name = os.fspath(target)
+        if name == "":
+            raise OutputError("an output path is empty; name a file, or '-' for standard output")
+        self.target = name
+        self.stdout = name == STDOUT
+        self.special = False
+        self.real: Path | None = None
+        folder = Path(tempfile.gettempdir())
+        if not self.stdout:
+            path = Path(name).expanduser()
+            real = Path(os.path.realpath(path))  # through symbolic links, to what they name
+            if real.is_dir():
+                raise OutputError(f"cannot write {name}: it is a directory; name a file in it")
+            if real.exists() and not real.is_file():
+                self.special = True  # device, pipe, socket: write into it, never replace it
+            else:
+                folder = real.parent
+                if not folder.is_dir():
+                    raise OutputError(f"cannot write {name}: folder {folder} does not exist")
+                if not os.access(folder, os.W_OK):
+                    raise OutputError(f"cannot write {name}: folder {folder} is not writable")
+            self.real = real
+        ext = suffix if suffix is not None else Path(name).suffix
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fer-onnx-", suffix=f".partial{ext}")
+        except OSError as e:
+            raise OutputError(f"cannot create a temporary file for {name} in {folder}: {e}") from e
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.committed = False
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.discard()
+        return False
+
+    def discard(self) -> None:
+        """Delete the temporary file (nothing is written to the target)."""
+        self.tmp.unlink(missing_ok=True)
+
+    def commit(self) -> None:
+        """Put the finished content in place.
+
+        Raises:
+            OutputError: It cannot be written (disk full, permission, device error); the
+                target is left as it was (or, for a special file, as far as it got).
+        """
+        if self.committed:
+            return
+        try:
+            if self.stdout:
+                self._copy_into(sys.stdout.buffer)
+            elif self.special:
+                assert self.real is not None
+                with open(self.real, "wb") as stream:
+                    self._copy_into(stream)
+            else:
+                assert self.real is not None
+                os.chmod(self.tmp, 0o666 & ~_umask())
+                os.replace(self.tmp, self.real)
+        except BrokenPipeError:
+            # The reader went away (`... | head`): what it wanted, it got.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError as e:
+            raise OutputError(f"cannot write {self.target}: {e.strerror or e}") from e
+        finally:
+            self.discard()
+        self.committed = True
+
+    def _copy_into(self, stream: BinaryIO) -> None:
+        with open(self.tmp, "rb") as source:
+            shutil.copyfileobj(source, stream)
+        stream.flush()
+
+    @property
+    def is_regular(self) -> bool:
+        """Whether the target is (or will be) a regular file."""
+        return not (self.stdout or self.special)
+
+    def __repr__(self) -> str:
+        return f"AtomicOutput({self.target!r}, special={self.special or self.stdout})"

@@ -34,6 +34,7 @@ import numpy as np
 from export.onnx import ExportError, export, save, set_metadata
 from export.parity import keras_onnx_parity
 from export.quantize import calibration_faces, quantize
+from training.errors import PipelineError
 
 DEST = Path("src/fer_onnx/models")
 MAX_INT8_DROP = 0.005
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_views,
             None if args.no_template else args.template,
         )
-    except (ExportError, FileNotFoundError) as e:
+    except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training.errors import PipelineError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fer_onnx.alignment import CropTemplate
@@ -30,7 +32,7 @@ INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
 
 
-class ExportError(RuntimeError):
+class ExportError(PipelineError, RuntimeError):
     """A missing or unusable input to the export."""
 
 
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=args.run_dir,
             opset=args.opset,
         )
-    except ExportError as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(

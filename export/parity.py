@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from training.errors import PipelineError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ATOL = 1e-4
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1024, help="number of faces (>= 512)")
     p.add_argument("--atol", type=float, default=ATOL, help="max abs probability difference")
     args = p.parse_args(argv)
-    from training.data import DataError, load
+    from training.data import load
 
     for path in (args.keras, args.onnx, args.data):
         if not path.exists():
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         faces = load(args.data)[args.split].images[: args.n]
-    except DataError as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from training.errors import PipelineError
+
 
 class _Faces:
     """onnxruntime CalibrationDataReader over a stack of faces."""
@@ -101,14 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration", type=int, default=300, help="number of calibration faces")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration faces")
     args = p.parse_args(argv)
-    from training.data import DataError, load
+    from training.data import load
 
     if not args.onnx.is_file():
         print(f"error: {args.onnx} not found", file=sys.stderr)
         return 2
     try:
         faces = calibration_faces(load(args.data)["Training"].images, args.calibration, args.seed)
-    except (DataError, ValueError) as e:
+    except (PipelineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     quantize(args.onnx, args.out, faces)

@@ -33,6 +33,7 @@ from export.onnx import ExportError, save
 from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
 from fer_onnx.detectors import HaarDetector
 from fer_onnx.yunet import YuNetDetector
+from training.errors import PipelineError
 
 UPSAMPLE = 4
 PAD = 64
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             for model in args.models:
                 stamp(model, template)
                 print(f"stamped {model}")
-    except ExportError as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 
 from export.onnx import ExportError
+from training.errors import PipelineError
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "fer_onnx" / "models"
 NAME = "face_detection_yunet_2023mar.onnx"
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx.save(model, str(args.out_dir / NAME))
         shutil.copyfile(licence, args.out_dir / "LICENSE.yunet.txt")
         (args.out_dir / "NOTICE.yunet.txt").write_text(NOTICE)
-    except ExportError as e:
+    except PipelineError as e:
         parser.exit(2, f"error: {e}\n")
     print(f"wrote {args.out_dir / NAME}")
     return 0

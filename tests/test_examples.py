@@ -59,7 +59,7 @@ def test_video_to_csv_example(tiny_model: Path, tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert len(rows) > 100
     assert {r["track_id"] for r in rows}
-    assert "happy" in rows[0]
+    assert "p_happy" in rows[0]
 
 
 def test_webcam_example_replays_a_file(

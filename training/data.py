@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from fer_onnx.preprocessing import InputSpec, prepare_faces
+from training.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ FERPLUS_COLUMNS: tuple[tuple[str, str | None], ...] = (
 )
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """The data on disk is not what the loader expects; the message names file and row."""
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, Dataset, load
+from training.data import Dataset, load
+from training.errors import PipelineError
 from training.report import write_report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = load(args.data)
         metrics = evaluate(args.model, dataset, out)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (PipelineError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for split, m in metrics["splits"].items():  # type: ignore[attr-defined]

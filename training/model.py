@@ -16,6 +16,7 @@ from typing import Any
 import keras
 
 from fer_onnx.preprocessing import InputSpec
+from training.errors import PipelineError
 
 ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large")
 INPUT_NAME = "faces"
@@ -23,7 +24,7 @@ OUTPUT_NAME = "probabilities"
 MEMBER_PREFIX = "member_"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(PipelineError, RuntimeError):
     """ImageNet weights could not be fetched (no network) or a weights file is unusable."""
 
 

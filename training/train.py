@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.errors import PipelineError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -608,11 +610,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    from training.model import WeightsUnavailableError
 
     try:
         train(args)
-    except (DataError, WeightsUnavailableError) as e:
+    except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -32,8 +32,16 @@ from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import InputSpec, prepare_faces
 from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, EmotionRecognizer
 from fer_onnx.session import SessionConfig
+from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
 from fer_onnx.types import Box, Detection, Emotion, FaceEmotion, Landmarks
-from fer_onnx.video import Frame, VideoRecognizer, VideoStats, open_video, read_frames
+from fer_onnx.video import (
+    Frame,
+    VideoRecognizer,
+    VideoSource,
+    VideoStats,
+    open_video,
+    read_frames,
+)
 from fer_onnx.yunet import YuNetDetector
 
 try:
@@ -45,6 +53,7 @@ __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_MODEL",
     "Box",
+    "CsvSink",
     "Detection",
     "Detector",
     "DetectorError",
@@ -58,6 +67,7 @@ __all__ = [
     "InputSpec",
     "InvalidImageError",
     "InvalidOptionError",
+    "JsonSink",
     "Landmarks",
     "ModelInfo",
     "ModelLoadError",
@@ -68,12 +78,16 @@ __all__ = [
     "RecognizerClosedError",
     "RegionDetector",
     "SessionConfig",
+    "TimelineSink",
     "VideoError",
     "VideoRecognizer",
+    "VideoSink",
+    "VideoSource",
     "VideoStats",
     "YuNetDetector",
     "__version__",
     "draw_faces",
+    "finish_all",
     "load_image",
     "open_video",
     "prepare_faces",

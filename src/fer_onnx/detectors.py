@@ -232,7 +232,7 @@ class HaarDetector:
                 )
             try:
                 classifier = cv2.CascadeClassifier(str(self.cascade_path))
-            except cv2.error as e:
+            except (cv2.error, SystemError) as e:
                 raise DetectorError(
                     f"cannot load Haar cascade {self.cascade_path}: not an OpenCV cascade XML "
                     f"file ({str(e).strip().splitlines()[-1]})"

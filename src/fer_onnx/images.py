@@ -104,6 +104,8 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
 def _read_path(path: Path) -> npt.NDArray[np.uint8]:
     try:
         path.stat()
+    except ValueError as e:  # e.g. an embedded NUL byte
+        raise InvalidImageError(f"not a usable path: {os.fspath(path)!r} ({e})") from e
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise InvalidImageError(f"{path} is a symbolic link loop, not an image file") from e

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -89,12 +90,18 @@ class AtomicOutput:
         folder = Path(tempfile.gettempdir())
         if not self.stdout:
             path = Path(name).expanduser()
-            real = Path(os.path.realpath(path))  # through symbolic links, to what they name
-            if real.is_dir():
+            try:
+                mode: int | None = os.stat(path).st_mode  # follows symbolic links
+            except OSError:
+                mode = None
+            if mode is not None and stat.S_ISDIR(mode):
                 raise OutputError(f"cannot write {name}: it is a directory; name a file in it")
-            if real.exists() and not real.is_file():
-                self.special = True  # device, pipe, socket: write into it, never replace it
+            if mode is not None and not stat.S_ISREG(mode):
+                # Device, pipe, socket, /dev/stdout: write into it, never replace it.
+                self.special = True
+                real = path
             else:
+                real = Path(os.path.realpath(path))  # through symbolic links, to what they name
                 folder = real.parent
                 if not folder.is_dir():
                     raise OutputError(f"cannot write {name}: folder {folder} does not exist")

@@ -156,8 +156,8 @@ class VideoRecognizer:
             One result per face seen in this frame, with ``track_id`` set and smoothed
             probabilities; ``[]`` when no face is visible.
         """
+        self._frame += 1  # a frame that fails still counts: the next one is the next frame
         frame = load_image(frame)
-        self._frame += 1
         size = frame.shape[:2]
         if size != self._size:
             # Tracks live in pixels of one frame size: a new size (a new source, a resized

@@ -72,10 +72,25 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
     for split, m in metrics["splits"].items():
         props[f"onnx_{split}_accuracy"] = f"{m['accuracy']:.4f}"
         props[f"onnx_{split}_macro_f1"] = f"{m['macro_f1']:.4f}"
-    set_metadata(
-        proto, ModelInfo(info.labels, info.input, info.value_range, props, info.template)
-    )
+    set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props, info.template))
     save(proto, path)
+
+
+def _template_source(model: Path, given: Path | None, run: Path) -> str | None:
+    """Where the crop template written into ``model`` came from (for the model card)."""
+    import onnx
+
+    from fer_onnx.alignment import KEY_CROP_TEMPLATE
+
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    if KEY_CROP_TEMPLATE not in props:
+        return None
+    if given is not None:
+        return str(given)
+    measured = json.loads(TEMPLATE.read_text()).get("template") if TEMPLATE.is_file() else None
+    if measured is not None and json.loads(props[KEY_CROP_TEMPLATE]) == measured:
+        return str(TEMPLATE)
+    return str(run / "contract.json")
 
 
 def choose_tta(
@@ -134,13 +149,16 @@ def bundle(
     calibration: int = 300,
     tta: str = "auto",
     max_views: int = MAX_VIEWS,
-    template: Path | None = TEMPLATE,
+    template: Path | None = None,
+    no_template: bool = False,
 ) -> dict[str, Any]:
     from export.template import load_template
     from training.data import load
     from training.evaluate import evaluate
 
-    crop = load_template(template) if template is not None else None
+    if template is None and not no_template and not (run / "contract.json").is_file():
+        template = TEMPLATE  # a run from before contracts: FER2013's measured framing
+    crop = load_template(template) if template is not None and not no_template else None
 
     keras_path = run / "best.keras"
     if not keras_path.is_file():
@@ -153,9 +171,14 @@ def bundle(
     keras_path, summary["tta"] = choose_tta(keras_path, dataset, tta, work, max_views)
     fp32 = work / "fp32.onnx"
     export(
-        keras_path, fp32, run_dir=run, extra={"tta": summary["tta"]["chosen"]}, template=crop
+        keras_path,
+        fp32,
+        run_dir=run,
+        extra={"tta": summary["tta"]["chosen"]},
+        template=crop,
+        contract_template=not no_template,
     )
-    summary["template"] = None if crop is None else str(template)
+    summary["template"] = _template_source(fp32, template, run)
     parity = keras_onnx_parity(keras_path, fp32, dataset["PublicTest"].images[:1024])
     summary["parity"] = parity
     print(
@@ -236,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--template",
         type=Path,
-        default=TEMPLATE,
-        help="crop template JSON written by `python -m export.template measure` "
-        f"(default {TEMPLATE.relative_to(TEMPLATE.parents[2])})",
+        default=None,
+        help="crop template JSON written by `python -m export.template measure` (default: the "
+        "run's contract.json; for older runs "
+        f"{TEMPLATE.relative_to(TEMPLATE.parents[2])})",
     )
     p.add_argument("--no-template", action="store_true", help="write no crop template")
     args = p.parse_args(argv)
@@ -250,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             args.calibration,
             args.tta,
             args.max_views,
-            None if args.no_template else args.template,
+            args.template,
+            args.no_template,
         )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -31,16 +31,21 @@ def _framing(summary: dict[str, Any]) -> list[str]:
     """The crop template and detector section (empty when no template was written)."""
     if not summary.get("template"):
         return []
-    measured = json.loads(Path(summary["template"]).read_text()).get("measured", {})
-    eyes = measured.get("landmarks_px", [[0, 0], [0, 0]])[:2]
+    measured = json.loads(Path(summary["template"]).read_text()).get("measured")
+    if measured:
+        eyes = measured["landmarks_px"][:2]
+        how = (
+            f", measured on {measured['faces']} FER2013 Training faces (YuNet landmarks found "
+            f"on {measured['landmarks_found']}; mean eyes at ({eyes[0][0]:.1f}, "
+            f"{eyes[0][1]:.1f}) and ({eyes[1][0]:.1f}, {eyes[1][1]:.1f}) in the 48x48 frame, "
+            f"symmetrised; per-face spread {measured['mean_landmark_spread_px']} px)"
+        )
+    else:
+        how = f" (from {Path(summary['template']).name})"
     return [
         "## Face framing and detector",
-        f"- Crop template in the metadata (`fer_onnx.crop_template`), measured on "
-        f"{measured.get('faces', '?')} FER2013 Training faces (YuNet landmarks found on "
-        f"{measured.get('landmarks_found', '?')}; mean eyes at ({eyes[0][0]:.1f}, "
-        f"{eyes[0][1]:.1f}) and ({eyes[1][0]:.1f}, {eyes[1][1]:.1f}) in the 48x48 frame, "
-        f"symmetrised; per-face spread {measured.get('mean_landmark_spread_px', '?')} px). "
-        "The runtime warps faces with landmarks onto it and cuts box-only faces to its box.",
+        f"- Crop template in the metadata (`fer_onnx.crop_template`){how}. The runtime warps "
+        "faces with landmarks onto it and cuts box-only faces to its box.",
         "- Face detector: the bundled YuNet (`face_detection_yunet_2023mar.onnx`, OpenCV Zoo, "
         "Apache-2.0; licence and notice of the fer-onnx change in `fer_onnx/models/`).",
         "",

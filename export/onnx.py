@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from fer_onnx.alignment import CropTemplate
 from fer_onnx.metadata import ModelInfo
 from fer_onnx.preprocessing import InputSpec
+from training.config import CONTRACT, ModelContract
 
 OPSET = 17
 INPUT_NAME = "faces"
@@ -166,6 +167,7 @@ def export(
     opset: int = OPSET,
     extra: dict[str, str] | None = None,
     template: CropTemplate | None = None,
+    contract_template: bool = True,
 ) -> ModelInfo:
     """Convert ``keras_path`` to ``out`` with metadata; returns what was written.
 
@@ -176,7 +178,9 @@ def export(
         run_dir: Training run folder for provenance (default: the model's folder).
         opset: ONNX opset.
         extra: More metadata entries.
-        template: How the training data framed a face (``fer_onnx.crop_template``).
+        template: How the training data framed a face (``fer_onnx.crop_template``); default:
+            the run's ``contract.json`` (unless ``contract_template`` is false), which also
+            gives colour mode, value range and output.
     """
     import onnx
 
@@ -188,6 +192,23 @@ def export(
         if not labels:
             raise ExportError(f"no labels: {run_dir / 'metrics.json'} has none; pass --labels")
     proto, spec = keras_to_onnx(keras_path, opset)
+    contract = ModelContract.read(run_dir) if (run_dir / CONTRACT).is_file() else None
+    value_range: tuple[float, float] = (0.0, 255.0)
+    output = "probabilities"
+    if contract is not None:
+        # The run's contract is the truth; the graph must agree with it.
+        if tuple(labels) != contract.labels:
+            raise ExportError(f"labels {labels} differ from the run's contract {contract.labels}")
+        channels = 1 if contract.color == "gray" else 3
+        if (spec.height, spec.width, spec.channels) != (*contract.input_size, channels):
+            raise ExportError(
+                f"{keras_path}: input {spec.height}x{spec.width}x{spec.channels} differs from "
+                f"the run's contract {contract.input_size} {contract.color}"
+            )
+        spec = InputSpec(spec.height, spec.width, contract.color)  # type: ignore[arg-type]
+        value_range, output = contract.value_range, contract.output
+        if template is None and contract_template and contract.template is not None:
+            template = CropTemplate.from_json(json.dumps(contract.template))
     n_out = proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     if n_out and n_out != len(labels):
         raise ExportError(f"model has {n_out} outputs but {len(labels)} labels were given")
@@ -200,7 +221,7 @@ def export(
         "precision": "fp32",
         **(extra or {}),
     }
-    info = ModelInfo(labels, spec, (0.0, 255.0), props, template)
+    info = ModelInfo(labels, spec, value_range, props, template, output)
     set_metadata(proto, info)
     proto.producer_version = tf2onnx.__version__
     onnx.checker.check_model(proto)

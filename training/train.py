@@ -18,7 +18,6 @@ schedule, early-stopping and best-so-far state (``state.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -33,16 +32,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from training.config import STATE, ModelContract, RunState, TrainConfig, template_for
 from training.data import DataError, Dataset, apply_ferplus, load
-from training.report import versions, write_json, write_report
+from training.report import versions, write_report
 
 log = logging.getLogger("training.train")
 
-STATE = "state.json"
 LAST = "last.keras"
 BEST = "best.keras"
 HISTORY = "history.csv"
-CONFIG = "config.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,8 +183,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seed", type=int, default=42, help="random seed")
     g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
     args = p.parse_args(argv)
-    if args.lr is None:
-        args.lr = 2e-3 if args.weights.lower() == "none" else 2e-4
     if args.members < 1:
         p.error(f"--members must be at least 1, got {args.members}")
     return args
@@ -195,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _make_dataset(
     dataset: Dataset,
     split: str,
-    args: argparse.Namespace,
+    args: TrainConfig,
     train: bool,
     class_weight: dict[int, float] | None = None,
 ) -> Any:
@@ -258,7 +254,7 @@ def _class_weights(dataset: Dataset) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _compile(model: Any, lr: Any, args: argparse.Namespace) -> None:
+def _compile(model: Any, lr: Any, args: TrainConfig) -> None:
     import keras
 
     from training.model import member_count
@@ -307,8 +303,8 @@ def _ensemble_logs(
 
 def _run_state_callback(
     out: Path,
-    state: dict[str, Any],
-    args: argparse.Namespace,
+    state: RunState,
+    args: TrainConfig,
     phase: int,
     public: tuple[np.ndarray, np.ndarray] | None = None,
     clock: tuple[float, float] | None = None,
@@ -334,29 +330,29 @@ def _run_state_callback(
             seconds = time.time() - self._t0
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             val = float(logs.get("val_accuracy", 0.0))
-            improved = val > state["best"]
+            improved = val > state.best
             if improved:
-                state["best"], state["best_epoch"], state["wait"] = val, epoch, 0
+                state.best, state.best_epoch, state.wait = val, epoch, 0
                 _save(self._mean, out / BEST)
             else:
-                state["wait"] += 1
+                state.wait += 1
             if (
                 phase == 2
                 and args.schedule == "plateau"
-                and state["wait"] > 0
-                and (state["wait"] % args.plateau_patience == 0)
+                and state.wait > 0
+                and (state.wait % args.plateau_patience == 0)
             ):
                 self.model.optimizer.learning_rate.assign(lr * args.plateau_factor)
                 log.info(
                     "PublicTest accuracy flat for %d epochs: learning rate %.2e -> %.2e",
-                    state["wait"],
+                    state.wait,
                     lr,
                     lr * args.plateau_factor,
                 )
-            if args.early_stopping and state["wait"] >= args.early_stopping:
-                log.info("early stopping: no PublicTest improvement for %d epochs", state["wait"])
+            if args.early_stopping and state.wait >= args.early_stopping:
+                log.info("early stopping: no PublicTest improvement for %d epochs", state.wait)
                 self.model.stop_training = True
-                state["stopped_early"] = True
+                state.stopped_early = True
             row = {
                 "epoch": epoch,
                 "phase": phase,
@@ -367,13 +363,13 @@ def _run_state_callback(
             row.pop("val_learning_rate", None)
             _append_history(out / HISTORY, row)
             _save(self.model, out / LAST)
-            state["epoch"], state["phase"] = epoch + 1, phase
+            state.epoch, state.phase = epoch + 1, phase
             if clock is not None:
                 # Kept current every epoch: a killed run (SIGKILL skips `finally`) still
                 # reports the wall time of its finished epochs after --resume.
                 before, start = clock
-                state["train_seconds"] = before + time.time() - start
-            write_json(out / STATE, state)
+                state.train_seconds = before + time.time() - start
+            state.write(out)
             log.info(
                 "epoch %d (phase %d) %.0fs: accuracy %.4f, PublicTest %.4f%s",
                 epoch + 1,
@@ -424,79 +420,107 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
     path.write_text("\n".join(kept) + "\n")
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    import keras
+def start_run(cfg: TrainConfig, command: str) -> tuple[TrainConfig, RunState, dict[str, Any]]:
+    """Stage 1: a new run folder with its record, or the saved record of a run to resume.
 
-    from training.model import build_model, load_model
+    A resumed run continues the run that was started: its saved options win, except where
+    it lives (``out``), ``resume`` and the Keras verbosity.
 
-    out: Path = args.out
-    state_path = out / STATE
-    if args.resume:
-        if not state_path.exists():
-            raise SystemExit(f"--resume: {out} has no {STATE}; start the run without --resume")
-    elif out.exists() and any(out.iterdir()):
-        raise SystemExit(
+    Raises:
+        PipelineError: ``--resume`` without a run there, or a new run over an existing one.
+    """
+    out = cfg.out
+    if cfg.resume:
+        if not (out / STATE).exists():
+            raise PipelineError(f"--resume: {out} has no {STATE}; start the run without --resume")
+        saved, record = TrainConfig.read(out)
+        state = RunState.read(out)
+        log.info("resuming %s after epoch %d", out, state.epoch)
+        return saved.replace(out=out, resume=True, verbose=cfg.verbose), state, record
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(
             f"{out} already holds a run; add --resume to continue it, or choose a new --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "training.train", *sys.argv[1:]])
-    if args.resume:
-        # The saved options win: a resumed run continues the run that was started.
-        config = json.loads((out / CONFIG).read_text())
-        state = json.loads(state_path.read_text())
-        saved = dict(config["args"])
-        for key in ("data", "ferplus", "out"):
-            saved[key] = Path(saved[key]) if saved.get(key) not in (None, "None") else None
-        saved.setdefault("members", 1)  # runs started before --members existed
-        saved.update(resume=True, out=out, verbose=args.verbose)
-        args = argparse.Namespace(**saved)
-        log.info("resuming %s after epoch %d", out, state["epoch"])
-    else:
-        config = {
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "command": command,
-            "versions": versions(),
-        }
-        write_json(out / CONFIG, config)
-        state = {
-            "epoch": 0,
-            "phase": 1,
-            "best": -1.0,
-            "best_epoch": -1,
-            "wait": 0,
-            "train_seconds": 0.0,
-            "stopped_early": False,
-        }
+    cfg.write(out, command, versions())
+    _, record = TrainConfig.read(out)
+    return cfg, RunState(), record
 
-    keras.utils.set_random_seed(args.seed)
+
+def load_data(cfg: TrainConfig) -> Dataset:
+    """Stage 2: the dataset, with FER+ targets and ``--limit`` applied."""
     t_load = time.time()
-    dataset = load(args.data)
-    if args.ferplus is not None:
-        dataset = apply_ferplus(dataset, args.ferplus, args.ferplus_mode)
-    if args.limit:
+    dataset = load(cfg.data)
+    if cfg.ferplus is not None:
+        dataset = apply_ferplus(dataset, cfg.ferplus, cfg.ferplus_mode)  # type: ignore[arg-type]
+    if cfg.limit:
         for name, split in list(dataset.splits.items()):
-            dataset.splits[name] = split.subset(np.arange(min(args.limit, len(split))))
-        dataset.notes.append(f"--limit {args.limit}: only the first rows of each split used")
+            dataset.splits[name] = split.subset(np.arange(min(cfg.limit, len(split))))
+        dataset.notes.append(f"--limit {cfg.limit}: only the first rows of each split used")
     log.info(
         "data %s loaded in %.0fs: %s",
-        args.data,
+        cfg.data,
         time.time() - t_load,
         {k: len(v) for k, v in dataset.splits.items()},
     )
     for note in dataset.notes:
         log.info("note: %s", note)
+    return dataset
 
-    pretrained = args.weights.lower() != "none"
-    head_epochs = args.head_epochs if pretrained else 0
-    total = head_epochs + args.epochs
-    members = args.members
-    class_weight = _class_weights(dataset) if args.class_weights == "balanced" else None
-    train_ds = _make_dataset(
-        dataset, "Training", args, train=True, class_weight=class_weight if members > 1 else None
+
+def write_contract(cfg: TrainConfig, dataset: Dataset) -> ModelContract:
+    """Stage 3: what the model will expect and return, written once for export."""
+    contract = ModelContract(
+        labels=tuple(dataset.labels),
+        input_size=(dataset.spec.height, dataset.spec.width),
+        color=dataset.spec.color,
+        value_range=(0.0, 255.0),
+        output="probabilities",
+        template=template_for(cfg.data),
     )
-    steps = len(dataset["Training"]) * args.repeat // args.batch_size
+    contract.write(cfg.out)
+    return contract
+
+
+def build_or_resume(cfg: TrainConfig, dataset: Dataset, state: RunState) -> Any:
+    """Stage 4: the model: the last checkpoint of a resumed run, or a new network."""
+    from training.model import build_model, load_model
+
+    if cfg.resume and (cfg.out / LAST).exists():
+        _truncate_history(cfg.out / HISTORY, state.epoch)
+        return load_model(cfg.out / LAST)
+    model, _ = build_model(
+        spec=dataset.spec,
+        num_classes=len(dataset.labels),
+        arch=cfg.arch,
+        alpha=cfg.alpha,
+        image_size=cfg.image_size,
+        weights=cfg.weights,
+        dense=list(cfg.dense),
+        dropout=cfg.dropout,
+        pooling=cfg.pooling,
+        bn_momentum=cfg.bn_momentum if cfg.bn_momentum > 0 else None,
+        members=cfg.members,
+    )
+    state.phase = 0  # nothing compiled yet
+    return model
+
+
+def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None:
+    """Stage 5: both phases, from wherever ``state`` says the run stands."""
+    import keras
+
+    out = cfg.out
+    head_epochs = cfg.head_epochs if cfg.pretrained else 0
+    total = head_epochs + cfg.epochs
+    members = cfg.members
+    class_weight = _class_weights(dataset) if cfg.class_weights == "balanced" else None
+    train_ds = _make_dataset(
+        dataset, "Training", cfg, train=True, class_weight=class_weight if members > 1 else None
+    )
+    steps = len(dataset["Training"]) * cfg.repeat // cfg.batch_size
     if steps == 0:
-        raise DataError(f"{args.data}: fewer training rows than one batch ({args.batch_size})")
+        raise DataError(f"{cfg.data}: fewer training rows than one batch ({cfg.batch_size})")
     public = dataset["PublicTest"]
     val: tuple[np.ndarray, np.ndarray] | None = None
     if members > 1:
@@ -505,98 +529,86 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         val = (public.images.astype(np.float32), public.targets)
         class_weight = None
     else:
-        val_ds = _make_dataset(dataset, "PublicTest", args, train=False)
-
-    if args.resume and (out / LAST).exists():
-        model = load_model(out / LAST)
-        _truncate_history(out / HISTORY, state["epoch"])
-    else:
-        model, _ = build_model(
-            spec=dataset.spec,
-            num_classes=len(dataset.labels),
-            arch=args.arch,
-            alpha=args.alpha,
-            image_size=args.image_size,
-            weights=args.weights,
-            dense=args.dense,
-            dropout=args.dropout,
-            pooling=args.pooling,
-            bn_momentum=args.bn_momentum if args.bn_momentum > 0 else None,
-            members=members,
-        )
-        state["phase"] = 0  # nothing compiled yet
+        val_ds = _make_dataset(dataset, "PublicTest", cfg, train=False)
     bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
     t_train = time.time()
-    seconds_before = state["train_seconds"]
+    seconds_before = state.train_seconds
     clock = (seconds_before, t_train)
     fit_kw = {
         "validation_data": val_ds,
-        "verbose": args.verbose,
+        "verbose": cfg.verbose,
         "class_weight": class_weight,
         "shuffle": False,  # the tf.data pipeline shuffles
     }
     try:
-        if state["epoch"] < head_epochs:
-            if state["phase"] != 1:
+        if state.epoch < head_epochs:
+            if state.phase != 1:
                 for base in bases:
                     base.trainable = False
-                _compile(model, args.head_lr, args)
+                _compile(model, cfg.head_lr, cfg)
             model.fit(
                 train_ds,
-                initial_epoch=state["epoch"],
+                initial_epoch=state.epoch,
                 epochs=head_epochs,
-                callbacks=[_run_state_callback(out, state, args, 1, val, clock)],
+                callbacks=[_run_state_callback(out, state, cfg, 1, val, clock)],
                 **fit_kw,
             )
-        if state["epoch"] < total and not state["stopped_early"]:
-            if state["phase"] != 2:
+        if state.epoch < total and not state.stopped_early:
+            if state.phase != 2:
                 for base in bases:
                     base.trainable = True
-                if args.schedule == "cosine":
-                    warmup = int(args.warmup_epochs * steps)
+                if cfg.schedule == "cosine":
+                    warmup = int(cfg.warmup_epochs * steps)
                     lr: Any = keras.optimizers.schedules.CosineDecay(
-                        initial_learning_rate=args.lr * 0.01 if warmup else args.lr,
-                        decay_steps=max(1, args.epochs * steps - warmup),
-                        warmup_target=args.lr if warmup else None,
+                        initial_learning_rate=cfg.peak_lr * 0.01 if warmup else cfg.peak_lr,
+                        decay_steps=max(1, cfg.epochs * steps - warmup),
+                        warmup_target=cfg.peak_lr if warmup else None,
                         warmup_steps=warmup,
                         alpha=0.0,
                     )
                 else:
-                    lr = args.lr
-                _compile(model, lr, args)
-                state["wait"] = 0
+                    lr = cfg.peak_lr
+                _compile(model, lr, cfg)
+                state.wait = 0
             model.fit(
                 train_ds,
-                initial_epoch=state["epoch"],
+                initial_epoch=state.epoch,
                 epochs=total,
-                callbacks=[_run_state_callback(out, state, args, 2, val, clock)],
+                callbacks=[_run_state_callback(out, state, cfg, 2, val, clock)],
                 **fit_kw,
             )
     finally:
-        state["train_seconds"] = seconds_before + time.time() - t_train
-        if state_path.exists() or state["epoch"]:
-            write_json(state_path, state)
+        state.train_seconds = seconds_before + time.time() - t_train
+        if (out / STATE).exists() or state.epoch:
+            state.write(out)
 
+
+def final_report(
+    cfg: TrainConfig, record: dict[str, Any], state: RunState, dataset: Dataset, command: str
+) -> dict[str, Any]:
+    """Stage 6: the best checkpoint's report on every split (PrivateTest read once, here)."""
+    from training.model import load_model
+    from training.report import read_history
+
+    out = cfg.out
     best = load_model(out / BEST)
 
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(best.predict(x, batch_size=256, verbose=0))
 
-    from training.report import read_history
-
     history = read_history(out / HISTORY)
     per_epoch = [h["seconds"] for h in history]
     extra = {
-        "command": config["command"],
-        "resumed_with": command if args.resume else None,
-        "wall_time_s": round(state["train_seconds"], 1),
+        "command": record["command"],
+        "resumed_with": command if cfg.resume else None,
+        "wall_time_s": round(state.train_seconds, 1),
         "seconds_per_epoch": round(float(np.mean(per_epoch)), 1) if per_epoch else None,
         "epochs_run": len(history),
-        "best_epoch": state["best_epoch"] + 1,
-        "best_public_test_accuracy_during_training": state["best"],
-        "stopped_early": state["stopped_early"],
-        "args": config["args"],
+        "best_epoch": state.best_epoch + 1,
+        "best_public_test_accuracy_during_training": state.best,
+        "stopped_early": state.stopped_early,
+        "args": record["args"],
         "training_rows": len(dataset["Training"]),
     }
     metrics = write_report(
@@ -607,12 +619,28 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
+def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run end to end; returns the final report's metrics."""
+    import keras
+
+    if command is None:
+        command = " ".join(
+            shlex.quote(a) for a in ["python", "-m", "training.train", *sys.argv[1:]]
+        )
+    cfg, state, record = start_run(cfg, command)
+    keras.utils.set_random_seed(cfg.seed)
+    dataset = load_data(cfg)
+    write_contract(cfg, dataset)
+    model = build_or_resume(cfg, dataset, state)
+    fit(cfg, model, dataset, state)
+    return final_report(cfg, record, state, dataset, command)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
-
     try:
-        train(args)
+        cfg = TrainConfig.from_args(parse_args(argv))
+        train(cfg)
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

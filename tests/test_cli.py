@@ -42,7 +42,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["image"], ["video"], ["webcam"]):
+    for argv in ([], ["image"], ["video"], ["webcam"], ["web"], ["model"], ["model", "inspect"]):
         with pytest.raises(SystemExit) as info:
             main([*argv, "--help"])
         assert info.value.code == 0

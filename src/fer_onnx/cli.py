@@ -4,6 +4,10 @@
     fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
                             [--plot timeline.png] [--every N]
     fer-onnx webcam [--camera 0]
+    fer-onnx web [--port 8000]                   (the browser demo, examples/web)
+    fer-onnx model inspect model.onnx            (what fer-onnx knows of any ONNX file)
+    fer-onnx model stamp in.onnx out.onnx --labels ... --input-size H W --color gray
+                            --value-range 0 1 [--softmax]   (make a foreign classifier usable)
 
 Outputs are written to a temporary file beside the target and renamed when complete, so an
 interrupted run (Ctrl-C) leaves no half-written file. Exit codes: 0 success, 1 some input
@@ -30,10 +34,12 @@ from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
 from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
 from fer_onnx.images import as_uint8, load_image
+from fer_onnx.model_tools import add_model_parser
 from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
 from fer_onnx.video import VideoRecognizer, VideoSource, open_video
+from fer_onnx.web import add_web_parser
 from fer_onnx.yunet import YuNetDetector
 
 __all__ = ["main"]
@@ -353,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fer_onnx import __version__
 
     parser.add_argument("--version", action="version", version=f"fer-onnx {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{image,video,webcam}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{image,video,webcam,web,model}"
+    )
 
     p = sub.add_parser(
         "image",
@@ -411,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smoothing", action="store_true", help="report raw probabilities")
     _common(p)
     p.set_defaults(func=_cmd_webcam)
+
+    add_web_parser(sub)
+    add_model_parser(sub)
     return parser
 
 

@@ -1,0 +1,695 @@
+r"""Foreign models: see what fer-onnx knows of any ONNX file, and stamp its metadata into one.
+
+A classifier exported from PyTorch, TensorFlow or any other framework runs in
+:class:`~fer_onnx.EmotionRecognizer` once its file carries the metadata contract of
+:mod:`fer_onnx.metadata` (labels, input size, colour mode, value range; optionally the output
+kind and a crop template). :func:`inspect_model` reports what a file has and lacks;
+:func:`stamp_model` writes the contract into a copy, checks that the runtime accepts the result
+and that its outputs are what the stamp says (probabilities, or logits with ``softmax=True``).
+
+    fer-onnx model inspect model.onnx
+    fer-onnx model stamp model.onnx stamped.onnx --labels angry,happy,neutral \
+        --input-size 48 48 --color gray --value-range 0 1 --softmax
+
+Stamping needs the ``onnx`` package (``pip install onnx``); inspecting needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fer_onnx.alignment import CropTemplate
+from fer_onnx.errors import InvalidOptionError, ModelLoadError, ModelOutputError
+from fer_onnx.metadata import (
+    KEY_COLOR,
+    KEY_INPUT_SIZE,
+    KEY_LABELS,
+    KEY_OUTPUT,
+    KEY_VALUE_RANGE,
+    OUTPUT_KINDS,
+    REQUIRED_KEYS,
+    ModelInfo,
+)
+from fer_onnx.outputs import AtomicOutput, check_outputs
+from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
+from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer, bundled_model_path
+from fer_onnx.session import SessionConfig, create_session
+from fer_onnx.yunet import STRIDES
+
+__all__ = [
+    "KEY_STAMP",
+    "ModelReport",
+    "TensorInfo",
+    "add_model_parser",
+    "inspect_model",
+    "stamp_model",
+]
+
+KEY_STAMP = "fer_onnx.stamp"
+"""Metadata key recording how a foreign model was stamped (JSON: source file, options)."""
+
+Kind = Literal["classifier", "detector", "unknown"]
+Layout = Literal["NHWC", "NCHW"]
+
+_STAMP_OPTIONS = {
+    KEY_LABELS: "--labels",
+    KEY_INPUT_SIZE: "--input-size",
+    KEY_COLOR: "--color",
+    KEY_VALUE_RANGE: "--value-range",
+}
+_YUNET_OUTPUTS = {f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES}
+_PROBE_ROWS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One input or output of a model.
+
+    Attributes:
+        name: Its name in the graph.
+        shape: Dimensions: an ``int`` when fixed, a ``str`` (symbolic) or ``None`` when not.
+        type: Element type as onnxruntime names it, e.g. ``tensor(float)``.
+    """
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    type: str
+
+    def __str__(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.type} [{dims}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"name": self.name, "shape": list(self.shape), "type": self.type}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """What fer-onnx knows of an ONNX file.
+
+    Attributes:
+        path: The file.
+        kind: ``"classifier"`` (one 4-D image input, a 2-D output), ``"detector"`` (YuNet's
+            outputs), or ``"unknown"``.
+        inputs: The graph's inputs.
+        outputs: The graph's outputs.
+        metadata: Every ``metadata_props`` entry.
+        info: The parsed fer-onnx metadata, or ``None`` when missing or malformed.
+        layout: ``"NHWC"`` or ``"NCHW"`` when the input shape fits the metadata.
+        missing: Required fer-onnx metadata keys the file lacks.
+        problems: Why :class:`~fer_onnx.EmotionRecognizer` would refuse the file (empty when
+            it accepts it).
+        suggestions: ``fer-onnx model stamp`` options read off the model's shapes, for the
+            keys it lacks (labels and value range cannot be read off and are left to you).
+    """
+
+    path: Path
+    kind: Kind
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    metadata: Mapping[str, str]
+    info: ModelInfo | None = None
+    layout: Layout | None = None
+    missing: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = field(default=())
+
+    @property
+    def usable(self) -> bool:
+        """Whether ``EmotionRecognizer(model=path)`` accepts the file as it is."""
+        return self.kind == "classifier" and not self.missing and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        info = self.info
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "usable": self.usable,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "metadata": dict(self.metadata),
+            "fer_onnx": None
+            if info is None
+            else {
+                "labels": list(info.labels),
+                "input_size": [info.input.height, info.input.width],
+                "color": info.input.color,
+                "value_range": list(info.value_range),
+                "output": info.output,
+                "crop_template": info.template is not None,
+                "layout": self.layout,
+            },
+            "missing": list(self.missing),
+            "problems": list(self.problems),
+            "suggestions": list(self.suggestions),
+        }
+
+    def format(self) -> str:
+        """A human-readable report (what ``fer-onnx model inspect`` prints)."""
+        lines = [f"{self.path}: {self.kind}"]
+        lines += ["inputs:"] + [f"  {t}" for t in self.inputs]
+        lines += ["outputs:"] + [f"  {t}" for t in self.outputs]
+        if self.metadata:
+            lines.append("metadata:")
+            for key in sorted(self.metadata):
+                value = self.metadata[key]
+                shown = value if len(value) <= 100 else value[:97] + "..."
+                lines.append(f"  {key} = {shown}")
+        else:
+            lines.append("metadata: none")
+        if self.info is not None:
+            info = self.info
+            lines.append(
+                f"fer-onnx reads: {len(info.labels)} labels ({', '.join(info.labels)}); "
+                f"{info.input.height}x{info.input.width} {info.input.color}"
+                + (f" {self.layout}" if self.layout else "")
+                + f"; values {info.value_range[0]:g}..{info.value_range[1]:g}; "
+                f"outputs {info.output}; "
+                + ("crop template" if info.template is not None else "no crop template")
+            )
+        if self.kind == "detector":
+            lines.append("a YuNet face detector: use it with detector='path/to/file.onnx'")
+        for key in self.missing:
+            lines.append(f"missing: {key} (fer-onnx model stamp {_STAMP_OPTIONS[key]} ...)")
+        lines += [f"problem: {p}" for p in self.problems]
+        if self.suggestions:
+            lines.append("suggested: fer-onnx model stamp IN OUT " + " ".join(self.suggestions))
+        if self.kind != "detector":
+            lines.append(
+                "usable by EmotionRecognizer: yes"
+                if self.usable
+                else "usable by EmotionRecognizer: no"
+            )
+        return "\n".join(lines)
+
+
+def _tensors(values: Sequence[Any]) -> tuple[TensorInfo, ...]:
+    return tuple(
+        TensorInfo(
+            str(v.name),
+            tuple(d if isinstance(d, (int, str)) else None for d in v.shape),
+            str(v.type),
+        )
+        for v in values
+    )
+
+
+def _layout(shape: Sequence[int | str | None], spec: InputSpec) -> Layout | None:
+    """NHWC or NCHW as the runtime decides it (NHWC first), or ``None`` if neither fits."""
+    if len(shape) != 4:
+        return None
+    dims = [d if isinstance(d, int) else None for d in shape[1:]]
+    for layout, expected in (
+        ("NHWC", (spec.height, spec.width, spec.channels)),
+        ("NCHW", (spec.channels, spec.height, spec.width)),
+    ):
+        if all(d is None or d == e for d, e in zip(dims, expected, strict=True)):
+            return "NHWC" if layout == "NHWC" else "NCHW"
+    return None
+
+
+def _guess_image(shape: Sequence[int | str | None]) -> tuple[int, int, int, Layout] | None:
+    """Height, width, channels and layout read off a 4-D input shape, when unambiguous."""
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        return None
+    a, b, c = (int(d) for d in shape[1:] if isinstance(d, int))
+    if a in (1, 3) and c not in (1, 3):
+        return b, c, a, "NCHW"
+    if c in (1, 3) and a not in (1, 3):
+        return a, b, c, "NHWC"
+    return None
+
+
+def _suggest(report_inputs: tuple[TensorInfo, ...], missing: Sequence[str]) -> tuple[str, ...]:
+    if not missing or len(report_inputs) != 1:
+        return ()
+    guess = _guess_image(report_inputs[0].shape)
+    out: list[str] = []
+    if guess is not None:
+        height, width, channels, _ = guess
+        if KEY_INPUT_SIZE in missing:
+            out.append(f"--input-size {height} {width}")
+        if KEY_COLOR in missing:
+            out.append("--color gray" if channels == 1 else "--color rgb (or bgr)")
+    if KEY_LABELS in missing:
+        out.append("--labels NAME,NAME,...")
+    if KEY_VALUE_RANGE in missing:
+        out.append("--value-range LOW HIGH")
+    return tuple(out)
+
+
+def inspect_model(path: str | os.PathLike[str]) -> ModelReport:
+    """Report what fer-onnx knows of an ONNX file: inputs, outputs, metadata, what is missing.
+
+    Args:
+        path: Any ONNX file.
+
+    Returns:
+        The report; ``report.usable`` says whether :class:`~fer_onnx.EmotionRecognizer` runs
+        the file as it is.
+
+    Raises:
+        ModelLoadError: The file is missing or onnxruntime cannot load it.
+    """
+    model = Path(path)
+    session = create_session(model, ["CPUExecutionProvider"], SessionConfig(log_severity=3))
+    inputs = _tensors(session.get_inputs())
+    outputs = _tensors(session.get_outputs())
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    del session
+    if {o.name for o in outputs} >= _YUNET_OUTPUTS:
+        return ModelReport(model, "detector", inputs, outputs, metadata)
+    image_like = len(inputs) == 1 and len(inputs[0].shape) == 4
+    kind: Kind = (
+        "classifier" if image_like and outputs and len(outputs[0].shape) == 2 else "unknown"
+    )
+    missing = tuple(key for key in REQUIRED_KEYS if key not in metadata)
+    problems: list[str] = []
+    if kind == "unknown":
+        problems.append(
+            "not an image classifier: fer-onnx needs one 4-D image input (NHWC or NCHW) and a "
+            "2-D output (batch, classes)"
+        )
+    info = None
+    layout: Layout | None = None
+    if not missing:
+        try:
+            info = ModelInfo.from_metadata(metadata, source=str(model))
+        except ModelLoadError as e:
+            problems.append(str(e))
+    if info is not None and kind == "classifier":
+        layout = _layout(inputs[0].shape, info.input)
+        try:
+            EmotionRecognizer(model, detector=None, device="cpu").close()
+        except ModelLoadError as e:
+            problems.append(str(e))
+    return ModelReport(
+        model,
+        kind,
+        inputs,
+        outputs,
+        metadata,
+        info,
+        layout,
+        missing,
+        tuple(problems),
+        _suggest(inputs, missing) if kind == "classifier" else (),
+    )
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as e:
+        raise ModelLoadError("stamping a model needs the onnx package: pip install onnx") from e
+    return onnx
+
+
+def _template_from(source: str | os.PathLike[str]) -> CropTemplate:
+    name = os.fspath(source)
+    path = bundled_model_path(name) if name == "default" or name in BUNDLED_MODELS else Path(name)
+    report = inspect_model(path)
+    if report.info is None or report.info.template is None:
+        raise InvalidOptionError(
+            f"{path} has no crop template (metadata key fer_onnx.crop_template) to copy; "
+            "name a fer-onnx model that has one, e.g. 'default'"
+        )
+    return report.info.template
+
+
+def _check_stats(
+    name: str, values: Sequence[float] | None, channels: int
+) -> npt.NDArray[np.float32] | None:
+    if values is None:
+        return None
+    array = np.asarray([float(v) for v in values], np.float64)
+    if array.size == 1:
+        array = np.repeat(array, channels)
+    if array.size != channels or not np.isfinite(array).all():
+        count = "one finite value" if channels == 1 else f"one or {channels} finite values"
+        raise InvalidOptionError(
+            f"{name} needs {count} (one per channel of the model's colour mode), got {list(values)}"
+        )
+    if name == "std" and (array <= 0).any():
+        raise InvalidOptionError(f"std must be > 0, got {list(values)}")
+    return array.astype(np.float32)
+
+
+def _normalise_in_graph(
+    onnx: Any, model: Any, input_name: str, layout: Layout, mean: Any, std: Any
+) -> None:
+    """Prepend ``(x - mean) / std`` per channel to the graph, in place."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    taken = {n for node in graph.node for n in (*node.input, *node.output)}
+    taken |= {i.name for i in graph.initializer} | {i.name for i in graph.input}
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+
+    normalised = fresh(f"{input_name}_fer_onnx_normalised")
+    centred = fresh(f"{input_name}_fer_onnx_centred")
+    shape = (1, len(mean), 1, 1) if layout == "NCHW" else (1, 1, 1, len(mean))
+    mean_name, std_name = fresh("fer_onnx_mean"), fresh("fer_onnx_std")
+
+    def rename(nodes: Any) -> None:
+        for node in nodes:
+            for i, name in enumerate(node.input):
+                if name == input_name:
+                    node.input[i] = normalised
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    rename(attribute.g.node)
+                elif attribute.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attribute.graphs:
+                        rename(sub.node)
+
+    rename(graph.node)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(mean.reshape(shape), mean_name),
+            numpy_helper.from_array(std.reshape(shape), std_name),
+        ]
+    )
+    prelude = [
+        helper.make_node("Sub", [input_name, mean_name], [centred], name=fresh("fer_onnx_sub")),
+        helper.make_node("Div", [centred, std_name], [normalised], name=fresh("fer_onnx_div")),
+    ]
+    nodes = [*prelude, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _probe(
+    path: Path, input_name: str, layout: Layout, spec: InputSpec, value_range: tuple[float, float]
+) -> npt.NDArray[np.float32]:
+    """Raw outputs of the model for a few random faces, prepared as the runtime prepares them."""
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (_PROBE_ROWS, spec.height, spec.width, spec.channels))
+    low, high = value_range
+    batch = (faces * ((high - low) / 255.0) + low).astype(np.float32)
+    if layout == "NCHW":
+        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    session = create_session(path, ["CPUExecutionProvider"], SessionConfig(log_severity=3))
+    (out,) = session.run(None, {input_name: batch})[:1]
+    return np.asarray(out, np.float32)
+
+
+def _looks_like_probabilities(values: npt.NDArray[np.float32]) -> bool:
+    return bool((values >= -1e-4).all() and (np.abs(values.sum(axis=1) - 1.0) <= 0.05).all())
+
+
+def stamp_model(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    labels: Sequence[str],
+    input_size: tuple[int, int],
+    color: str,
+    value_range: tuple[float, float],
+    softmax: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    crop_template: CropTemplate | str | os.PathLike[str] | None = None,
+) -> ModelReport:
+    """Write fer-onnx metadata into a copy of a classifier exported elsewhere.
+
+    The copy keeps the graph and every other metadata entry; only the fer-onnx keys are set.
+    The runtime feeds faces as float32 ``0..255`` mapped linearly onto ``value_range``, in the
+    layout the input shape says (NHWC or NCHW).
+
+    Args:
+        source: The foreign ONNX classifier: one float32 4-D image input with a dynamic batch
+            dimension, a ``(batch, classes)`` output.
+        target: Where to write the stamped copy (replaced atomically; never ``source``).
+        labels: Class names in the order of the model's output.
+        input_size: ``(height, width)`` of one face.
+        color: ``"gray"``, ``"rgb"`` or ``"bgr"`` (channel order the model was trained on).
+        value_range: ``(low, high)`` input range the model was trained on, e.g. ``(0, 1)``
+            for ``torchvision.transforms.ToTensor``.
+        softmax: The model outputs logits (or log-probabilities): the runtime applies softmax
+            (metadata ``fer_onnx.output = logits``).
+        mean: Per-channel means subtracted after scaling to ``value_range``
+            (``transforms.Normalize``); one value or one per channel. Added to the graph.
+        std: Per-channel standard deviations to divide by, with ``mean``.
+        crop_template: How the model's training data framed faces: a :class:`CropTemplate`,
+            or a model to copy it from (``"default"``, ``"fp32"``, ``"int8"`` or a path).
+            Without one, faces are cropped at their detector box.
+
+    Returns:
+        The report of the stamped file (``report.usable`` is ``True``).
+
+    Raises:
+        ModelLoadError: The source is missing, not loadable, or not an image classifier the
+            runtime can feed (input type, rank, fixed batch, shape not matching the options).
+        InvalidOptionError: An option is malformed (labels, size, colour, range, mean/std).
+        ModelOutputError: The outputs contradict ``softmax`` (probabilities stamped as logits,
+            or logits stamped as probabilities) or do not match the labels.
+        OutputError: ``target`` cannot be written, or is the source.
+    """
+    onnx = _import_onnx()
+    src, dst = Path(source), Path(target)
+    if not src.is_file():
+        raise ModelLoadError(f"model file not found: {src}")
+    check_outputs([dst], [src])
+    names = tuple(str(label) for label in labels)
+    if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise InvalidOptionError(f"labels must be distinct non-empty names, got {list(labels)}")
+    if color not in COLOR_MODES:
+        raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {color!r}")
+    mode: ColorMode = "gray" if color == "gray" else "rgb" if color == "rgb" else "bgr"
+    try:
+        spec = InputSpec(int(input_size[0]), int(input_size[1]), mode)
+    except (ValueError, TypeError, IndexError) as e:
+        raise InvalidOptionError(f"input size must be (height, width) > 0: {e}") from e
+    low, high = (float(v) for v in value_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidOptionError(f"value range must be finite with low < high, got {value_range}")
+    mean_array = _check_stats("mean", mean, spec.channels)
+    std_array = _check_stats("std", std, spec.channels)
+    if (mean_array is None) != (std_array is None):
+        raise InvalidOptionError("give mean and std together (transforms.Normalize(mean, std))")
+    template = (
+        crop_template
+        if crop_template is None or isinstance(crop_template, CropTemplate)
+        else _template_from(crop_template)
+    )
+
+    report = inspect_model(src)
+    if report.kind == "detector":
+        raise ModelLoadError(f"{src} is a YuNet face detector, not an expression classifier")
+    if report.kind != "classifier":
+        raise ModelLoadError(f"{src}: {report.problems[0]}")
+    tensor = report.inputs[0]
+    if tensor.type != "tensor(float)":
+        raise ModelLoadError(
+            f"{src}: its input is {tensor.type}; fer-onnx feeds float32 faces. Re-export it "
+            "with a float32 input (cast inside the graph if the network needs another type)."
+        )
+    if isinstance(tensor.shape[0], int):
+        raise ModelLoadError(
+            f"{src}: its batch dimension is fixed at {tensor.shape[0]}; fer-onnx runs all faces "
+            "of an image in one batch. Re-export it with a dynamic batch dimension (e.g. "
+            "dynamic_axes={'input': {0: 'batch'}} in torch.onnx.export)."
+        )
+    layout = _layout(tensor.shape, spec)
+    if layout is None:
+        raise ModelLoadError(
+            f"{src}: input shape {list(tensor.shape)} fits neither NHWC nor NCHW for "
+            f"{spec.height}x{spec.width} {spec.color} ({spec.channels} channel(s)); check "
+            "--input-size and --color"
+        )
+    classes = report.outputs[0].shape[1]
+    if isinstance(classes, int) and classes != len(names):
+        raise InvalidOptionError(
+            f"{src} outputs {classes} classes but {len(names)} labels were given"
+        )
+
+    try:
+        proto = onnx.load(str(src))
+    except Exception as e:  # onnx raises several untyped errors for a bad file
+        raise ModelLoadError(f"cannot read {src} with onnx: {e}") from e
+    if mean_array is not None and std_array is not None:
+        _normalise_in_graph(onnx, proto, tensor.name, layout, mean_array, std_array)
+    previous = {p.key: p.value for p in proto.metadata_props}
+    if mean_array is not None and KEY_STAMP in previous:
+        earlier = json.loads(previous[KEY_STAMP])
+        if isinstance(earlier, dict) and earlier.get("mean") is not None:
+            raise InvalidOptionError(
+                f"{src} was stamped with --mean/--std already (its graph normalises); stamp "
+                f"the original file {earlier.get('source')!r} instead"
+            )
+    info = ModelInfo(
+        names,
+        spec,
+        (low, high),
+        {k: v for k, v in previous.items() if not k.startswith("fer_onnx.")},
+        template,
+        "logits" if softmax else "probabilities",
+    )
+    props = info.to_metadata()
+    props[KEY_OUTPUT] = info.output
+    props[KEY_STAMP] = json.dumps(
+        {
+            "source": src.name,
+            "mean": None if mean_array is None else [float(v) for v in mean_array],
+            "std": None if std_array is None else [float(v) for v in std_array],
+        }
+    )
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:  # onnx.checker.ValidationError and friends
+        raise ModelLoadError(f"{src}: the stamped graph does not validate: {e}") from e
+
+    with AtomicOutput(dst) as out:
+        onnx.save(proto, str(out.tmp))
+        raw = _probe(out.tmp, tensor.name, layout, spec, (low, high))
+        if raw.ndim != 2 or raw.shape != (_PROBE_ROWS, len(names)):
+            raise ModelOutputError(
+                f"{src} returns shape {raw.shape} for {_PROBE_ROWS} faces, expected "
+                f"({_PROBE_ROWS}, {len(names)}): one score per label"
+            )
+        if softmax and _looks_like_probabilities(raw):
+            raise ModelOutputError(
+                f"{src} already outputs probabilities (rows >= 0 summing to 1); stamp it "
+                "without --softmax"
+            )
+        if not softmax and not _looks_like_probabilities(raw):
+            raise ModelOutputError(
+                f"{src} outputs values that are not probabilities (rows must be >= 0 and sum "
+                "to 1; got row sums "
+                f"{', '.join(f'{s:.3g}' for s in raw.sum(axis=1))}): if they are logits, "
+                "stamp with --softmax"
+            )
+        EmotionRecognizer(out.tmp, detector=None, device="cpu").close()
+        out.commit()
+    return inspect_model(dst)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _labels(values: Sequence[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    report = inspect_model(args.path)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.usable or report.kind == "detector" else 1
+
+
+def _cmd_stamp(args: argparse.Namespace) -> int:
+    report = stamp_model(
+        args.source,
+        args.target,
+        labels=_labels(args.labels),
+        input_size=(args.input_size[0], args.input_size[1]),
+        color=args.color,
+        value_range=(args.value_range[0], args.value_range[1]),
+        softmax=args.softmax,
+        mean=args.mean,
+        std=args.std,
+        crop_template=args.crop_template_from,
+    )
+    print(report.format())
+    print(f"wrote {args.target}: EmotionRecognizer(model={str(args.target)!r}) runs it")
+    return 0
+
+
+def add_model_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``fer-onnx model inspect|stamp`` on the CLI's subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "model",
+        help="inspect any ONNX file; stamp fer-onnx metadata into a foreign classifier",
+        description="What fer-onnx knows of an ONNX file, and how to make a classifier "
+        "exported elsewhere (PyTorch, TensorFlow, ...) usable by EmotionRecognizer.",
+    )
+    sub = parser.add_subparsers(dest="model_command", required=True, metavar="{inspect,stamp}")
+    p = sub.add_parser(
+        "inspect",
+        help="inputs, outputs, metadata and what is missing",
+        description="Print inputs, outputs, metadata, what fer-onnx reads from it and what it "
+        "lacks. Exit code 0 when EmotionRecognizer can run it (or it is a YuNet detector), "
+        "1 when not.",
+    )
+    p.add_argument("path", type=Path, help="an .onnx file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser(
+        "stamp",
+        help="write fer-onnx metadata into a copy of a foreign classifier",
+        description="Copy IN to OUT with the fer-onnx metadata, check that the runtime accepts "
+        "it and that its outputs are what you said (probabilities, or logits with --softmax).",
+    )
+    p.add_argument("source", type=Path, metavar="IN", help="the foreign .onnx classifier")
+    p.add_argument("target", type=Path, metavar="OUT", help="the stamped copy to write")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        required=True,
+        help="class names in output order, comma- or space-separated",
+    )
+    p.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        required=True,
+        metavar=("HEIGHT", "WIDTH"),
+        help="face size the model takes",
+    )
+    p.add_argument("--color", choices=COLOR_MODES, required=True, help="model's colour mode")
+    p.add_argument(
+        "--value-range",
+        nargs=2,
+        type=float,
+        required=True,
+        metavar=("LOW", "HIGH"),
+        help="input range the model was trained on (0 1 for ToTensor, 0 255 for raw pixels)",
+    )
+    p.add_argument(
+        "--softmax",
+        action="store_true",
+        help=f"the model outputs logits: the runtime applies softmax ({KEY_OUTPUT} = logits; "
+        f"kinds: {', '.join(OUTPUT_KINDS)})",
+    )
+    p.add_argument(
+        "--mean",
+        nargs="+",
+        type=float,
+        default=None,
+        help="per-channel mean subtracted after --value-range (transforms.Normalize)",
+    )
+    p.add_argument(
+        "--std", nargs="+", type=float, default=None, help="per-channel std, with --mean"
+    )
+    p.add_argument(
+        "--crop-template-from",
+        default=None,
+        metavar="MODEL",
+        help="copy the face framing (crop template) from 'default', 'fp32', 'int8' or a path",
+    )
+    p.set_defaults(func=_cmd_stamp)
+    return parser

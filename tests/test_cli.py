@@ -42,7 +42,16 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["image"], ["video"], ["webcam"], ["web"], ["model"], ["model", "inspect"]):
+    for argv in (
+        [],
+        ["image"],
+        ["video"],
+        ["webcam"],
+        ["web"],
+        ["model"],
+        ["model", "inspect"],
+        ["batch"],
+    ):
         with pytest.raises(SystemExit) as info:
             main([*argv, "--help"])
         assert info.value.code == 0

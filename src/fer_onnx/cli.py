@@ -4,6 +4,8 @@
     fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
                             [--plot timeline.png] [--every N]
     fer-onnx webcam [--camera 0]
+    fer-onnx batch INPUT... --out faces.parquet [--every N] [--engine local|ray]
+                            (photos and videos in bulk; resumable)
     fer-onnx web [--port 8000]                   (the browser demo, examples/web)
     fer-onnx model inspect model.onnx            (what fer-onnx knows of any ONNX file)
     fer-onnx model stamp in.onnx out.onnx --labels ... --input-size H W --color gray
@@ -30,6 +32,7 @@ from typing import Any
 
 import cv2
 
+from fer_onnx.batch_cli import add_batch_parser
 from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
 from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
@@ -360,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"fer-onnx {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{image,video,webcam,web,model}"
+        dest="command", required=True, metavar="{image,video,webcam,batch,web,model}"
     )
 
     p = sub.add_parser(
@@ -420,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_webcam)
 
+    add_batch_parser(sub)
     add_web_parser(sub)
     add_model_parser(sub)
     return parser

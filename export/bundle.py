@@ -22,6 +22,7 @@ Steps, each measured and written to ``<run>/export/summary.json``:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -72,7 +73,7 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
     for split, m in metrics["splits"].items():
         props[f"onnx_{split}_accuracy"] = f"{m['accuracy']:.4f}"
         props[f"onnx_{split}_macro_f1"] = f"{m['macro_f1']:.4f}"
-    set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props, info.template))
+    set_metadata(proto, dataclasses.replace(info, extra=props))
     save(proto, path)
 
 

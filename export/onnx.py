@@ -208,7 +208,10 @@ def export(
         spec = InputSpec(spec.height, spec.width, contract.color)  # type: ignore[arg-type]
         value_range, output = contract.value_range, contract.output
         if template is None and contract_template and contract.template is not None:
-            template = CropTemplate.from_json(json.dumps(contract.template))
+            try:
+                template = CropTemplate.from_json(json.dumps(contract.template))
+            except ValueError as e:
+                raise ExportError(f"{run_dir / CONTRACT}: {e}") from e
     n_out = proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     if n_out and n_out != len(labels):
         raise ExportError(f"model has {n_out} outputs but {len(labels)} labels were given")

@@ -10,6 +10,7 @@ keeps the fp32 model's metadata (labels, input format, provenance) with ``precis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -86,7 +87,7 @@ def quantize(
     }
     # Accuracy figures measured on the fp32 model do not describe this one.
     props = {k: v for k, v in props.items() if not k.startswith("onnx_")}
-    set_metadata(proto, ModelInfo(info.labels, info.input, info.value_range, props))
+    set_metadata(proto, dataclasses.replace(info, extra=props))
     save(proto, out)
     return proto
 

@@ -482,3 +482,16 @@ def test_cli_csv_matches_the_parquet_tables(
         batch_main(["batch", "--help"])
     assert info.value.code == 0
     assert "--engine" in capsys.readouterr().out
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    from fer_onnx.batch import find_inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")
+    (folder / name).write_bytes(b"not an image")
+    found = find_inputs([folder])
+    assert found.paths == ()
+    assert found.missing[0][0].endswith("caf\\xe9.jpg")
+    assert "not valid UTF-8" in found.missing[0][1]

@@ -697,3 +697,35 @@ def test_boxes_accepts_floats(tiny_model: Path, astronaut: np.ndarray) -> None:
     with EmotionRecognizer(tiny_model) as rec:
         (face,) = rec.recognize(astronaut, boxes=[(10.4, 20.6, 100.0, 90.2)])
     assert face.box == Box(10, 21, 100, 90)
+
+
+def test_a_short_end_is_an_estimated_length_a_long_one_is_not() -> None:
+    from fer_onnx import VideoStats
+
+    estimated = VideoStats(
+        fps=30.0, frame_count=300, width=64, height=48, read=299, missing_at_end=1
+    )
+    assert estimated.complete
+    assert "(an estimate)" in estimated.summary()
+    truncated = VideoStats(
+        fps=30.0, frame_count=300, width=64, height=48, read=200, missing_at_end=100
+    )
+    assert not truncated.complete
+    assert "100 frames before the end the container announced (NOT ANALYSED)" in truncated.summary()
+
+
+def test_sink_construction_failure_leaves_nothing(tmp_path: Path) -> None:
+    from fer_onnx import VideoSink
+
+    with pytest.raises(OutputError):
+        VideoSink(tmp_path / "bad.mp4", 30.0, (0, 0))
+    assert partials(tmp_path) == []
+
+
+def test_providers_override_device_on_the_command_line(
+    tiny_model: Path, tmp_path: Path, astronaut: np.ndarray
+) -> None:
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), astronaut)
+    args = ["image", str(photo), "--model", str(tiny_model), "--providers", "CPUExecutionProvider"]
+    assert main([*args, "--device", "cpu"]) == 0

@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.config import STATE, ModelContract, RunState, TrainConfig, template_for
+from training.config import CONTRACT, STATE, ModelContract, RunState, TrainConfig, template_for
 from training.data import DataError, Dataset, apply_ferplus, load
 from training.report import versions, write_report
 
@@ -630,7 +630,8 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     cfg, state, record = start_run(cfg, command)
     keras.utils.set_random_seed(cfg.seed)
     dataset = load_data(cfg)
-    write_contract(cfg, dataset)
+    if not (cfg.out / CONTRACT).exists():  # written once; a resumed run keeps its own
+        write_contract(cfg, dataset)
     model = build_or_resume(cfg, dataset, state)
     fit(cfg, model, dataset, state)
     return final_report(cfg, record, state, dataset, command)

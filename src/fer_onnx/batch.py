@@ -404,6 +404,19 @@ def find_inputs(
             entry = line.strip()
             if entry and not entry.startswith("#"):
                 expand(entry, base=os.path.dirname(list_path))
+    for path in list(paths):
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # os.walk gives undecodable bytes as surrogates
+            del paths[path]
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            missing.append(
+                (
+                    shown,
+                    "the file name is not valid UTF-8 and cannot be stored in the "
+                    "result tables; rename the file",
+                )
+            )
     missing_unique = list(dict.fromkeys(missing))
     others = len(ignored.difference(paths))  # a file named directly is not ignored
     return FoundInputs(tuple(paths), tuple(missing_unique), others, frozenset(named))

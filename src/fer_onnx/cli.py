@@ -40,6 +40,7 @@ from fer_onnx.images import as_uint8, load_image
 from fer_onnx.model_tools import add_model_parser
 from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs
 from fer_onnx.recognizer import EmotionRecognizer
+from fer_onnx.session import Device
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
 from fer_onnx.video import VideoRecognizer, VideoSource, open_video
 from fer_onnx.web import add_web_parser
@@ -121,11 +122,12 @@ def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
                 f"--detector {args.detector!r}: expected 'yunet', 'haar' or the path of a YuNet "
                 ".onnx file, and no such file exists"
             )
-        detector = YuNetDetector(model, device=args.device, providers=providers, **kwargs)
+        device: Device = "auto" if providers else args.device
+        detector = YuNetDetector(model, device=device, providers=providers, **kwargs)
     return EmotionRecognizer(
         args.model,
         detector=detector,
-        device=args.device,
+        device="auto" if providers else args.device,  # --providers overrides --device
         providers=providers,
         align=not args.no_align,
         margin=args.margin,
@@ -237,18 +239,25 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _sinks(args: argparse.Namespace, labels: Sequence[str], source: VideoSource) -> list[Any]:
+def _sinks(
+    args: argparse.Namespace,
+    labels: Sequence[str],
+    source: VideoSource,
+    stack: contextlib.ExitStack,
+) -> list[Any]:
+    """Open each requested sink and enter it at once, so a later failure discards it."""
     stats = source.stats
     sinks: list[Any] = []
     if args.csv is not None:
-        sinks.append(CsvSink(args.csv, labels))
+        sinks.append(stack.enter_context(CsvSink(args.csv, labels)))
     if args.json is not None:
-        sinks.append(JsonSink(args.json))
+        sinks.append(stack.enter_context(JsonSink(args.json)))
     if args.out is not None:
-        sinks.append(VideoSink(args.out, stats.fps / args.every, (stats.width, stats.height)))
+        size = (stats.width, stats.height)
+        sinks.append(stack.enter_context(VideoSink(args.out, stats.fps / args.every, size)))
     if args.plot is not None:
         title = f"{source.name}: expression probabilities per track"
-        sinks.append(TimelineSink(args.plot, labels, title))
+        sinks.append(stack.enter_context(TimelineSink(args.plot, labels, title)))
     return sinks
 
 
@@ -257,7 +266,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(VideoSource(args.path, every=args.every))
         rec = stack.enter_context(_recognizer(args))
-        sinks = [stack.enter_context(sink) for sink in _sinks(args, rec.labels, source)]
+        sinks = _sinks(args, rec.labels, source, stack)
         video = VideoRecognizer(
             rec,
             smoothing=0 if args.no_smoothing else args.smoothing,

@@ -145,7 +145,11 @@ class CsvSink(_Sink):
             "score",
             *[f"p_{label}" for label in labels],
         ]
-        self._file: IO[str] | None = open(self.output.tmp, "w", newline="")  # noqa: SIM115
+        try:
+            self._file: IO[str] | None = open(self.output.tmp, "w", newline="")  # noqa: SIM115
+        except OSError as e:
+            self.output.discard()
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
         self._writer.writeheader()
 
@@ -203,6 +207,7 @@ class VideoSink(_Sink):
         )
         if not self._writer.isOpened():
             self.close()
+            self.output.discard()
             raise OutputError(f"cannot open a video writer for {self.path}")
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:

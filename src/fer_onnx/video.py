@@ -280,6 +280,8 @@ class VideoStats:
         corrupt: Frames that failed to decode and were skipped.
         corrupt_indices: Their indices (the first 1,000).
         skipped: Frames passed over on purpose (``every`` > 1).
+        missing_at_end: Frames the container announced after the last decodable one (the
+            stream ended early: a truncated file, or a container that estimates its length).
     """
 
     fps: float
@@ -290,13 +292,17 @@ class VideoStats:
     corrupt: int = 0
     corrupt_indices: list[int] = field(default_factory=list)
     skipped: int = 0
+    missing_at_end: int = 0
 
     @property
     def complete(self) -> bool:
-        """Whether every frame the container announces was decoded (or skipped on purpose)."""
-        return self.corrupt == 0 and (
-            not self.frame_count or self.read + self.skipped >= self.frame_count
-        )
+        """Whether every frame was decoded (or skipped on purpose).
+
+        A short shortfall at the end (at most 2 frames or 1% of the announced count) is
+        taken for an estimated length, not for lost frames.
+        """
+        slack = max(2, self.frame_count // 100)
+        return self.corrupt == 0 and self.missing_at_end <= slack
 
     def summary(self) -> str:
         """One line for people: frames read, and plainly what was not analysed."""
@@ -305,12 +311,17 @@ class VideoStats:
             line += f" of {self.frame_count}"
         if self.skipped:
             line += f" ({self.skipped} skipped by --every)"
-        missing = self.frame_count - self.read - self.skipped if self.frame_count else 0
-        if self.corrupt or missing > 0:
-            line += f"; NOT ANALYSED: {max(self.corrupt, missing)} frames that could not be decoded"
+        if self.corrupt:
+            line += f"; NOT ANALYSED: {self.corrupt} frames that could not be decoded"
             if self.corrupt_indices:
                 shown = ", ".join(str(i) for i in self.corrupt_indices[:10])
                 line += f" (first indices: {shown}{', ...' if self.corrupt > 10 else ''})"
+        if self.missing_at_end:
+            what = "an estimate" if self.complete else "NOT ANALYSED"
+            line += (
+                f"; the stream ended {self.missing_at_end} frames before the end the container "
+                f"announced ({what})"
+            )
         return line
 
 
@@ -371,20 +382,25 @@ def read_frames(
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise InvalidOptionError(f"every must be an integer >= 1, got {every!r}")
     index = -1
-    failures = 0
+    trailing: list[int] = []  # failed frames since the last good one
     while True:
         ok = cap.grab()
         index += 1
         if not ok:
             known_end = stats.frame_count
-            if (known_end and index < known_end) or (not known_end and failures < max_failures):
-                failures += 1
-                stats.corrupt += 1
-                if len(stats.corrupt_indices) < 1000:
-                    stats.corrupt_indices.append(index)
+            if (known_end and index < known_end) or (
+                not known_end and len(trailing) < max_failures
+            ):
+                trailing.append(index)
                 continue
+            # The stream ended: failures with no good frame after them were never there.
+            stats.missing_at_end = len(trailing) if known_end else 0
             return
-        failures = 0
+        if trailing:  # a corrupt stretch, and the stream went on after it
+            stats.corrupt += len(trailing)
+            room = max(0, 1000 - len(stats.corrupt_indices))
+            stats.corrupt_indices.extend(trailing[:room])
+            trailing = []
         msec = cap.get(cv2.CAP_PROP_POS_MSEC)
         timestamp = (
             msec / 1000.0 if msec and math.isfinite(msec) and msec > 0 else index / stats.fps

@@ -166,3 +166,25 @@ def test_model_with_template_aligns_landmarked_faces(
     with EmotionRecognizer(path, align=False) as rec:
         (plain, _) = rec.cut_faces(image, [landmarked, box_only])
         assert plain.shape == (200, 200)
+
+
+def test_landmarks_snap_to_the_grid_so_last_bit_noise_does_not_move_the_warp() -> None:
+    image = (np.indices((300, 300)).sum(axis=0) % 7 * 36).astype(np.uint8)
+
+    def raw_warp(points: np.ndarray) -> np.ndarray:  # the warp without the snap
+        matrix = similarity(points, TEMPLATE.points(48, 48))
+        return np.asarray(cv2.warpAffine(image, matrix, (48, 48), flags=cv2.INTER_LINEAR))
+
+    # Find a position where a tiny nudge (like a detector's last-bit difference between CPU
+    # kernels) changes the raw warp, then check that the aligned faces stay identical.
+    on_grid = np.round(TEMPLATE.points(60, 60) * 8) / 8 + 100  # scale 0.8: no pre-shrink
+    for k in range(400):
+        points = on_grid + k / 8
+        nudged = points + 1e-3  # far below the grid's 1/16 px half-step
+        if not (raw_warp(points) == raw_warp(nudged)).all():
+            break
+    else:
+        pytest.fail("no position found where the raw warp is sensitive to the nudge")
+    a = align_face(image, tuple(map(tuple, points)), TEMPLATE, (48, 48))
+    b = align_face(image, tuple(map(tuple, nudged)), TEMPLATE, (48, 48))
+    assert (a == b).all()

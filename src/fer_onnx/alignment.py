@@ -31,6 +31,9 @@ from fer_onnx.types import Box, Landmarks
 
 __all__ = ["KEY_CROP_TEMPLATE", "CropTemplate", "align_face", "crop_to_template", "similarity"]
 
+LANDMARK_GRID = 8
+"""Landmarks are rounded to ``1 / LANDMARK_GRID`` px (half to even) before alignment."""
+
 KEY_CROP_TEMPLATE = "fer_onnx.crop_template"
 """Metadata key of a model's :class:`CropTemplate` (JSON)."""
 
@@ -137,7 +140,9 @@ def align_face(
         the image repeat its border.
     """
     height, width = size
-    points = np.asarray(landmarks, np.float64)
+    # Landmarks snap to 1/8 px (far below their own noise) so that a warp does not depend on
+    # the last float bits of the detector, which differ between CPU kernels and runtimes.
+    points = np.round(np.asarray(landmarks, np.float64) * LANDMARK_GRID) / LANDMARK_GRID
     matrix = similarity(points, template.points(width, height))
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     if scale < 0.5:

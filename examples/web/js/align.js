@@ -69,7 +69,10 @@ function templatePoints(template, width, height) {
  * @returns {object} A new cv.Mat of height x width, same type as `image`; delete() it.
  */
 export function alignFace(cv, image, landmarks, template, height, width) {
-  let points = landmarks.map(([x, y]) => [x, y]);
+  // Snap to 1/8 px as alignment.py does, so that last-bit float differences of the detector
+  // (wasm vs x86 kernels) do not move the warp.
+  const grid = 8;
+  let points = landmarks.map(([x, y]) => [roundHalfEven(x * grid) / grid, roundHalfEven(y * grid) / grid]);
   let matrix = similarity(points, templatePoints(template, width, height));
   let source = image;
   const scale = Math.hypot(matrix[0], matrix[3]);

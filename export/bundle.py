@@ -167,7 +167,11 @@ def bundle(
     work = run / "export"
     work.mkdir(parents=True, exist_ok=True)
     dataset = load(data)
-    summary: dict[str, Any] = {"run": str(run), "keras": str(keras_path)}
+    summary: dict[str, Any] = {
+        "run": str(run),
+        "keras": str(keras_path),
+        "calibration_faces": calibration,
+    }
 
     keras_path, summary["tta"] = choose_tta(keras_path, dataset, tta, work, max_views)
     fp32 = work / "fp32.onnx"

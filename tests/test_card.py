@@ -82,3 +82,22 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
         assert "ensemble" not in text
     else:
         assert "An ensemble of 2 mobilenetv2 (alpha 1.0) networks trained side by side" in text
+
+
+def test_card_reads_the_run_record(tmp_path: Path) -> None:
+    from training.config import ModelContract, TrainConfig
+
+    run = fake_run(tmp_path, 1)
+    TrainConfig(data=Path("faces/train"), out=run, arch="mobilenetv3small", image_size=64).write(
+        run, "python -m training.train --data faces/train", {}
+    )
+    ModelContract(labels=LABELS, input_size=(64, 64), color="rgb", value_range=(0.0, 1.0)).write(
+        run
+    )
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(run, {**SUMMARY, "calibration_faces": 200}, out)
+    text = out.read_text()
+    assert "- mobilenetv3small (alpha 1.0)" in text
+    assert "one 64x64 RGB face, float32 values 0..1" in text
+    assert "`train`: trained on `Training`" in text
+    assert "calibrated on 200 Training faces" in text

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
 from fer_onnx.errors import ModelLoadError
@@ -125,6 +128,31 @@ class ModelInfo:
         known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE, KEY_OUTPUT)
         extra = {k: v for k, v in props.items() if k not in known}
         return cls(tuple(labels), spec, (low, high), extra, template, output)
+
+
+def check_input(source: str, elem_type: str, shape: Sequence[object]) -> None:
+    """Refuse a classifier input fer-onnx cannot feed: not float32, or a fixed batch size.
+
+    Raises:
+        ModelLoadError: Saying what to change in the export.
+    """
+    if elem_type != "tensor(float)":
+        raise ModelLoadError(
+            f"{source}: its input is {elem_type}; fer-onnx feeds float32 faces (tensor(float)). "
+            "Re-export it with a float32 input (cast inside the graph if the network needs "
+            "another type)."
+        )
+    if shape and isinstance(shape[0], int):
+        raise ModelLoadError(
+            f"{source}: its batch dimension is fixed at {shape[0]}; fer-onnx runs all faces of an "
+            "image in one batch. Re-export it with a dynamic batch dimension (e.g. "
+            "dynamic_axes={'input': {0: 'batch'}} in torch.onnx.export)."
+        )
+
+
+def are_probabilities(values: npt.NDArray[np.float32]) -> bool:
+    """Whether each row is >= 0 and sums to 1 (within int8 quantisation: 1/255 per class)."""
+    return bool((values >= -1e-4).all() and (np.abs(values.sum(axis=1) - 1.0) <= 0.05).all())
 
 
 def _color(value: str) -> ColorMode:

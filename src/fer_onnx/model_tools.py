@@ -39,6 +39,8 @@ from fer_onnx.metadata import (
     OUTPUT_KINDS,
     REQUIRED_KEYS,
     ModelInfo,
+    are_probabilities,
+    check_input,
 )
 from fer_onnx.outputs import AtomicOutput, check_outputs
 from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
@@ -412,10 +414,6 @@ def _probe(
     return np.asarray(out, np.float32)
 
 
-def _looks_like_probabilities(values: npt.NDArray[np.float32]) -> bool:
-    return bool((values >= -1e-4).all() and (np.abs(values.sum(axis=1) - 1.0) <= 0.05).all())
-
-
 def stamp_model(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -498,17 +496,7 @@ def stamp_model(
     if report.kind != "classifier":
         raise ModelLoadError(f"{src}: {report.problems[0]}")
     tensor = report.inputs[0]
-    if tensor.type != "tensor(float)":
-        raise ModelLoadError(
-            f"{src}: its input is {tensor.type}; fer-onnx feeds float32 faces. Re-export it "
-            "with a float32 input (cast inside the graph if the network needs another type)."
-        )
-    if isinstance(tensor.shape[0], int):
-        raise ModelLoadError(
-            f"{src}: its batch dimension is fixed at {tensor.shape[0]}; fer-onnx runs all faces "
-            "of an image in one batch. Re-export it with a dynamic batch dimension (e.g. "
-            "dynamic_axes={'input': {0: 'batch'}} in torch.onnx.export)."
-        )
+    check_input(str(src), tensor.type, tensor.shape)
     layout = _layout(tensor.shape, spec)
     if layout is None:
         raise ModelLoadError(
@@ -570,12 +558,12 @@ def stamp_model(
                 f"{src} returns shape {raw.shape} for {_PROBE_ROWS} faces, expected "
                 f"({_PROBE_ROWS}, {len(names)}): one score per label"
             )
-        if softmax and _looks_like_probabilities(raw):
+        if softmax and are_probabilities(raw):
             raise ModelOutputError(
                 f"{src} already outputs probabilities (rows >= 0 summing to 1); stamp it "
                 "without --softmax"
             )
-        if not softmax and not _looks_like_probabilities(raw):
+        if not softmax and not are_probabilities(raw):
             raise ModelOutputError(
                 f"{src} outputs values that are not probabilities (rows must be >= 0 and sum "
                 "to 1; got row sums "

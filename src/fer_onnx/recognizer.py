@@ -27,7 +27,7 @@ from fer_onnx.errors import (
     RecognizerClosedError,
 )
 from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
-from fer_onnx.metadata import ModelInfo
+from fer_onnx.metadata import ModelInfo, are_probabilities, check_input
 from fer_onnx.preprocessing import prepare_faces
 from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
 from fer_onnx.types import Detection, Emotion, FaceEmotion
@@ -213,18 +213,7 @@ class EmotionRecognizer:
         shape = list(inputs[0].shape)
         if len(shape) != 4:
             raise ModelLoadError(f"{self.model_path}: expected a 4-D image input, got {shape}")
-        if inputs[0].type != "tensor(float)":
-            raise ModelLoadError(
-                f"{self.model_path}: its input is {inputs[0].type}; fer-onnx feeds float32 "
-                "faces (tensor(float)). Re-export the model with a float32 input (cast inside "
-                "the graph if the network needs another type)."
-            )
-        if isinstance(shape[0], int):
-            raise ModelLoadError(
-                f"{self.model_path}: its batch dimension is fixed at {shape[0]}; fer-onnx runs "
-                "all faces of an image in one batch. Re-export it with a dynamic batch "
-                "dimension (e.g. dynamic_axes={'input': {0: 'batch'}} in torch.onnx.export)."
-            )
+        check_input(str(self.model_path), inputs[0].type, shape)
         nhwc = [spec.height, spec.width, spec.channels]
         nchw = [spec.channels, spec.height, spec.width]
         dims = [d if isinstance(d, int) else None for d in shape[1:]]
@@ -451,8 +440,7 @@ class EmotionRecognizer:
             values = values - values.max(axis=1, keepdims=True)
             np.exp(values, out=values)
             values /= values.sum(axis=1, keepdims=True)
-        elif (values < -1e-4).any() or (np.abs(values.sum(axis=1) - 1.0) > 0.05).any():
-            # (int8 models quantise each probability to 1/255: rows sum to 1 within ~0.014)
+        elif not are_probabilities(values):
             raise ModelOutputError(
                 f"{self.model_path.name} returned values that are not probabilities (rows must "
                 "be >= 0 and sum to 1). If it outputs logits, say so in its metadata: "

@@ -149,7 +149,8 @@ def test_folder_tree_aliases_and_sizes(tmp_path: Path) -> None:
             FER2013_LABELS,
             np.bincount(
                 np.concatenate([ds["Training"].labels, ds["PublicTest"].labels]), minlength=7
-            ), strict=False,
+            ),
+            strict=False,
         )
     )
     assert counts["angry"] == 3

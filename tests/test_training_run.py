@@ -255,3 +255,29 @@ def test_existing_run_and_imagenet_offline_are_clear_errors(run: Path, tmp_path:
     missing = train(tmp_path / "h5", "--weights", str(tmp_path / "none.h5"), check=False)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_distilled_run_records_and_reuses_its_teacher(run: Path, tmp_path: Path) -> None:
+    student = tmp_path / "student"
+    teacher = run / "best.keras"
+    train(student, "--epochs", "1", "--teacher", str(teacher), "--teacher-weight", "0.7")
+    record = json.loads((student / "config.json").read_text())
+    assert record["args"]["teacher"] == [str(teacher)]
+    assert record["args"]["teacher_weight"] == 0.7
+    with np.load(student / "teacher.npz") as saved:
+        probs = saved["probabilities"]
+        teachers = json.loads(str(saved["teachers"]))
+    assert probs.shape == (ROWS, 7)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert teachers[0]["path"] == str(teacher)
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert any("distilled" in note for note in metrics["dataset"]["notes"])
+    assert metrics["teacher_labelling_s"] > 0
+    assert metrics["wall_time_s"] >= metrics["teacher_labelling_s"]
+    # a resumed run reads the saved probabilities instead of running the teacher again
+    state = json.loads((student / "state.json").read_text())
+    state["epoch"] = 0
+    (student / "state.json").write_text(json.dumps(state))
+    resumed = train(student, "--resume")
+    assert "teacher probabilities read from" in resumed.stderr

@@ -215,9 +215,7 @@ def test_video_mode_with_both_detectors(
         assert all(r[0].landmarks is not None and r[0].detection_score for r in tracked)
 
 
-def test_yunet_region_search_between_full_searches(
-    tiny_model: Path, astronaut: np.ndarray
-) -> None:
+def test_yunet_region_search_between_full_searches(tiny_model: Path, astronaut: np.ndarray) -> None:
     clip = moving_face_clip(astronaut)
     with EmotionRecognizer(tiny_model) as rec:
         every = [f[0].box for f in map(VideoRecognizer(rec).process, clip)]

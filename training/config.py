@@ -42,6 +42,9 @@ class TrainConfig:
     out: Path
     ferplus: Path | None = None
     ferplus_mode: str = "majority"
+    teacher: tuple[Path, ...] = ()
+    teacher_weight: float = 0.5
+    teacher_temperature: float = 2.0
     repeat: int = 1
     limit: int = 0
     arch: str = "mobilenetv2"
@@ -82,6 +85,11 @@ class TrainConfig:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
+        object.__setattr__(self, "teacher", tuple(Path(t) for t in self.teacher))
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise PipelineError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
+        if not self.teacher_temperature > 0:
+            raise PipelineError(f"teacher_temperature must be > 0, got {self.teacher_temperature}")
         if self.lr is None:  # the documented default depends on the weights
             object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
         if self.members < 1:
@@ -130,6 +138,8 @@ class TrainConfig:
             out[f.name] = (
                 str(value)
                 if isinstance(value, Path)
+                else [str(v) for v in value]
+                if f.name == "teacher"
                 else list(value)
                 if f.name == "dense"
                 else value

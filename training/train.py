@@ -71,6 +71,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="FER+ targets: one-hot majority vote or soft vote shares",
     )
     g.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="knowledge distillation: .keras or .onnx teacher model(s) whose mean "
+        "probabilities on the Training faces are blended into the targets",
+    )
+    g.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=0.5,
+        help="share of the teachers' (softened) probabilities in the targets",
+    )
+    g.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=2.0,
+        help="softening of the teachers' probabilities: softmax(log p / T)",
+    )
+    g.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -448,7 +468,7 @@ def start_run(cfg: TrainConfig, command: str) -> tuple[TrainConfig, RunState, di
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
-    """Stage 2: the dataset, with FER+ targets and ``--limit`` applied."""
+    """Stage 2: the dataset, with FER+ targets, ``--limit`` and distillation applied."""
     t_load = time.time()
     dataset = load(cfg.data)
     if cfg.ferplus is not None:
@@ -457,6 +477,10 @@ def load_data(cfg: TrainConfig) -> Dataset:
         for name, split in list(dataset.splits.items()):
             dataset.splits[name] = split.subset(np.arange(min(cfg.limit, len(split))))
         dataset.notes.append(f"--limit {cfg.limit}: only the first rows of each split used")
+    if cfg.teacher:
+        from training.distill import distil
+
+        dataset = distil(dataset, cfg.teacher, cfg.teacher_weight, cfg.teacher_temperature, cfg.out)
     log.info(
         "data %s loaded in %.0fs: %s",
         cfg.data,
@@ -599,10 +623,14 @@ def final_report(
 
     history = read_history(out / HISTORY)
     per_epoch = [h["seconds"] for h in history]
+    from training.distill import labelling_seconds
+
+    teacher_s = labelling_seconds(out)
     extra = {
         "command": record["command"],
         "resumed_with": command if cfg.resume else None,
-        "wall_time_s": round(state.train_seconds, 1),
+        "wall_time_s": round(state.train_seconds + (teacher_s or 0.0), 1),
+        "teacher_labelling_s": None if teacher_s is None else round(teacher_s, 1),
         "seconds_per_epoch": round(float(np.mean(per_epoch)), 1) if per_epoch else None,
         "epochs_run": len(history),
         "best_epoch": state.best_epoch + 1,

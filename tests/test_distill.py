@@ -1,0 +1,87 @@
+"""Knowledge distillation: softened teacher probabilities blended into the Training targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.config import TrainConfig
+from training.data import FER2013_LABELS, FER2013_SPEC, Dataset, Split
+from training.distill import TEACHER, blend, describe, distil, soften
+from training.errors import PipelineError
+
+
+def _dataset(n: int = 6) -> Dataset:
+    labels = np.arange(n) % 7
+    targets = np.eye(7, dtype=np.float32)[labels]
+    images = np.zeros((n, 48, 48, 1), np.uint8)
+    train = Split(images, labels, targets, np.arange(n) * 3)
+    public = Split(images[:2], labels[:2], targets[:2], np.arange(2))
+    return Dataset({"Training": train, "PublicTest": public}, FER2013_LABELS, FER2013_SPEC, "t")
+
+
+def test_soften_keeps_the_order_and_flattens() -> None:
+    p = np.array([[0.7, 0.2, 0.1], [0.05, 0.05, 0.9]], np.float32)
+    assert np.allclose(soften(p, 1.0), p, atol=1e-6)
+    soft = soften(p, 3.0)
+    assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-6)
+    assert (soft.argmax(axis=1) == p.argmax(axis=1)).all()
+    assert (soft.max(axis=1) < p.max(axis=1)).all()
+    # softmax(log p / T) is p^(1/T), renormalised
+    expected = p[0] ** (1 / 3) / (p[0] ** (1 / 3)).sum()
+    assert np.allclose(soft[0], expected, atol=1e-6)
+    with pytest.raises(PipelineError, match="> 0"):
+        soften(p, 0.0)
+
+
+def test_blend_mixes_and_checks_its_weight() -> None:
+    hard = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    teacher = np.array([[0.5, 0.5], [0.2, 0.8]], np.float32)
+    assert np.allclose(blend(hard, teacher, 0.25), [[0.875, 0.125], [0.05, 0.95]])
+    assert np.allclose(blend(hard, teacher, 0.0), hard)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(PipelineError, match=r"\[0, 1\]"):
+            blend(hard, teacher, bad)
+    with pytest.raises(PipelineError, match="differ"):
+        blend(hard, teacher[:1], 0.5)
+
+
+def test_cached_teacher_is_reused_and_a_stale_cache_refused(tmp_path: Path) -> None:
+    teacher_file = tmp_path / "t.onnx"
+    teacher_file.write_bytes(b"not run: the cache answers")
+    data = _dataset()
+    train = data["Training"]
+    probs = np.full((len(train), 7), 0.02, np.float32)
+    probs[np.arange(len(train)), (train.labels + 1) % 7] = 0.88  # disagrees with every label
+    np.savez_compressed(
+        tmp_path / TEACHER,
+        rows=train.rows,
+        probabilities=probs,
+        teachers=np.array(json.dumps(describe([teacher_file]))),
+    )
+    out = distil(data, [teacher_file], weight=0.5, temperature=1.0, out=tmp_path)
+    targets = out["Training"].targets
+    assert np.allclose(targets, 0.5 * train.targets + 0.5 * probs, atol=1e-6)
+    assert np.array_equal(out["PublicTest"].targets, data["PublicTest"].targets)
+    assert any("0.0%" in note and "distilled" in note for note in out.notes)
+
+    teacher_file.write_bytes(b"another teacher")  # same path, other contents
+    with pytest.raises(PipelineError, match="other teacher files"):
+        distil(data, [teacher_file], 0.5, 1.0, tmp_path)
+
+
+def test_missing_teacher_and_bad_options_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="teacher model not found"):
+        distil(_dataset(), [tmp_path / "nope.keras"], 0.5, 2.0, tmp_path)
+    base = {"data": "d.csv", "out": "o"}
+    with pytest.raises(PipelineError, match="teacher_weight"):
+        TrainConfig.from_dict({**base, "teacher_weight": 2.0})
+    with pytest.raises(PipelineError, match="teacher_temperature"):
+        TrainConfig.from_dict({**base, "teacher_temperature": 0})
+    cfg = TrainConfig.from_dict({**base, "teacher": ["a.keras", "b.onnx"]})
+    assert cfg.teacher == (Path("a.keras"), Path("b.onnx"))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["teacher"] == ["a.keras", "b.onnx"]

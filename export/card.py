@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import CONFIG, CONTRACT, ModelContract, TrainConfig
+from training.ledger import LEDGER, read, table
 
 
 def _table(metrics: dict[str, Any], split: str) -> list[str]:
@@ -72,8 +73,41 @@ def _tta_line(tta: dict[str, Any] | None) -> str:
     )
 
 
-def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
-    """Render the model card for ``run`` with the export ``summary`` into ``out``."""
+def _teacher_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[str]:
+    teachers = args.get("teacher") or []
+    if not teachers:
+        return []
+    w = float(args.get("teacher_weight", 0.5))
+    labelled = keras_metrics.get("teacher_labelling_s")
+    return [
+        f"- Knowledge distillation: targets = {1 - w:g} x FER2013 label + {w:g} x the mean "
+        f"probabilities of {', '.join(f'`{t}`' for t in teachers)} softened at T = "
+        f"{args.get('teacher_temperature')}"
+        + (f" (labelling the Training faces took {labelled:.0f} s)." if labelled else ".")
+    ]
+
+
+def _ledger_lines(ledger: Path) -> list[str]:
+    entries = read(ledger)
+    if not entries:
+        return []
+    return [
+        "## What each recipe change gave",
+        "",
+        "PublicTest decides every choice; PrivateTest is read once per finished model "
+        "(`training/experiments.json`, `python -m training.ledger table`).",
+        "",
+        table(entries),
+        "",
+    ]
+
+
+def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LEDGER) -> None:
+    """Render the model card for ``run`` with the export ``summary`` into ``out``.
+
+    Everything comes from the run's record (config, contract, reports), the export summary
+    and the ledger of runs (``ledger``).
+    """
     keras_metrics = json.loads((run / "metrics.json").read_text())
     int8_metrics = json.loads((run / "export" / "int8_metrics.json").read_text())
     fp32_metrics = json.loads((run / "export" / "fp32_metrics.json").read_text())
@@ -147,7 +181,9 @@ def write_card(run: Path, summary: dict[str, Any], out: Path) -> None:
         f"{args.get('label_smoothing')}, mixup {args.get('mixup')}, BatchNorm momentum "
         f"{args.get('bn_momentum')}; on-graph augmentation: flips, rotation "
         f"{args.get('rotation')} deg, shift {args.get('shift')}, zoom {args.get('zoom')}.",
+        *_teacher_lines(args, keras_metrics),
         "",
+        *_ledger_lines(ledger),
         "## Results",
         "",
         "| model | PublicTest accuracy | PrivateTest accuracy | PrivateTest macro F1 |",

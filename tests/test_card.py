@@ -84,6 +84,33 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
         assert "An ensemble of 2 mobilenetv2 (alpha 1.0) networks trained side by side" in text
 
 
+def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+    from training.ledger import Experiment, write
+
+    run = fake_run(tmp_path, 1)
+    TrainConfig(
+        data=Path("fer2013.csv"),
+        out=run,
+        weights="none",
+        teacher=(Path("runs/a/best.keras"), Path("t.onnx")),
+        teacher_weight=0.6,
+        teacher_temperature=3.0,
+    ).write(run, "python -m training.train --teacher ...", {})
+    ledger = tmp_path / "experiments.json"
+    entry = Experiment("a", "base", None, "cmd", 4, 4, 9.5, 0.6, 0.61, 0.62, True, "record")
+    write([entry], ledger)
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(run, SUMMARY, out, ledger=ledger)
+    text = out.read_text()
+    assert "targets = 0.4 x FER2013 label + 0.6 x the mean probabilities of " in text
+    assert "`runs/a/best.keras`, `t.onnx` softened at T = 3.0" in text
+    assert "## What each recipe change gave" in text
+    assert "| a | base | 4 | 10 | 60.00% | — | 61.00% | 62.00% |" in text
+    write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
+    assert "What each recipe change gave" not in out.read_text()
+
+
 def test_card_reads_the_run_record(tmp_path: Path) -> None:
     from training.config import ModelContract, TrainConfig
 

@@ -1,0 +1,92 @@
+"""The ledger of training runs: entries come from run records; the README shows its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from training.config import RunState, TrainConfig
+from training.errors import PipelineError
+from training.ledger import LEDGER, add, from_run, main, read, table
+
+
+def fake_run(folder: Path, epochs_done: int, finished: bool, exported: bool = False) -> Path:
+    cfg = TrainConfig.from_dict(
+        {"data": "fer2013.csv", "out": str(folder), "epochs": 4, "weights": "none"}
+    )
+    folder.mkdir(parents=True)
+    cfg.write(folder, "python -m training.train --epochs 4", {})
+    RunState(epoch=epochs_done, phase=2, best=0.61, best_epoch=2, train_seconds=600.0).write(folder)
+    if finished:
+        splits = {"PublicTest": {"accuracy": 0.6123}, "PrivateTest": {"accuracy": 0.6321}}
+        (folder / "metrics.json").write_text(json.dumps({"splits": splits, "wall_time_s": 660}))
+    if exported:
+        (folder / "export").mkdir()
+        summary = {
+            "int8_accepted": True,
+            "tta": {"chosen": "flip"},
+            "int8": {"PublicTest_accuracy": 0.625, "PrivateTest_accuracy": 0.64},
+        }
+        (folder / "export" / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_entries_come_from_the_run_record(tmp_path: Path) -> None:
+    running = from_run(fake_run(tmp_path / "a", 2, False), "a", "base", None)
+    assert (running.finished, running.epochs_run, running.epochs_planned) == (False, 2, 4)
+    assert running.public_test == 0.61
+    assert running.private_test is None
+    assert running.minutes == 10.0
+    done = from_run(fake_run(tmp_path / "b", 4, True), "b", "x", "a")
+    assert done.finished
+    assert done.public_test == 0.6123
+    assert done.private_test == 0.6321
+    assert done.minutes == 11.0  # the report's wall time (teacher labelling included)
+    shipped = from_run(fake_run(tmp_path / "c", 4, True, exported=True), "c", "y", "a")
+    assert shipped.public_test_views == 0.625
+    assert shipped.private_test == 0.64
+    assert "int8" in shipped.note
+    assert "flip" in shipped.note
+    with pytest.raises(PipelineError):
+        from_run(tmp_path / "missing", "m", "z", None)
+
+
+def test_add_replaces_by_name_and_checks_the_baseline(tmp_path: Path) -> None:
+    ledger = tmp_path / "experiments.json"
+    base = from_run(fake_run(tmp_path / "a", 4, True), "a", "base", None)
+    better = from_run(fake_run(tmp_path / "b", 4, True), "b", "one change", "a")
+    add(base, ledger)
+    add(better, ledger)
+    add(better, ledger)
+    assert [e.name for e in read(ledger)] == ["a", "b"]
+    with pytest.raises(PipelineError, match="baseline 'nope'"):
+        add(from_run(tmp_path / "b", "c", "z", "nope"), ledger)
+    rendered = table(read(ledger))
+    assert "| b | one change (vs a) | 4 | 11 | 61.23% | +0.00 |" in rendered
+    assert (
+        main(
+            [
+                "--ledger",
+                str(ledger),
+                "add",
+                "--run",
+                str(tmp_path / "no"),
+                "--name",
+                "n",
+                "--change",
+                "c",
+            ]
+        )
+        == 2
+    )
+
+
+def test_readme_and_model_card_show_the_committed_ledger() -> None:
+    rendered = table(read(LEDGER))
+    assert len(read(LEDGER)) >= 5
+    assert rendered in (ROOT / "README.md").read_text(), (
+        "README's recipe table is out of date: paste `python -m training.ledger table`"
+    )

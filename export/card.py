@@ -1,12 +1,20 @@
-"""Write MODEL_CARD.md from a run's measured figures (nothing typed in by hand)."""
+"""Write MODEL_CARD.md from a run's measured figures (nothing typed in by hand).
+
+``python -m export.bundle`` writes it; after adding the run to the ledger, re-render it with
+
+    python -m export.card --run runs/ship
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from training.config import CONFIG, CONTRACT, ModelContract, TrainConfig
+from training.errors import PipelineError
 from training.ledger import LEDGER, read, table
 
 
@@ -242,3 +250,25 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         "",
     ]
     out.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.card", description=__doc__)
+    p.add_argument("--run", required=True, type=Path, help="a bundled training run folder")
+    p.add_argument("--out", type=Path, default=Path("MODEL_CARD.md"), help="card to write")
+    p.add_argument("--ledger", type=Path, default=LEDGER, help="ledger of runs")
+    args = p.parse_args(argv)
+    summary_path = args.run / "export" / "summary.json"
+    try:
+        if not summary_path.is_file():
+            raise PipelineError(f"{summary_path} not found: bundle the run first")
+        write_card(args.run, json.loads(summary_path.read_text()), args.out, args.ledger)
+    except (PipelineError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

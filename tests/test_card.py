@@ -111,6 +111,18 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     assert "What each recipe change gave" not in out.read_text()
 
 
+def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:
+    from export.card import main
+
+    run = fake_run(tmp_path, 1)
+    out = tmp_path / "card.md"
+    assert main(["--run", str(run), "--out", str(out)]) == 2  # not bundled yet
+    assert not out.exists()
+    (run / "export" / "summary.json").write_text(json.dumps(SUMMARY))
+    assert main(["--run", str(run), "--out", str(out)]) == 0
+    assert "| ONNX int8 | 65.90% | 65.90% |" in out.read_text()
+
+
 def test_card_reads_the_run_record(tmp_path: Path) -> None:
     from training.config import ModelContract, TrainConfig
 

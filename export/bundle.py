@@ -152,6 +152,7 @@ def bundle(
     max_views: int = MAX_VIEWS,
     template: Path | None = None,
     no_template: bool = False,
+    card: Path = Path("MODEL_CARD.md"),
 ) -> dict[str, Any]:
     from export.template import load_template
     from training.data import load
@@ -229,7 +230,7 @@ def bundle(
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from export.card import write_card
 
-    write_card(run, summary, Path("MODEL_CARD.md"))
+    write_card(run, summary, card)
     return summary
 
 
@@ -270,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{TEMPLATE.relative_to(TEMPLATE.parents[2])})",
     )
     p.add_argument("--no-template", action="store_true", help="write no crop template")
+    p.add_argument(
+        "--card",
+        type=Path,
+        default=Path("MODEL_CARD.md"),
+        help="where the model card goes (default MODEL_CARD.md; use another path with --dest "
+        "when bundling a candidate that may not ship)",
+    )
     args = p.parse_args(argv)
     try:
         summary = bundle(
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_views,
             args.template,
             args.no_template,
+            args.card,
         )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -247,7 +247,16 @@ class ModelContract:
 
 
 def template_for(data: Path) -> dict[str, Any] | None:
-    """The measured framing template that fits ``data`` (FER2013 csv files), else ``None``."""
+    """The framing template that fits ``data``, else ``None``.
+
+    An aligned ``.npz`` dataset (``python -m training.align``) carries the template its faces
+    were aligned onto; FER2013 csv files get the template measured on them.
+    """
+    if data.suffix == ".npz":
+        from training.data import read_npz_meta
+
+        template = read_npz_meta(data).get("template")
+        return template if isinstance(template, dict) else None
     if "fer2013" not in data.name.lower() or not FER2013_TEMPLATE.is_file():
         return None
     template = _read_json(FER2013_TEMPLATE).get("template")

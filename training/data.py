@@ -14,11 +14,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -128,6 +129,8 @@ class Dataset:
     spec: InputSpec
     source: str
     notes: list[str] = field(default_factory=list)
+    template: dict[str, Any] | None = None
+    """The crop template the faces were aligned onto (``python -m training.align``), if any."""
 
     def __getitem__(self, name: str) -> Split:
         if name not in self.splits:
@@ -394,12 +397,66 @@ def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "major
         f"FER+ {mode} targets from {path.name}; {dropped} training rows "
         "removed (votes mostly unknown / not a face / contempt)",
     ]
-    return Dataset(splits, dataset.labels, dataset.spec, dataset.source, notes)
+    return Dataset(
+        splits, dataset.labels, dataset.spec, dataset.source, notes, template=dataset.template
+    )
+
+
+NPZ_FORMAT = "fer_onnx.aligned_dataset/1"
+
+
+def read_npz_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a dataset written by ``python -m training.align``.
+
+    Raises:
+        DataError: The file is not such a dataset.
+    """
+    try:
+        with np.load(_check_file(path), allow_pickle=False) as data:
+            if "format" not in data.files or str(data["format"]) != NPZ_FORMAT:
+                raise DataError(
+                    f"{path}: not a dataset written by `python -m training.align` "
+                    f"(format {NPZ_FORMAT})"
+                )
+            meta: dict[str, Any] = json.loads(str(data["meta"]))
+            return meta
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: cannot read as an .npz dataset: {e}") from e
+
+
+def load_npz(path: Path | str) -> Dataset:
+    """Load a dataset written by ``python -m training.align`` (faces aligned onto a template).
+
+    Raises:
+        DataError: The file is not such a dataset.
+    """
+    path = Path(path)
+    meta = read_npz_meta(path)
+    splits: dict[str, Split] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for name in meta["splits"]:
+            splits[name] = Split(
+                data[f"{name}.images"],
+                data[f"{name}.labels"],
+                data[f"{name}.targets"],
+                data[f"{name}.rows"],
+            )
+    height, width, color = meta["spec"]
+    return Dataset(
+        splits,
+        tuple(meta["labels"]),
+        InputSpec(int(height), int(width), color),
+        meta["source"],
+        [*meta["notes"], f"read from {path.name}"],
+        template=meta.get("template"),
+    )
 
 
 def load(path: Path | str) -> Dataset:
-    """Load a csv file or a folder tree, whichever ``path`` is."""
+    """Load a csv file, an aligned ``.npz`` dataset or a folder tree, whichever ``path`` is."""
     path = Path(path)
     if path.is_dir():
         return load_folder_tree(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
     return load_fer2013_csv(path)

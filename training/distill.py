@@ -183,4 +183,6 @@ def distil(
         f"(T={temperature:g}) from {[t['path'] for t in teachers]}; the teachers' top class "
         f"matches the label on {agree:.1%} of Training faces",
     ]
-    return Dataset(splits, dataset.labels, dataset.spec, dataset.source, notes)
+    return Dataset(
+        splits, dataset.labels, dataset.spec, dataset.source, notes, template=dataset.template
+    )

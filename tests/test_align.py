@@ -1,0 +1,79 @@
+"""Aligned training data: FER2013 faces warped onto the crop template, saved as an .npz dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FER_CSV, shared_file
+
+from export.template import frame_landmarks, load_template
+from fer_onnx.yunet import YuNetDetector
+from training.align import main
+from training.config import FER2013_TEMPLATE, ModelContract, TrainConfig, template_for
+from training.data import DataError, Dataset, load, load_fer2013_csv
+from training.train import write_contract
+
+ROWS = 40
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shared_file(FER_CSV)
+    out = tmp_path_factory.mktemp("aligned") / "fer2013-aligned.npz"
+    assert main(["--data", str(FER_CSV), "--out", str(out), "--limit", str(ROWS)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def original(aligned: Path) -> Dataset:
+    return load_fer2013_csv(FER_CSV)
+
+
+def test_aligned_dataset_loads_like_any_dataset(aligned: Path, original: Dataset) -> None:
+    data = load(aligned)
+    assert set(data.splits) == {"Training", "PublicTest", "PrivateTest"}
+    for name, split in data.splits.items():
+        assert split.images.shape == (ROWS, 48, 48, 1)
+        assert split.images.dtype == np.uint8
+        assert np.array_equal(split.labels, original[name].labels[:ROWS])
+        assert np.array_equal(split.rows, original[name].rows[:ROWS])
+        changed = (split.images != original[name].images[:ROWS]).any(axis=(1, 2, 3))
+        assert changed.mean() > 0.8  # YuNet finds landmarks on ~96% of FER2013 faces
+    assert any("aligned onto fer2013.json" in n for n in data.notes)
+    template = json.loads(FER2013_TEMPLATE.read_text())["template"]
+    assert data.template is not None
+    assert np.allclose(data.template["landmarks"], template["landmarks"], atol=1e-5)
+    assert np.allclose(data.template["box"], template["box"], atol=1e-5)
+
+
+def test_aligned_faces_sit_on_the_template(aligned: Path, original: Dataset) -> None:
+    """YuNet's eyes on the aligned faces lie nearer the template's than on the originals."""
+    detector = YuNetDetector(detect_width=None, score_threshold=0.5, device="cpu")
+    target = load_template(FER2013_TEMPLATE).points(48, 48)[:2]
+
+    def eye_error(faces: np.ndarray) -> float:
+        found, points = frame_landmarks(faces, detector)
+        return float(np.linalg.norm(points[found][:, :2] - target, axis=-1).mean())
+
+    before = eye_error(original["Training"].images[:ROWS])
+    after = eye_error(load(aligned)["Training"].images)
+    assert after < 0.6 * before, (before, after)
+
+
+def test_the_run_contract_takes_the_datasets_template(aligned: Path, tmp_path: Path) -> None:
+    assert template_for(aligned) == load(aligned).template
+    cfg = TrainConfig(data=aligned, out=tmp_path, weights="none")
+    write_contract(cfg, load(aligned))
+    assert ModelContract.read(tmp_path).template == load(aligned).template
+
+
+def test_bad_npz_and_existing_output_are_clear_errors(aligned: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(DataError, match=r"training\.align"):
+        load(other)
+    assert main(["--data", str(FER_CSV), "--out", str(aligned)]) == 2
+    assert main(["--data", str(FER_CSV), "--out", str(tmp_path / "x.csv")]) == 2

@@ -87,10 +87,13 @@ def _teacher_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[
         return []
     w = float(args.get("teacher_weight", 0.5))
     labelled = keras_metrics.get("teacher_labelling_s")
+    smoothing = float(args.get("label_smoothing", 0.0))
+    label = "FER+ vote" if args.get("ferplus") else "label"
     return [
-        f"- Knowledge distillation: targets = {1 - w:g} x FER2013 label + {w:g} x the mean "
+        f"- Knowledge distillation: targets = {1 - w:g} x training {label} + {w:g} x the mean "
         f"probabilities of {', '.join(f'`{t}`' for t in teachers)} softened at T = "
         f"{args.get('teacher_temperature')}"
+        + (f", then label smoothing {smoothing:g}" if smoothing else "")
         + (f" (labelling the Training faces took {labelled:.0f} s)." if labelled else ".")
     ]
 

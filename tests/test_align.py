@@ -77,3 +77,10 @@ def test_bad_npz_and_existing_output_are_clear_errors(aligned: Path, tmp_path: P
         load(other)
     assert main(["--data", str(FER_CSV), "--out", str(aligned)]) == 2
     assert main(["--data", str(FER_CSV), "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_truncated_npz_dataset_is_a_clear_error(aligned: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(aligned.read_bytes()[:5000])
+    with pytest.raises(DataError, match=r"training\.align"):
+        load(cut)

@@ -103,8 +103,8 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     out = tmp_path / "MODEL_CARD.md"
     write_card(run, SUMMARY, out, ledger=ledger)
     text = out.read_text()
-    assert "targets = 0.4 x FER2013 label + 0.6 x the mean probabilities of " in text
-    assert "`runs/a/best.keras`, `t.onnx` softened at T = 3.0" in text
+    assert "targets = 0.4 x training label + 0.6 x the mean probabilities of " in text
+    assert "`runs/a/best.keras`, `t.onnx` softened at T = 3.0, then label smoothing 0.1." in text
     assert "## What each recipe change gave" in text
     assert "| a | base | 4 | 10 | 60.00% | — | 61.00% | 62.00% |" in text
     write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")

@@ -85,3 +85,75 @@ def test_missing_teacher_and_bad_options_are_clear(tmp_path: Path) -> None:
     assert cfg.teacher == (Path("a.keras"), Path("b.onnx"))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict()["teacher"] == ["a.keras", "b.onnx"]
+
+
+def _fake_teacher(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> None:
+    import training.distill as distill_module
+
+    def predictor(model: Path) -> object:
+        def run(x: np.ndarray) -> np.ndarray:
+            calls.append(len(x))
+            p = np.full((len(x), 7), 0.05, np.float32)
+            p[:, 3] = 0.7
+            return p
+
+        return run
+
+    monkeypatch.setattr(distill_module, "_teacher_predictor", predictor)
+
+
+def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    _fake_teacher(monkeypatch, calls)
+    teachers = [tmp_path / "a.keras", tmp_path / "b.keras"]
+    for t in teachers:
+        t.write_bytes(t.name.encode())
+    data = _dataset()
+    out = distil(data, teachers, weight=1.0, temperature=1.0, out=tmp_path)
+    assert calls == [6, 6]  # each teacher ran once over the 6 Training faces
+    assert np.allclose(out["Training"].targets[:, 3], 0.7)
+    from training.distill import labelling_seconds
+
+    seconds = labelling_seconds(tmp_path)
+    assert seconds is not None
+    assert seconds >= 0
+    distil(data, teachers, 1.0, 1.0, tmp_path)
+    assert calls == [6, 6]  # read from teacher.npz
+    fewer = Dataset(
+        {"Training": data["Training"].subset(np.arange(4))}, data.labels, data.spec, "t"
+    )
+    with pytest.raises(PipelineError, match="other Training rows"):
+        distil(fewer, teachers, 1.0, 1.0, tmp_path)
+    (tmp_path / TEACHER).write_bytes(b"truncated")
+    with pytest.raises(PipelineError, match="move it away"):
+        distil(data, teachers, 1.0, 1.0, tmp_path)
+
+
+def test_a_teacher_with_other_classes_is_refused_before_labelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.config import ModelContract
+
+    calls: list[int] = []
+    _fake_teacher(monkeypatch, calls)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"x")
+    swapped = (FER2013_LABELS[1], FER2013_LABELS[0], *FER2013_LABELS[2:])
+    ModelContract(labels=swapped, input_size=(48, 48), color="gray").write(run)
+    with pytest.raises(PipelineError, match="same order"):
+        distil(_dataset(), [run / "best.keras"], 0.5, 2.0, tmp_path)
+    assert calls == []
+    ModelContract(labels=FER2013_LABELS, input_size=(48, 48), color="gray").write(run)
+    distil(_dataset(), [run / "best.keras"], 0.5, 2.0, tmp_path)
+    assert calls == [6]
+
+
+def test_the_shipped_onnx_teacher_names_its_classes() -> None:
+    from conftest import ROOT
+
+    from training.distill import teacher_labels
+
+    assert teacher_labels(ROOT / "src/fer_onnx/models/fp32.onnx") == FER2013_LABELS

@@ -84,9 +84,31 @@ def test_add_replaces_by_name_and_checks_the_baseline(tmp_path: Path) -> None:
     )
 
 
-def test_readme_and_model_card_show_the_committed_ledger() -> None:
-    rendered = table(read(LEDGER))
+def test_readme_shows_the_committed_ledger() -> None:
     assert len(read(LEDGER)) >= 5
-    assert rendered in (ROOT / "README.md").read_text(), (
+    readme = (ROOT / "README.md").read_text()
+    start = "<!-- ledger: python -m training.ledger table -->\n"
+    shown = readme[readme.index(start) + len(start) : readme.index("\n<!-- /ledger -->")]
+    assert shown == table(read(LEDGER)), (
         "README's recipe table is out of date: paste `python -m training.ledger table`"
     )
+
+
+def test_unstarted_runs_and_runs_without_private_test(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    TrainConfig.from_dict({"data": "x", "out": str(fresh), "epochs": 4, "weights": "none"}).write(
+        fresh, "cmd", {}
+    )
+    RunState().write(fresh)
+    entry = from_run(fresh, "fresh", "a | b", None)
+    assert entry.public_test is None
+    assert "| fresh | a \\| b; not finished, best so far | 0 of 4 | 0 | — |" in table([entry])
+    tree = fake_run(tmp_path / "tree", 4, True)
+    (tree / "metrics.json").write_text(
+        json.dumps({"splits": {"PublicTest": {"accuracy": 0.5}}, "wall_time_s": 60})
+    )
+    assert from_run(tree, "tree", "folder data", None).private_test is None
+    (tree / "metrics.json").write_text(json.dumps({"splits": {}}))
+    with pytest.raises(PipelineError, match="malformed"):
+        from_run(tree, "tree", "x", None)

@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,7 +413,7 @@ def read_npz_meta(path: Path) -> dict[str, Any]:
         DataError: The file is not such a dataset.
     """
     try:
-        with np.load(_check_file(path), allow_pickle=False) as data:
+        with open(_check_file(path), "rb") as f, np.load(f, allow_pickle=False) as data:
             if "format" not in data.files or str(data["format"]) != NPZ_FORMAT:
                 raise DataError(
                     f"{path}: not a dataset written by `python -m training.align` "
@@ -420,8 +421,11 @@ def read_npz_meta(path: Path) -> dict[str, Any]:
                 )
             meta: dict[str, Any] = json.loads(str(data["meta"]))
             return meta
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: cannot read as an .npz dataset: {e}") from e
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path}: cannot read as an .npz dataset ({e}); write it again with "
+            "`python -m training.align`"
+        ) from e
 
 
 def load_npz(path: Path | str) -> Dataset:
@@ -433,21 +437,27 @@ def load_npz(path: Path | str) -> Dataset:
     path = Path(path)
     meta = read_npz_meta(path)
     splits: dict[str, Split] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for name in meta["splits"]:
-            splits[name] = Split(
-                data[f"{name}.images"],
-                data[f"{name}.labels"],
-                data[f"{name}.targets"],
-                data[f"{name}.rows"],
-            )
-    height, width, color = meta["spec"]
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            for name in meta["splits"]:
+                splits[name] = Split(
+                    data[f"{name}.images"],
+                    data[f"{name}.labels"],
+                    data[f"{name}.targets"],
+                    data[f"{name}.rows"],
+                )
+        height, width, color = meta["spec"]
+        labels, source, notes = tuple(meta["labels"]), str(meta["source"]), list(meta["notes"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path}: incomplete .npz dataset ({e}); write it again with `python -m training.align`"
+        ) from e
     return Dataset(
         splits,
-        tuple(meta["labels"]),
+        labels,
         InputSpec(int(height), int(width), color),
-        meta["source"],
-        [*meta["notes"], f"read from {path.name}"],
+        source,
+        [*notes, f"read from {path.name}"],
         template=meta.get("template"),
     )
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,6 +57,42 @@ def describe(models: Sequence[Path]) -> list[dict[str, object]]:
             raise PipelineError(f"teacher model not found: {m} (expected a .keras or .onnx file)")
         out.append({"path": str(m), "bytes": m.stat().st_size, "sha256": _sha256(m)})
     return out
+
+
+def teacher_labels(model: Path) -> tuple[str, ...] | None:
+    """The class names of a teacher in output order, where its files say them.
+
+    An ONNX model's from its fer-onnx metadata; a Keras model's from the ``contract.json`` of
+    the run folder it sits in; ``None`` when neither is there.
+    """
+    if model.suffix == ".onnx":
+        from fer_onnx import EmotionRecognizer, FerOnnxError
+
+        try:
+            with EmotionRecognizer(model, detector=None, device="cpu") as rec:
+                return tuple(rec.labels)
+        except FerOnnxError as e:
+            raise PipelineError(f"teacher {model} cannot be loaded: {e}") from e
+    from training.config import CONTRACT, ModelContract
+
+    if (model.parent / CONTRACT).is_file():
+        return ModelContract.read(model.parent).labels
+    return None
+
+
+def check_teachers(models: Sequence[Path], labels: Sequence[str]) -> None:
+    """Refuse teachers whose classes are not ``labels`` in the same order.
+
+    Raises:
+        PipelineError: A teacher names other classes, or another order.
+    """
+    for model in models:
+        theirs = teacher_labels(model)
+        if theirs is not None and tuple(theirs) != tuple(labels):
+            raise PipelineError(
+                f"teacher {model} predicts {list(theirs)}, the data has {list(labels)}; "
+                "a teacher must predict the data's classes in the same order"
+            )
 
 
 def _teacher_predictor(model: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -118,10 +155,15 @@ def blend(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray
 
 
 def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as saved:
-        cached_rows = saved["rows"]
-        probs = np.asarray(saved["probabilities"])
-        cached_teachers = json.loads(str(saved["teachers"]))
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
+            cached_rows = saved["rows"]
+            probs = np.asarray(saved["probabilities"])
+            cached_teachers = json.loads(str(saved["teachers"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise PipelineError(
+            f"{path} cannot be read ({e}); move it away to label the faces again"
+        ) from e
     if not np.array_equal(cached_rows, rows) or cached_teachers != teachers:
         raise PipelineError(
             f"{path} was made for other Training rows or other teacher files; move it away to "
@@ -135,8 +177,11 @@ def labelling_seconds(out: Path) -> float | None:
     path = out / TEACHER
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as saved:
-        return float(saved["seconds"]) if "seconds" in saved.files else None
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
+            return float(saved["seconds"]) if "seconds" in saved.files else None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise PipelineError(f"{path} cannot be read: {e}") from e
 
 
 def distil(
@@ -157,6 +202,7 @@ def distil(
         probs = _load_cached(cache, train.rows, teachers)
         log.info("teacher probabilities read from %s", cache)
     else:
+        check_teachers(models, dataset.labels)
         t0 = time.time()
         probs = teacher_probabilities(models, train.images)
         seconds = time.time() - t0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import STATE, RunState, TrainConfig
+from training.distill import labelling_seconds
 from training.errors import PipelineError
 
 LEDGER = Path(__file__).with_name("experiments.json")
@@ -80,20 +81,34 @@ def from_run(run: Path, name: str, change: str, baseline: str | None, note: str 
         raise PipelineError(f"{run} has no {STATE}: not a training run")
     state = RunState.read(run)
     planned = cfg.epochs + (cfg.head_epochs if cfg.pretrained else 0)
-    metrics_path = run / "metrics.json"
-    metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    finished = bool(metrics) and (state.epoch >= planned or state.stopped_early)
-    minutes = (metrics.get("wall_time_s") or state.train_seconds) / 60.0
-    public = float(metrics["splits"]["PublicTest"]["accuracy"]) if finished else state.best
-    private = float(metrics["splits"]["PrivateTest"]["accuracy"]) if finished else None
+    try:
+        metrics: dict[str, Any] = (
+            json.loads((run / "metrics.json").read_text())
+            if (run / "metrics.json").is_file()
+            else {}
+        )
+        splits = metrics.get("splits", {})
+        finished = bool(metrics) and (state.epoch >= planned or state.stopped_early)
+        if finished:
+            minutes = float(metrics.get("wall_time_s") or state.train_seconds) / 60.0
+            public: float | None = float(splits["PublicTest"]["accuracy"])
+            private = float(splits["PrivateTest"]["accuracy"]) if "PrivateTest" in splits else None
+        else:
+            minutes = (state.train_seconds + (labelling_seconds(run) or 0.0)) / 60.0
+            public, private = (state.best if state.best >= 0 else None), None
+    except (KeyError, TypeError, ValueError) as e:
+        raise PipelineError(f"{run / 'metrics.json'} is malformed: {e}") from e
     views: float | None = None
     summary_path = run / "export" / "summary.json"
     if finished and summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        shipped = "int8" if summary.get("int8_accepted") else "fp32"
-        views = float(summary[shipped]["PublicTest_accuracy"])
-        private = float(summary[shipped]["PrivateTest_accuracy"])
-        note = note or f"{shipped} model with its `{summary['tta']['chosen']}` views"
+        try:
+            summary = json.loads(summary_path.read_text())
+            shipped = "int8" if summary.get("int8_accepted") else "fp32"
+            views = float(summary[shipped]["PublicTest_accuracy"])
+            private = summary[shipped].get("PrivateTest_accuracy", private)
+            note = note or f"{shipped} model with its `{summary['tta']['chosen']}` views"
+        except (KeyError, TypeError, ValueError) as e:
+            raise PipelineError(f"{summary_path} is malformed: {e}") from e
     return Experiment(
         name=name,
         change=change,
@@ -102,7 +117,7 @@ def from_run(run: Path, name: str, change: str, baseline: str | None, note: str 
         epochs_run=state.epoch,
         epochs_planned=planned,
         minutes=round(minutes, 1),
-        public_test=round(public, 4),
+        public_test=None if public is None else round(public, 4),
         public_test_views=None if views is None else round(views, 4),
         private_test=None if private is None else round(private, 4),
         finished=finished,
@@ -178,9 +193,10 @@ def table(entries: list[Experiment]) -> str:
         epochs = f"{e.epochs_run}" if e.finished else f"{e.epochs_run} of {e.epochs_planned}"
         change = e.change + (f" (vs {e.baseline})" if e.baseline else "")
         if not e.finished:
-            change += "; stopped early, best so far"
+            change += "; not finished, best so far"
         if e.note:
             change += f"; {e.note}"
+        change = change.replace("|", "\\|")
         minutes = "—" if e.minutes is None else f"{e.minutes:.0f}"
         lines.append(
             f"| {e.name} | {change} | {epochs} | {minutes} | {_pct(e.public_test)} | {gain} | "

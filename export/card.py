@@ -88,7 +88,14 @@ def _teacher_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[
     w = float(args.get("teacher_weight", 0.5))
     labelled = keras_metrics.get("teacher_labelling_s")
     smoothing = float(args.get("label_smoothing", 0.0))
-    label = "FER+ vote" if args.get("ferplus") else "label"
+    fp_weight = float(args.get("ferplus_weight", 1.0))
+    label = (
+        "label"
+        if not args.get("ferplus")
+        else "FER+ vote"
+        if fp_weight >= 1.0
+        else f"target ({1 - fp_weight:g} FER2013 label + {fp_weight:g} FER+ vote)"
+    )
     return [
         f"- Knowledge distillation: targets = {1 - w:g} x training {label} + {w:g} x the mean "
         f"probabilities of {', '.join(f'`{t}`' for t in teachers)} softened at T = "

@@ -42,6 +42,7 @@ class TrainConfig:
     out: Path
     ferplus: Path | None = None
     ferplus_mode: str = "majority"
+    ferplus_weight: float = 1.0
     teacher: tuple[Path, ...] = ()
     teacher_weight: float = 0.5
     teacher_temperature: float = 2.0
@@ -86,6 +87,8 @@ class TrainConfig:
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
         object.__setattr__(self, "teacher", tuple(Path(t) for t in self.teacher))
+        if not 0.0 <= self.ferplus_weight <= 1.0:
+            raise PipelineError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise PipelineError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if not self.teacher_temperature > 0:

@@ -338,8 +338,10 @@ def load_folder_tree(
 FerPlusMode = Literal["majority", "soft"]
 
 
-def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "majority") -> Dataset:
-    """Replace the Training targets with FER+ votes (``fer2013new.csv``, row-aligned).
+def apply_ferplus(
+    dataset: Dataset, path: Path | str, mode: FerPlusMode = "majority", weight: float = 1.0
+) -> Dataset:
+    """Replace (or blend) the Training targets with FER+ votes (``fer2013new.csv``, row-aligned).
 
     Votes for contempt, unknown and not-a-face are ignored; a training row whose 7-class votes
     are not the largest share of its votes (mostly unknown / not a face) or sum to zero is
@@ -350,10 +352,16 @@ def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "major
         dataset: A dataset from :func:`load_fer2013_csv`.
         path: The FER+ csv.
         mode: ``majority`` (one-hot of the most voted class) or ``soft`` (vote shares).
+        weight: Share of the FER+ targets: 1 replaces the FER2013 targets, 0.3 trains on
+            ``0.7 x FER2013 + 0.3 x FER+`` (only 67% of FER+ majorities agree with FER2013
+            labels, so a partial blend keeps FER2013's labels in charge).
 
     Raises:
-        DataError: Wrong columns, a row count that does not match, or non-integer votes.
+        DataError: Wrong columns, a row count that does not match, non-integer votes, or a
+            weight outside [0, 1].
     """
+    if not 0.0 <= weight <= 1.0:
+        raise DataError(f"FER+ weight must be in [0, 1], got {weight}")
     path = _check_file(Path(path))
     if mode not in ("majority", "soft"):
         raise DataError(f"FER+ mode must be 'majority' or 'soft', got {mode!r}")
@@ -390,12 +398,15 @@ def apply_ferplus(dataset: Dataset, path: Path | str, mode: FerPlusMode = "major
         targets = _one_hot(v7.argmax(axis=1), len(dataset.labels))
     else:
         targets = v7 / np.maximum(v7.sum(axis=1, keepdims=True), 1.0)
+    targets = weight * targets + (1.0 - weight) * train.targets
     new_train = Split(train.images, train.labels, targets.astype(np.float32), train.rows)
     splits = dict(dataset.splits)
     splits["Training"] = new_train.subset(np.flatnonzero(keep))
     notes = [
         *dataset.notes,
-        f"FER+ {mode} targets from {path.name}; {dropped} training rows "
+        f"FER+ {mode} targets from {path.name}"
+        + (f", blended {weight:g} FER+ : {1 - weight:g} FER2013" if weight < 1 else "")
+        + f"; {dropped} training rows "
         "removed (votes mostly unknown / not a face / contempt)",
     ]
     return Dataset(

@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="FER+ targets: one-hot majority vote or soft vote shares",
     )
     g.add_argument(
+        "--ferplus-weight",
+        type=float,
+        default=1.0,
+        help="share of the FER+ targets: 1 replaces the FER2013 labels, e.g. 0.3 trains on "
+        "0.7 x FER2013 + 0.3 x FER+",
+    )
+    g.add_argument(
         "--teacher",
         type=Path,
         nargs="+",
@@ -472,7 +479,12 @@ def load_data(cfg: TrainConfig) -> Dataset:
     t_load = time.time()
     dataset = load(cfg.data)
     if cfg.ferplus is not None:
-        dataset = apply_ferplus(dataset, cfg.ferplus, cfg.ferplus_mode)  # type: ignore[arg-type]
+        dataset = apply_ferplus(
+            dataset,
+            cfg.ferplus,
+            cfg.ferplus_mode,  # type: ignore[arg-type]
+            cfg.ferplus_weight,
+        )
     if cfg.limit:
         for name, split in list(dataset.splits.items()):
             dataset.splits[name] = split.subset(np.arange(min(cfg.limit, len(split))))

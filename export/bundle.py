@@ -241,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", required=True, type=Path, help="finished training run folder")
-    p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz]")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="the run's data: fer2013.csv[.gz], an aligned .npz (python -m training.align) or "
+        "a class-folder tree",
+    )
     p.add_argument("--dest", type=Path, default=DEST, help=f"where models go (default {DEST})")
     p.add_argument("--calibration", type=int, default=300, help="int8 calibration faces")
     from training.model import TTA_CHOICES

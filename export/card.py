@@ -2,7 +2,7 @@
 
 ``python -m export.bundle`` writes it; after adding the run to the ledger, re-render it with
 
-    python -m export.card --run runs/ship
+    python -m export.card --run runs/kd64
 """
 
 from __future__ import annotations
@@ -105,6 +105,19 @@ def _teacher_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[
     ]
 
 
+def _ferplus_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[str]:
+    if not args.get("ferplus"):
+        return []
+    notes = keras_metrics.get("dataset", {}).get("notes", [])
+    said = next((n for n in notes if n.startswith("FER+")), None)
+    weight = float(args.get("ferplus_weight", 1.0))
+    return [
+        f"- FER+ votes (`{Path(str(args['ferplus'])).name}`, {args.get('ferplus_mode')}) as "
+        + ("the training targets" if weight >= 1 else f"{weight:g} of the training targets")
+        + (f": {said}." if said else ".")
+    ]
+
+
 def _ledger_lines(ledger: Path) -> list[str]:
     entries = read(ledger)
     if not entries:
@@ -200,6 +213,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"{args.get('bn_momentum')}; on-graph augmentation: flips, rotation "
         f"{args.get('rotation')} deg, shift {args.get('shift')}, zoom {args.get('zoom')}.",
         *_teacher_lines(args, keras_metrics),
+        *_ferplus_lines(args, keras_metrics),
         "",
         *_ledger_lines(ledger),
         "## Results",

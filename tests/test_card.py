@@ -109,6 +109,19 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     assert "| a | base | 4 | 10 | 60.00% | — | 61.00% | 62.00% |" in text
     write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
     assert "What each recipe change gave" not in out.read_text()
+    assert "FER+" not in out.read_text()
+    TrainConfig(
+        data=Path("fer2013.csv"),
+        out=run,
+        weights="none",
+        ferplus=Path("x/fer2013new.csv"),
+        ferplus_mode="soft",
+        ferplus_weight=0.3,
+    ).write(run, "python -m training.train --ferplus ...", {})
+    write_card(run, SUMMARY, out, ledger=ledger)
+    assert "- FER+ votes (`fer2013new.csv`, soft) as 0.3 of the training targets." in (
+        out.read_text()
+    )
 
 
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:

@@ -85,6 +85,19 @@ def test_missing_teacher_and_bad_options_are_clear(tmp_path: Path) -> None:
     assert cfg.teacher == (Path("a.keras"), Path("b.onnx"))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict()["teacher"] == ["a.keras", "b.onnx"]
+    with pytest.raises(PipelineError, match="need teacher models"):
+        TrainConfig.from_dict({**base, "teacher_weight": 0.7})
+    with pytest.raises(PipelineError, match="needs a FER"):
+        TrainConfig.from_dict({**base, "ferplus_weight": 0.3})
+    blend = TrainConfig.from_dict({**base, "ferplus": "fp.csv", "ferplus_weight": 0.3})
+    assert TrainConfig.from_dict(blend.to_dict()) == blend
+
+
+def test_a_keras_teacher_without_a_contract_is_refused(tmp_path: Path) -> None:
+    lone = tmp_path / "lone.keras"
+    lone.write_bytes(b"x")
+    with pytest.raises(PipelineError, match=r"no contract\.json beside it"):
+        distil(_dataset(), [lone], 0.5, 2.0, tmp_path)
 
 
 def _fake_teacher(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> None:
@@ -107,6 +120,9 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
 ) -> None:
     calls: list[int] = []
     _fake_teacher(monkeypatch, calls)
+    from training.config import ModelContract
+
+    ModelContract(labels=FER2013_LABELS, input_size=(48, 48), color="gray").write(tmp_path)
     teachers = [tmp_path / "a.keras", tmp_path / "b.keras"]
     for t in teachers:
         t.write_bytes(t.name.encode())

@@ -219,13 +219,19 @@ def test_ferplus_majority_soft_and_dropped_rows(tmp_path: Path) -> None:
     np.testing.assert_allclose(soft["Training"].targets[0][[3, 6]], [0.8, 0.2])
     assert len(soft["PublicTest"]) == 2  # evaluation splits keep FER2013 labels
     blend = apply_ferplus(ds, path, "soft", weight=0.25)
-    kept = ds["Training"].targets[[0, 1, 4, 5]]  # the rows FER+ keeps, in order
+    original = ds["Training"].targets
+    assert len(blend["Training"]) == len(original)  # a blend keeps every row
+    usable = [0, 1, 4, 5]  # the rows with usable FER+ votes, in order
     np.testing.assert_allclose(
-        blend["Training"].targets, 0.25 * soft["Training"].targets + 0.75 * kept, atol=1e-6
+        blend["Training"].targets[usable],
+        0.25 * soft["Training"].targets + 0.75 * original[usable],
+        atol=1e-6,
     )
+    np.testing.assert_allclose(blend["Training"].targets[[2, 3]], original[[2, 3]])
     assert any("blended 0.25 FER+ : 0.75 FER2013" in n for n in blend.notes)
-    with pytest.raises(DataError, match=r"\[0, 1\]"):
-        apply_ferplus(ds, path, "soft", weight=1.5)
+    for bad in (0.0, 1.5):
+        with pytest.raises(DataError, match=r"\(0, 1\]"):
+            apply_ferplus(ds, path, "soft", weight=bad)
 
 
 def test_ferplus_errors(tmp_path: Path) -> None:

@@ -87,8 +87,14 @@ class TrainConfig:
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
         object.__setattr__(self, "teacher", tuple(Path(t) for t in self.teacher))
-        if not 0.0 <= self.ferplus_weight <= 1.0:
-            raise PipelineError(f"ferplus_weight must be in [0, 1], got {self.ferplus_weight}")
+        if not 0.0 < self.ferplus_weight <= 1.0:
+            raise PipelineError(f"ferplus_weight must be in (0, 1], got {self.ferplus_weight}")
+        if self.ferplus is None and self.ferplus_weight != 1.0:
+            raise PipelineError("ferplus_weight needs a FER+ file (--ferplus fer2013new.csv)")
+        if not self.teacher and (self.teacher_weight != 0.5 or self.teacher_temperature != 2.0):
+            raise PipelineError(
+                "teacher_weight / teacher_temperature need teacher models (--teacher ...)"
+            )
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise PipelineError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if not self.teacher_temperature > 0:

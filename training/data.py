@@ -360,8 +360,11 @@ def apply_ferplus(
         DataError: Wrong columns, a row count that does not match, non-integer votes, or a
             weight outside [0, 1].
     """
-    if not 0.0 <= weight <= 1.0:
-        raise DataError(f"FER+ weight must be in [0, 1], got {weight}")
+    if not 0.0 < weight <= 1.0:
+        raise DataError(
+            f"FER+ weight must be in (0, 1], got {weight}; to train on FER2013 alone, leave "
+            "out the FER+ file"
+        )
     path = _check_file(Path(path))
     if mode not in ("majority", "soft"):
         raise DataError(f"FER+ mode must be 'majority' or 'soft', got {mode!r}")
@@ -398,17 +401,24 @@ def apply_ferplus(
         targets = _one_hot(v7.argmax(axis=1), len(dataset.labels))
     else:
         targets = v7 / np.maximum(v7.sum(axis=1, keepdims=True), 1.0)
-    targets = weight * targets + (1.0 - weight) * train.targets
-    new_train = Split(train.images, train.labels, targets.astype(np.float32), train.rows)
     splits = dict(dataset.splits)
-    splits["Training"] = new_train.subset(np.flatnonzero(keep))
-    notes = [
-        *dataset.notes,
-        f"FER+ {mode} targets from {path.name}"
-        + (f", blended {weight:g} FER+ : {1 - weight:g} FER2013" if weight < 1 else "")
-        + f"; {dropped} training rows "
-        "removed (votes mostly unknown / not a face / contempt)",
-    ]
+    if weight < 1.0:
+        # A blend keeps every row: where the FER+ votes are unusable, the FER2013 target stays.
+        blended = np.where(
+            keep[:, None], weight * targets + (1.0 - weight) * train.targets, train.targets
+        )
+        splits["Training"] = Split(
+            train.images, train.labels, blended.astype(np.float32), train.rows
+        )
+        what = (
+            f"blended {weight:g} FER+ : {1 - weight:g} FER2013; {dropped} training rows keep "
+            "their FER2013 target (FER+ votes mostly unknown / not a face / contempt)"
+        )
+    else:
+        new_train = Split(train.images, train.labels, targets.astype(np.float32), train.rows)
+        splits["Training"] = new_train.subset(np.flatnonzero(keep))
+        what = f"{dropped} training rows removed (votes mostly unknown / not a face / contempt)"
+    notes = [*dataset.notes, f"FER+ {mode} targets from {path.name}; {what}"]
     return Dataset(
         splits, dataset.labels, dataset.spec, dataset.source, notes, template=dataset.template
     )
@@ -430,13 +440,17 @@ def read_npz_meta(path: Path) -> dict[str, Any]:
                     f"{path}: not a dataset written by `python -m training.align` "
                     f"(format {NPZ_FORMAT})"
                 )
-            meta: dict[str, Any] = json.loads(str(data["meta"]))
-            return meta
+            meta = json.loads(str(data["meta"]))
+    except DataError:
+        raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise DataError(
             f"{path}: cannot read as an .npz dataset ({e}); write it again with "
             "`python -m training.align`"
         ) from e
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its metadata is not a JSON object; write it again")
+    return meta
 
 
 def load_npz(path: Path | str) -> Dataset:

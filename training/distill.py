@@ -59,11 +59,14 @@ def describe(models: Sequence[Path]) -> list[dict[str, object]]:
     return out
 
 
-def teacher_labels(model: Path) -> tuple[str, ...] | None:
-    """The class names of a teacher in output order, where its files say them.
+def teacher_labels(model: Path) -> tuple[str, ...]:
+    """The class names of a teacher in output order.
 
     An ONNX model's from its fer-onnx metadata; a Keras model's from the ``contract.json`` of
-    the run folder it sits in; ``None`` when neither is there.
+    the run folder it sits in.
+
+    Raises:
+        PipelineError: The model cannot be loaded, or a Keras model has no contract beside it.
     """
     if model.suffix == ".onnx":
         from fer_onnx import EmotionRecognizer, FerOnnxError
@@ -77,7 +80,10 @@ def teacher_labels(model: Path) -> tuple[str, ...] | None:
 
     if (model.parent / CONTRACT).is_file():
         return ModelContract.read(model.parent).labels
-    return None
+    raise PipelineError(
+        f"teacher {model}: no {CONTRACT} beside it, so its classes cannot be checked; use the "
+        "best.keras of a training run folder, or its ONNX export (python -m export.bundle)"
+    )
 
 
 def check_teachers(models: Sequence[Path], labels: Sequence[str]) -> None:
@@ -88,7 +94,7 @@ def check_teachers(models: Sequence[Path], labels: Sequence[str]) -> None:
     """
     for model in models:
         theirs = teacher_labels(model)
-        if theirs is not None and tuple(theirs) != tuple(labels):
+        if tuple(theirs) != tuple(labels):
             raise PipelineError(
                 f"teacher {model} predicts {list(theirs)}, the data has {list(labels)}; "
                 "a teacher must predict the data's classes in the same order"

@@ -46,8 +46,8 @@ class Experiment:
         minutes: Training wall time on 2 CPU cores (teacher labelling included), or ``None``.
         public_test: Best PublicTest accuracy of the network alone (``None`` for an entry
             that only measured with views).
-        public_test_views: PublicTest accuracy with the test-time views the export chose
-            (at most 2), or ``None`` when the run was not exported.
+        public_test_views: PublicTest accuracy with test-time views (what the export chose,
+            at most 2; the note says when an entry used more), or ``None`` when not measured.
         private_test: PrivateTest accuracy of the finished model (the final report's one
             reading; the shipped file's when exported), or ``None``.
         finished: Whether the run completed its schedule.
@@ -176,7 +176,8 @@ def table(entries: list[Experiment]) -> str:
     by_name = {e.name: e for e in entries}
     lines = [
         "| run | change (against baseline) | epochs | minutes | PublicTest, network | "
-        "gain | PublicTest, with views | PrivateTest (read once) |",
+        "gain | PublicTest, with views | "
+        "PrivateTest (read once; the shipped file where exported) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:

@@ -224,3 +224,25 @@ def test_evaluate_and_parity_commands_load_tta_models(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "cannot load" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_init_copies_a_trained_models_weights_and_refuses_another_network(
+    tmp_path: Path,
+) -> None:
+    from training.errors import PipelineError
+    from training.train import _initialise
+
+    source, _ = build_model(spec=SPEC, num_classes=len(LABELS), **SMALL)
+    source.set_weights([w + 0.5 for w in source.get_weights()])  # unlike any fresh network
+    source.save(tmp_path / "trained.keras")
+    # the same network at another working resolution: convolution weights do not depend on it
+    target, _ = build_model(spec=SPEC, num_classes=len(LABELS), **{**SMALL, "image_size": 48})
+    assert not np.allclose(target.get_weights()[0], source.get_weights()[0])
+    _initialise(target, tmp_path / "trained.keras")
+    for theirs, ours in zip(source.get_weights(), target.get_weights(), strict=True):
+        np.testing.assert_array_equal(theirs, ours)
+    wider, _ = build_model(spec=SPEC, num_classes=len(LABELS), **{**SMALL, "alpha": 0.5})
+    with pytest.raises(PipelineError, match="same --arch, --alpha"):
+        _initialise(wider, tmp_path / "trained.keras")
+    with pytest.raises(PipelineError, match="--init"):
+        _initialise(wider, tmp_path / "missing.keras")

@@ -31,7 +31,7 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "export" / "templates"
 FER2013_TEMPLATE = TEMPLATES / "fer2013.json"
 """How FER2013 frames its faces (``python -m export.template measure``)."""
 
-_PATHS = ("data", "out", "ferplus")
+_PATHS = ("data", "out", "ferplus", "init")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class TrainConfig:
     alpha: float = 1.0
     image_size: int = 64
     weights: str = "imagenet"
+    init: Path | None = None
     pooling: str = "avg"
     dense: tuple[int, ...] = ()
     dropout: float = 0.2
@@ -108,7 +109,11 @@ class TrainConfig:
 
     @property
     def pretrained(self) -> bool:
-        """Whether the backbone starts from pretrained weights (not ``--weights none``)."""
+        """Whether the backbone starts from pretrained weights (not ``--weights none``).
+
+        ``init`` (a whole trained model) does not count: the run fine-tunes every layer from
+        the first epoch, with ``lr`` as given.
+        """
         return self.weights.lower() != "none"
 
     @property

@@ -129,6 +129,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
         "scratch) or a path to a Keras applications .h5 weights file",
     )
+    g.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from the weights of a trained .keras model of the same architecture "
+        "(e.g. runs/X/best.keras: pretrain on FER+ then fine-tune on FER2013, or continue "
+        "on aligned faces); use with --weights none and a small --lr",
+    )
     g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling")
     g.add_argument(
         "--dense",
@@ -538,8 +546,34 @@ def build_or_resume(cfg: TrainConfig, dataset: Dataset, state: RunState) -> Any:
         bn_momentum=cfg.bn_momentum if cfg.bn_momentum > 0 else None,
         members=cfg.members,
     )
+    if cfg.init is not None:
+        _initialise(model, cfg.init)
     state.phase = 0  # nothing compiled yet
     return model
+
+
+def _initialise(model: Any, path: Path) -> None:
+    """Copy the weights of the trained model in ``path`` into ``model``.
+
+    Raises:
+        PipelineError: ``path`` is missing, unreadable, or another architecture.
+    """
+    from training.model import load_model
+
+    try:
+        source = load_model(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise PipelineError(f"--init: {e}") from e
+    theirs, ours = source.get_weights(), model.get_weights()
+    shapes = [w.shape for w in theirs], [w.shape for w in ours]
+    if shapes[0] != shapes[1]:
+        raise PipelineError(
+            f"--init {path}: its weights ({len(theirs)} arrays) do not fit this run's network "
+            f"({len(ours)} arrays); use the same --arch, --alpha, --image-size, --dense and "
+            "--members as the run that made it"
+        )
+    model.set_weights(theirs)
+    log.info("weights initialised from %s", path)
 
 
 def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None:

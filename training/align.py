@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import NPZ_FORMAT, Dataset, Split, load
+from training.data import NPZ_FORMAT, Dataset, Split, limit_rows, load
 from training.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError(f"{args.out} exists; remove it or choose another --out")
         dataset = load(args.data)
         if args.limit:
-            for name, split in list(dataset.splits.items()):
-                dataset.splits[name] = split.subset(np.arange(min(args.limit, len(split))))
-            dataset.notes.append(f"--limit {args.limit}: only the first rows of each split")
+            limit_rows(dataset, args.limit)
         save(align_dataset(dataset, args.template), args.out)
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -424,6 +424,13 @@ def apply_ferplus(
     )
 
 
+def limit_rows(dataset: Dataset, limit: int) -> None:
+    """Keep only the first ``limit`` rows of every split (smoke tests), noted in ``notes``."""
+    for name, split in list(dataset.splits.items()):
+        dataset.splits[name] = split.subset(np.arange(min(limit, len(split))))
+    dataset.notes.append(f"--limit {limit}: only the first rows of each split used")
+
+
 NPZ_FORMAT = "fer_onnx.aligned_dataset/1"
 
 

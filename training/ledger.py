@@ -28,6 +28,7 @@ from typing import Any
 from training.config import STATE, RunState, TrainConfig
 from training.distill import labelling_seconds
 from training.errors import PipelineError
+from training.report import write_json
 
 LEDGER = Path(__file__).with_name("experiments.json")
 
@@ -142,10 +143,7 @@ def read(path: Path = LEDGER) -> list[Experiment]:
 
 def write(entries: list[Experiment], path: Path = LEDGER) -> None:
     """Write the ledger atomically."""
-    data = {"experiments": [dataclasses.asdict(e) for e in entries]}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, {"experiments": [dataclasses.asdict(e) for e in entries]})
 
 
 def add(entry: Experiment, path: Path = LEDGER) -> list[Experiment]:

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.config import CONTRACT, STATE, ModelContract, RunState, TrainConfig, template_for
-from training.data import DataError, Dataset, apply_ferplus, load
+from training.data import DataError, Dataset, apply_ferplus, limit_rows, load
 from training.report import versions, write_report
 
 log = logging.getLogger("training.train")
@@ -494,9 +494,7 @@ def load_data(cfg: TrainConfig) -> Dataset:
             cfg.ferplus_weight,
         )
     if cfg.limit:
-        for name, split in list(dataset.splits.items()):
-            dataset.splits[name] = split.subset(np.arange(min(cfg.limit, len(split))))
-        dataset.notes.append(f"--limit {cfg.limit}: only the first rows of each split used")
+        limit_rows(dataset, cfg.limit)
     if cfg.teacher:
         from training.distill import distil
 

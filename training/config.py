@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ FER2013_TEMPLATE = TEMPLATES / "fer2013.json"
 """How FER2013 frames its faces (``python -m export.template measure``)."""
 
 _PATHS = ("data", "out", "ferplus", "init")
+
+SNAPSHOT = re.compile(r"^epoch_(\d{3,})\.keras$")
+"""Name of a model kept after an epoch (``--keep-epochs``), with the epochs finished."""
+
+
+def snapshot_name(epochs_done: int) -> str:
+    """File name of the model kept after ``epochs_done`` epochs (``--keep-epochs``)."""
+    return f"epoch_{epochs_done:03d}.keras"
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class TrainConfig:
     zoom: float = 0.1
     shear: float = 0.0
     no_flip: bool = False
+    keep_epochs: int = 0
     seed: int = 42
     verbose: int = 2
     resume: bool = False
@@ -104,6 +114,8 @@ class TrainConfig:
             object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
         if self.members < 1:
             raise PipelineError(f"members must be at least 1, got {self.members}")
+        if self.keep_epochs < 0:
+            raise PipelineError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
             raise PipelineError("epochs and head_epochs must be >= 0 and batch_size >= 1")
 
@@ -115,6 +127,11 @@ class TrainConfig:
         the first epoch, with ``lr`` as given.
         """
         return self.weights.lower() != "none"
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of both phases (the head phase only counts with pretrained weights)."""
+        return self.epochs + (self.head_epochs if self.pretrained else 0)
 
     @property
     def peak_lr(self) -> float:

@@ -81,7 +81,7 @@ def from_run(run: Path, name: str, change: str, baseline: str | None, note: str 
     if not (run / STATE).is_file():
         raise PipelineError(f"{run} has no {STATE}: not a training run")
     state = RunState.read(run)
-    planned = cfg.epochs + (cfg.head_epochs if cfg.pretrained else 0)
+    planned = cfg.total_epochs
     try:
         metrics: dict[str, Any] = (
             json.loads((run / "metrics.json").read_text())

@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.config import CONTRACT, STATE, ModelContract, RunState, TrainConfig, template_for
+from training.config import (
+    CONTRACT,
+    STATE,
+    ModelContract,
+    RunState,
+    TrainConfig,
+    snapshot_name,
+    template_for,
+)
 from training.data import DataError, Dataset, apply_ferplus, limit_rows, load
 from training.report import versions, write_report
 
@@ -214,6 +223,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue a killed run in --out from its last finished epoch",
+    )
+    g.add_argument(
+        "--keep-epochs",
+        type=int,
+        default=0,
+        help="also keep the model of each of the last N epochs (epoch_NNN.keras) for weight "
+        "averaging (python -m training.average); 0 = off",
     )
     g.add_argument("--seed", type=int, default=42, help="random seed")
     g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
@@ -398,6 +414,8 @@ def _run_state_callback(
             row.pop("val_learning_rate", None)
             _append_history(out / HISTORY, row)
             _save(self.model, out / LAST)
+            if args.keep_epochs and epoch + 1 > args.total_epochs - args.keep_epochs:
+                _keep(out / LAST, out / snapshot_name(epoch + 1))
             state.epoch, state.phase = epoch + 1, phase
             if clock is not None:
                 # Kept current every epoch: a killed run (SIGKILL skips `finally`) still
@@ -444,6 +462,12 @@ def _save(model: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def _keep(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
 
 
 def _truncate_history(path: Path, epochs_done: int) -> None:

@@ -1,0 +1,112 @@
+"""Weight averaging of kept epochs (training.average) and --keep-epochs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FER_CSV, shared_file
+
+from training.average import average_weights, choose, recompute_batchnorm, snapshots
+from training.config import TrainConfig, snapshot_name
+from training.errors import PipelineError
+
+
+def test_average_weights_is_the_elementwise_mean() -> None:
+    a = [np.array([1.0, 2.0], np.float32), np.full((2, 2), 4.0, np.float32)]
+    b = [np.array([3.0, 6.0], np.float32), np.zeros((2, 2), np.float32)]
+    mean = average_weights([a, b])
+    assert mean[0].dtype == np.float32
+    np.testing.assert_array_equal(mean[0], [2.0, 4.0])
+    np.testing.assert_array_equal(mean[1], np.full((2, 2), 2.0))
+    with pytest.raises(PipelineError, match="same weights"):
+        average_weights([a, [b[0]]])
+    with pytest.raises(PipelineError, match="nothing"):
+        average_weights([])
+
+
+def test_snapshots_are_found_sorted_and_must_be_enough(tmp_path: Path) -> None:
+    for e in (12, 10, 11):
+        (tmp_path / snapshot_name(e)).write_bytes(b"")
+    (tmp_path / "last.keras").write_bytes(b"")
+    (tmp_path / "epoch_7.keras").write_bytes(b"")  # not the kept-epoch pattern
+    assert [e for e, _ in snapshots(tmp_path)] == [10, 11, 12]
+    assert [e for e, _ in choose(tmp_path, 2)] == [11, 12]
+    with pytest.raises(PipelineError, match="--keep-epochs 4"):
+        choose(tmp_path, 4)
+    with pytest.raises(PipelineError, match="at least 2"):
+        choose(tmp_path, 1)
+    (tmp_path / snapshot_name(10)).unlink()
+    (tmp_path / snapshot_name(9)).write_bytes(b"")
+    with pytest.raises(PipelineError, match="not consecutive"):
+        choose(tmp_path, 3)
+
+
+def test_keep_epochs_is_part_of_the_record() -> None:
+    cfg = TrainConfig(data=Path("x.csv"), out=Path("r"), weights="none", keep_epochs=3)
+    assert TrainConfig.from_dict(cfg.to_dict()).keep_epochs == 3
+    assert cfg.total_epochs == cfg.epochs  # no head phase from scratch
+    assert TrainConfig(data=Path("x"), out=Path("r")).total_epochs == 45  # 5 head + 40
+    with pytest.raises(PipelineError, match="keep_epochs"):
+        TrainConfig(data=Path("x"), out=Path("r"), keep_epochs=-1)
+
+
+def test_batchnorm_statistics_become_the_mean_of_batch_statistics() -> None:
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((3,))
+    dense = keras.layers.Dense(2, use_bias=False, kernel_initializer="ones")
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, bn(dense(inputs)))
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 2.0, (40, 3)).astype(np.float32)
+    kernel = dense.kernel.numpy().copy()
+    assert recompute_batchnorm(model, x, batch_size=10) == 1
+    z = x @ kernel
+    batches = z.reshape(4, 10, 2)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=1).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), batches.var(axis=1).mean(axis=0), rtol=1e-4
+    )
+    assert bn.momentum == 0.99  # restored
+    np.testing.assert_array_equal(dense.kernel.numpy(), kernel)
+    with pytest.raises(PipelineError, match="at least 10 faces"):
+        recompute_batchnorm(model, x[:5], batch_size=10)
+
+
+@pytest.mark.slow
+def test_kept_epochs_average_into_a_run_of_their_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tensorflow")
+    shared_file(FER_CSV)
+    from test_training_run import train
+
+    from training.average import main as average_main
+    from training.model import load_model
+
+    run = tmp_path / "kept"
+    train(run, "--epochs", "3", "--keep-epochs", "2")
+    assert [e for e, _ in snapshots(run)] == [2, 3]
+    assert (run / snapshot_name(3)).read_bytes() == (run / "last.keras").read_bytes()
+
+    out = tmp_path / "avg"
+    args = ["--run", str(run), "--out", str(out), "--data", str(FER_CSV), "--last", "2"]
+    assert average_main([*args, "--bn-faces", "64"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["averaged_epochs"] == [2, 3]
+    assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
+    assert metrics["wall_time_s"] >= metrics["averaging_s"] > 0
+    for name in ("config.json", "contract.json", "state.json"):
+        assert (out / name).read_bytes() == (run / name).read_bytes()
+    averaged = load_model(out / "best.keras")
+    a, b = load_model(run / snapshot_name(2)), load_model(run / snapshot_name(3))
+    pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)
+    for w, (wa, wb) in zip(averaged.trainable_weights, pairs, strict=True):
+        np.testing.assert_allclose(w.numpy(), (wa.numpy() + wb.numpy()) / 2, rtol=1e-5, atol=1e-7)
+    # a second average into the same folder is refused, not overwritten
+    before = (out / "best.keras").read_bytes()
+    assert average_main(args) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (out / "best.keras").read_bytes() == before

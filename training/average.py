@@ -1,0 +1,283 @@
+"""Weight averaging of a run's last epochs (SWA), with BatchNormalization statistics re-estimated.
+
+    python -m training.average --run runs/kd45 --out runs/kd45swa --last 8 \\
+        --data ../shared/data/fer2013/fer2013.csv.gz
+
+A run trained with ``--keep-epochs K`` keeps its model after each of its last K epochs
+(``epoch_NNN.keras``, NNN = epochs finished). This averages the weights of the last ``--last``
+of them, re-estimates every BatchNormalization layer's moving mean and variance on Training
+faces (averaged weights change what each layer sees, so the averaged statistics no longer fit;
+Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima"), and writes the result as a
+run folder of its own: the source run's record (config, contract, state, history) with
+``best.keras`` the averaged model and its report on every split. ``python -m export.bundle``
+and ``python -m training.ledger add`` then take it like any other run. Whether it replaces the
+run's best checkpoint is decided on PublicTest (``metrics.json`` of both runs); PrivateTest is
+read once, by the report, as for every finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import SNAPSHOT
+from training.errors import PipelineError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("training.average")
+
+COPIED = ("config.json", "contract.json", "state.json", "history.csv", "teacher.npz")
+
+
+def snapshots(run: Path) -> list[tuple[int, Path]]:
+    """The per-epoch models a run kept (``epoch_NNN.keras``), oldest first.
+
+    Returns:
+        ``(epochs finished, path)`` pairs sorted by epoch.
+    """
+    found = []
+    for path in run.iterdir() if run.is_dir() else ():
+        match = SNAPSHOT.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def choose(run: Path, last: int) -> list[tuple[int, Path]]:
+    """The last ``last`` snapshots of ``run``.
+
+    Raises:
+        PipelineError: ``last`` < 2, or the run kept fewer snapshots than asked for.
+    """
+    if last < 2:
+        raise PipelineError(
+            f"--last must be at least 2 (an average of one model is that model), got {last}"
+        )
+    kept = snapshots(run)
+    if len(kept) < last:
+        raise PipelineError(
+            f"{run} kept {len(kept)} per-epoch models (epoch_NNN.keras), fewer than --last "
+            f"{last}; train with --keep-epochs {last} or lower --last"
+        )
+    chosen = kept[-last:]
+    epochs = [e for e, _ in chosen]
+    if epochs != list(range(epochs[0], epochs[0] + last)):
+        raise PipelineError(f"{run}: the last {last} kept epochs are not consecutive: {epochs}")
+    return chosen
+
+
+def average_weights(weights: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Element-wise mean of several models' weight lists (same architecture).
+
+    Raises:
+        PipelineError: Fewer than one model, or the weight lists do not match in shape.
+    """
+    if not weights:
+        raise PipelineError("nothing to average")
+    shapes = [tuple(w.shape for w in ws) for ws in weights]
+    if any(s != shapes[0] for s in shapes[1:]):
+        raise PipelineError("the models to average do not have the same weights (architecture)")
+    return [
+        np.mean(np.stack([np.asarray(ws[i], dtype=np.float64) for ws in weights]), axis=0).astype(
+            np.asarray(weights[0][i]).dtype
+        )
+        for i in range(len(weights[0]))
+    ]
+
+
+def batchnorm_layers(model: Any) -> list[Any]:
+    """Every BatchNormalization layer of ``model``, nested models included."""
+    import keras
+
+    found: list[Any] = []
+
+    def walk(layer: Any) -> None:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        for inner in getattr(layer, "layers", ()):
+            walk(inner)
+
+    walk(model)
+    return found
+
+
+def recompute_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 128) -> int:
+    """Re-estimate every BatchNormalization layer's moving statistics on ``faces``.
+
+    The moving statistics are reset and then become the plain mean over the batches of each
+    batch's statistics (momentum ``i / (i + 1)`` at batch ``i``), taken in a training-mode
+    pass, as the layers saw them in training. Trainable weights do not change.
+
+    Args:
+        model: A Keras model.
+        faces: ``(N, H, W, C)`` faces in the model's input format.
+        batch_size: Faces per batch (the batch statistics' sample size, as in training).
+
+    Returns:
+        The number of BatchNormalization layers updated (0 leaves the model unchanged).
+
+    Raises:
+        PipelineError: Fewer faces than one batch.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    n = len(faces) // batch_size
+    if n < 1:
+        raise PipelineError(
+            f"need at least {batch_size} faces to re-estimate BatchNorm, got {len(faces)}"
+        )
+    momenta = [layer.momentum for layer in layers]
+    trainable = [w.numpy() for w in model.trainable_weights]
+    for layer in layers:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    try:
+        for i in range(n):
+            for layer in layers:
+                layer.momentum = i / (i + 1)  # read at call time in eager mode
+            batch = faces[i * batch_size : (i + 1) * batch_size].astype(np.float32)
+            model(batch, training=True)
+    finally:
+        for layer, m in zip(layers, momenta, strict=True):
+            layer.momentum = m
+    for w, before in zip(model.trainable_weights, trainable, strict=True):
+        if not np.array_equal(w.numpy(), before):
+            raise PipelineError(f"BatchNorm re-estimation changed trainable weight {w.path}")
+    return len(layers)
+
+
+def average_run(
+    run: Path,
+    out: Path,
+    data: Path,
+    last: int = 8,
+    bn_faces: int = 8192,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Average the last ``last`` kept epochs of ``run`` into a new run folder ``out``.
+
+    Returns:
+        The averaged model's report (``out/metrics.json``).
+
+    Raises:
+        PipelineError: ``out`` already holds files, ``run`` kept too few epochs, or the data
+            cannot be read.
+    """
+    from training.config import TrainConfig
+    from training.data import limit_rows, load
+    from training.model import load_model
+    from training.report import write_report
+
+    t0 = time.time()
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(f"{out} already holds files; choose a new --out")
+    if out.resolve() == run.resolve():
+        raise PipelineError("--out must be a new folder, not the run itself")
+    cfg, record = TrainConfig.read(run)
+    chosen = choose(run, last)
+    dataset = load(data)
+    if cfg.limit:
+        limit_rows(dataset, cfg.limit)
+    weights = []
+    model = None
+    for _, path in chosen:
+        try:
+            model = load_model(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise PipelineError(str(e)) from e
+        weights.append(model.get_weights())
+    assert model is not None
+    model.set_weights(average_weights(weights))
+    train_faces = dataset["Training"].images
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(train_faces))[: min(bn_faces, len(train_faces))]
+    updated = recompute_batchnorm(model, train_faces[np.sort(pick)], cfg.batch_size)
+    log.info(
+        "averaged epochs %s; %d BatchNorm layers re-estimated on %d Training faces",
+        [e for e, _ in chosen],
+        updated,
+        len(pick),
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, out / name)
+    tmp = out / ".best.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, out / "best.keras")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+    source: dict[str, Any] = {}
+    if (run / "metrics.json").is_file():
+        source = json.loads((run / "metrics.json").read_text())
+    seconds = time.time() - t0
+    command = " ".join(["python", "-m", "training.average", *sys.argv[1:]])
+    extra = {
+        "command": record.get("command"),
+        "averaged_with": command,
+        "averaged_from": str(run),
+        "averaged_epochs": [e for e, _ in chosen],
+        "batchnorm_faces": int(len(pick)),
+        "averaging_s": round(seconds, 1),
+        "wall_time_s": round(float(source.get("wall_time_s") or 0.0) + seconds, 1),
+        "seconds_per_epoch": source.get("seconds_per_epoch"),
+        "epochs_run": source.get("epochs_run"),
+        "args": record.get("args"),
+        "training_rows": len(dataset["Training"]),
+    }
+    metrics = write_report(
+        out,
+        predict,
+        dataset,
+        model_name=str(out / "best.keras"),
+        extra=extra,
+        history_path=out / "history.csv" if (out / "history.csv").is_file() else None,
+    )
+    for split, m in metrics["splits"].items():
+        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    p = argparse.ArgumentParser(
+        prog="python -m training.average",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run", required=True, type=Path, help="a finished run with kept epochs")
+    p.add_argument("--out", required=True, type=Path, help="new run folder for the average")
+    p.add_argument("--data", required=True, type=Path, help="the run's data (as for training)")
+    p.add_argument("--last", type=int, default=8, help="how many of the last epochs to average")
+    p.add_argument(
+        "--bn-faces",
+        type=int,
+        default=8192,
+        help="Training faces for re-estimating BatchNorm statistics",
+    )
+    args = p.parse_args(argv)
+    try:
+        average_run(args.run, args.out, args.data, args.last, args.bn_faces)
+    except (PipelineError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -209,9 +209,11 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"{keras_metrics.get('epochs_run')} epochs, best epoch {keras_metrics.get('best_epoch')}).",
         f"- AdamW (weight decay {args.get('weight_decay')}), {args.get('schedule')} schedule, "
         f"peak LR {args.get('lr')}, batch {args.get('batch_size')}, label smoothing "
-        f"{args.get('label_smoothing')}, mixup {args.get('mixup')}, BatchNorm momentum "
+        f"{args.get('label_smoothing')}, mixup {args.get('mixup')}, CutMix "
+        f"{args.get('cutmix', 0.0)}, BatchNorm momentum "
         f"{args.get('bn_momentum')}; on-graph augmentation: flips, rotation "
-        f"{args.get('rotation')} deg, shift {args.get('shift')}, zoom {args.get('zoom')}.",
+        f"{args.get('rotation')} deg, shift {args.get('shift')}, zoom {args.get('zoom')}, "
+        f"RandomErasing p {args.get('erasing', 0.0)}.",
         *_teacher_lines(args, keras_metrics),
         *_ferplus_lines(args, keras_metrics),
         "",

@@ -246,3 +246,61 @@ def test_init_copies_a_trained_models_weights_and_refuses_another_network(
         _initialise(wider, tmp_path / "trained.keras")
     with pytest.raises(PipelineError, match="--init"):
         _initialise(wider, tmp_path / "missing.keras")
+
+
+def _pipeline_batch(
+    n: int = 32, **options: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One training batch of the real tf.data pipeline, with only ``options`` augmenting."""
+    from training.config import TrainConfig
+    from training.data import Dataset, Split
+    from training.train import _make_dataset
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (n, 48, 48, 1)).astype(np.uint8)
+    labels = np.arange(n) % len(LABELS)
+    targets = np.eye(len(LABELS), dtype=np.float32)[labels]
+    split = Split(images, labels.astype(np.int64), targets, np.arange(n, dtype=np.int64))
+    data = Dataset({"Training": split}, LABELS, SPEC, "synthetic")
+    cfg = TrainConfig(
+        data=Path("x"),
+        out=Path("r"),
+        weights="none",
+        batch_size=n,
+        rotation=0,
+        shift=0,
+        zoom=0,
+        no_flip=True,
+        **options,
+    )
+    x, t = next(iter(_make_dataset(data, "Training", cfg, train=True)))
+    return images, targets, np.asarray(x), np.asarray(t)
+
+
+def test_random_erasing_changes_part_of_some_faces_only() -> None:
+    images, _, x, t = _pipeline_batch(erasing=1.0)
+    assert x.shape == images.shape and x.min() >= 0 and x.max() <= 255
+    # every face keeps most of its pixels: find each output face's source by its pixels
+    kept = (x[:, None] == images[None].astype(np.float32)).mean(axis=(2, 3, 4))
+    best = kept.max(axis=1)
+    assert (best > 0.5).all(), "erasing replaced most of a face"
+    assert (best < 1.0).mean() > 0.5, "erasing with probability 1 left most faces untouched"
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+    _, _, plain, _ = _pipeline_batch()
+    plain_kept = (plain[:, None] == images[None].astype(np.float32)).mean(axis=(2, 3, 4))
+    assert (plain_kept.max(axis=1) == 1.0).all()
+
+
+def test_cutmix_pastes_rectangles_and_mixes_targets_by_area() -> None:
+    # one face per class, so that a face's label weight is the share of its own pixels
+    images, targets, x, t = _pipeline_batch(len(LABELS), cutmix=1.0)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-5)
+    assert ((t > 0).sum(axis=1) >= 2).any(), "no face got a second class"
+    # each face is made of two source faces; the larger share is its own label's weight
+    share = (x[:, None] == images[None].astype(np.float32)).mean(axis=(2, 3, 4))
+    own = share.argmax(axis=1)
+    np.testing.assert_allclose(
+        t[np.arange(len(t)), targets[own].argmax(axis=1)], share.max(axis=1), atol=0.05
+    )
+    with pytest.raises(Exception, match="not both"):
+        _pipeline_batch(cutmix=1.0, mixup=0.2)

@@ -80,12 +80,14 @@ class TrainConfig:
     early_stopping: int = 0
     label_smoothing: float = 0.1
     mixup: float = 0.0
+    cutmix: float = 0.0
     class_weights: str = "none"
     rotation: float = 15.0
     shift: float = 0.1
     zoom: float = 0.1
     shear: float = 0.0
     no_flip: bool = False
+    erasing: float = 0.0
     keep_epochs: int = 0
     seed: int = 42
     verbose: int = 2
@@ -114,6 +116,12 @@ class TrainConfig:
             object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
         if self.members < 1:
             raise PipelineError(f"members must be at least 1, got {self.members}")
+        if not 0.0 <= self.erasing <= 1.0:
+            raise PipelineError(f"erasing must be a probability in [0, 1], got {self.erasing}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise PipelineError("mixup and cutmix take a Beta parameter >= 0 (0 = off)")
+        if self.mixup > 0 and self.cutmix > 0:
+            raise PipelineError("choose one of mixup and cutmix, not both")
         if self.keep_epochs < 0:
             raise PipelineError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:

@@ -231,7 +231,13 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 
 def build_augmenter(
-    rotation: float, shift: float, zoom: float, shear: float, flip: bool, seed: int
+    rotation: float,
+    shift: float,
+    zoom: float,
+    shear: float,
+    flip: bool,
+    seed: int,
+    erasing: float = 0.0,
 ) -> keras.Sequential:
     """On-graph augmentation applied to batches of uint8-valued float faces.
 
@@ -242,7 +248,12 @@ def build_augmenter(
         shear: Maximum shear as a fraction (0 disables).
         flip: Random horizontal flips.
         seed: Seed of the random layers.
+        erasing: Probability of erasing a random rectangle of a face (Zhong et al. 2017's
+            RandomErasing: each side 2-33% of the face's, filled with noise), after the
+            geometric transforms; 0 disables.
     """
+    if not 0.0 <= erasing <= 1.0:
+        raise ValueError(f"erasing must be a probability in [0, 1], got {erasing}")
     layers: list[keras.layers.Layer] = []
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -260,6 +271,12 @@ def build_augmenter(
         layers.append(
             keras.layers.RandomShear(
                 x_factor=shear, y_factor=shear, fill_mode="reflect", seed=seed + 4
+            )
+        )
+    if erasing > 0:
+        layers.append(
+            keras.layers.RandomErasing(
+                factor=(erasing, erasing), value_range=(0, 255), seed=seed + 5
             )
         )
     return keras.Sequential(layers, name="augment")

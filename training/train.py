@@ -206,6 +206,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter a; 0 = off")
     g.add_argument(
+        "--cutmix",
+        type=float,
+        default=0.0,
+        help="CutMix: a rectangle of another face pasted in, targets mixed by area; its "
+        "Beta(a, a) parameter a (1.0 is the paper's); 0 = off; not with --mixup",
+    )
+    g.add_argument(
         "--class-weights",
         choices=("none", "balanced"),
         default="none",
@@ -217,6 +224,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--zoom", type=float, default=0.1, help="max zoom, fraction")
     g.add_argument("--shear", type=float, default=0.0, help="max shear, fraction")
     g.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
+    g.add_argument(
+        "--erasing",
+        type=float,
+        default=0.0,
+        help="RandomErasing: probability of erasing a random rectangle of each face; 0 = off",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, type=Path, help="run folder")
     g.add_argument(
@@ -261,7 +274,13 @@ def _make_dataset(
     ds = ds.map(lambda x, t: (tf.cast(x, tf.float32), t), num_parallel_calls=tf.data.AUTOTUNE)
     if train:
         augment = build_augmenter(
-            args.rotation, args.shift, args.zoom, args.shear, not args.no_flip, args.seed
+            args.rotation,
+            args.shift,
+            args.zoom,
+            args.shear,
+            not args.no_flip,
+            args.seed,
+            erasing=args.erasing,
         )
         if augment.layers:
             ds = ds.map(
@@ -282,6 +301,14 @@ def _make_dataset(
                 )
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
+        if args.cutmix > 0:
+            cutmix = keras.layers.CutMix(factor=args.cutmix, seed=args.seed + 8)
+
+            def paste(x: Any, t: Any) -> Any:
+                mixed = cutmix({"images": x, "labels": t}, training=True)
+                return mixed["images"], mixed["labels"]
+
+            ds = ds.map(paste, num_parallel_calls=tf.data.AUTOTUNE)
     members = args.members
     if train and members > 1:
         # One target per member output. Keras takes class_weight for single-output models

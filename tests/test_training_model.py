@@ -279,7 +279,9 @@ def _pipeline_batch(
 
 def test_random_erasing_changes_part_of_some_faces_only() -> None:
     images, _, x, t = _pipeline_batch(erasing=1.0)
-    assert x.shape == images.shape and x.min() >= 0 and x.max() <= 255
+    assert x.shape == images.shape
+    assert x.min() >= 0
+    assert x.max() <= 255
     # every face keeps most of its pixels: find each output face's source by its pixels
     kept = (x[:, None] == images[None].astype(np.float32)).mean(axis=(2, 3, 4))
     best = kept.max(axis=1)

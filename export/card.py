@@ -38,6 +38,18 @@ def _confusion(metrics: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
+def _chosen_weights(metrics: dict[str, Any]) -> str:
+    """Which weights ship: the best epoch, or the average of kept epochs (training.average)."""
+    epochs = metrics.get("averaged_epochs")
+    if epochs:
+        how = metrics.get("averaged_with") or "python -m training.average"
+        return (
+            f"weights averaged over epochs {epochs[0]}-{epochs[-1]} by `{how}`, BatchNorm "
+            f"statistics re-estimated on {metrics.get('batchnorm_faces')} Training faces"
+        )
+    return f"best epoch {metrics.get('best_epoch')}"
+
+
 def _framing(summary: dict[str, Any]) -> list[str]:
     """The crop template and detector section (empty when no template was written)."""
     if not summary.get("template"):
@@ -206,7 +218,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"- Command: `{keras_metrics.get('command')}`",
         f"- Wall time {keras_metrics.get('wall_time_s', 0) / 60:.0f} min on 2 CPU cores "
         f"({keras_metrics.get('seconds_per_epoch')} s per epoch, "
-        f"{keras_metrics.get('epochs_run')} epochs, best epoch {keras_metrics.get('best_epoch')}).",
+        f"{keras_metrics.get('epochs_run')} epochs, {_chosen_weights(keras_metrics)}).",
         f"- AdamW (weight decay {args.get('weight_decay')}), {args.get('schedule')} schedule, "
         f"peak LR {args.get('lr')}, batch {args.get('batch_size')}, label smoothing "
         f"{args.get('label_smoothing')}, mixup {args.get('mixup')}, CutMix "

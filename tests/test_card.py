@@ -124,6 +124,25 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     )
 
 
+def test_card_names_averaged_weights(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, 1)
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(run, SUMMARY, out)
+    assert "75 epochs, best epoch 70)" in out.read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(
+        averaged_epochs=[68, 69, 70, 71, 72, 73, 74, 75],
+        averaged_with="python -m training.average --run r --last 8",
+        batchnorm_faces=8192,
+    )
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out)
+    assert (
+        "75 epochs, weights averaged over epochs 68-75 by `python -m training.average --run r "
+        "--last 8`, BatchNorm statistics re-estimated on 8192 Training faces)"
+    ) in out.read_text()
+
+
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:
     from export.card import main
 

@@ -77,7 +77,7 @@ def test_batchnorm_statistics_become_the_mean_of_batch_statistics() -> None:
 
 @pytest.mark.slow
 def test_kept_epochs_average_into_a_run_of_their_own(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("tensorflow")
     shared_file(FER_CSV)
@@ -93,9 +93,22 @@ def test_kept_epochs_average_into_a_run_of_their_own(
 
     out = tmp_path / "avg"
     args = ["--run", str(run), "--out", str(out), "--data", str(FER_CSV), "--last", "2"]
+    # killed while writing its report: no run folder appears, and a second try starts afresh
+    with monkeypatch.context() as m:
+
+        def killed(*_: object, **__: object) -> None:
+            raise KeyboardInterrupt
+
+        m.setattr("training.report.write_report", killed)
+        with pytest.raises(KeyboardInterrupt):
+            average_main([*args, "--bn-faces", "64"])
+    assert not out.exists()
     assert average_main([*args, "--bn-faces", "64"]) == 0
+    assert not (tmp_path / ".avg.partial").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["averaged_epochs"] == [2, 3]
+    assert metrics["averaged_with"].startswith("python -m training.average --run ")
+    assert metrics["model"] == str(out / "best.keras")
     assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
     assert metrics["wall_time_s"] >= metrics["averaging_s"] > 0
     for name in ("config.json", "contract.json", "state.json"):

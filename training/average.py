@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -165,6 +166,7 @@ def average_run(
     last: int = 8,
     bn_faces: int = 8192,
     seed: int = 0,
+    command: str = "python -m training.average",
 ) -> dict[str, Any]:
     """Average the last ``last`` kept epochs of ``run`` into a new run folder ``out``.
 
@@ -190,15 +192,15 @@ def average_run(
     dataset = load(data)
     if cfg.limit:
         limit_rows(dataset, cfg.limit)
-    weights = []
-    model = None
+    models = []
     for _, path in chosen:
         try:
-            model = load_model(path)
+            models.append(load_model(path))
         except (FileNotFoundError, ValueError) as e:
             raise PipelineError(str(e)) from e
-        weights.append(model.get_weights())
-    assert model is not None
+    model = models[-1]
+    weights = [m.get_weights() for m in models]
+    del models
     model.set_weights(average_weights(weights))
     train_faces = dataset["Training"].images
     rng = np.random.default_rng(seed)
@@ -211,13 +213,15 @@ def average_run(
         len(pick),
     )
 
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden folder first and renamed at the end: a killed
+    # average leaves no half-written run behind, and running it again starts afresh.
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     for name in COPIED:
         if (run / name).is_file():
-            shutil.copyfile(run / name, out / name)
-    tmp = out / ".best.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, out / "best.keras")
+            shutil.copyfile(run / name, partial / name)
+    model.save(partial / "best.keras")
 
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=256, verbose=0))
@@ -226,7 +230,6 @@ def average_run(
     if (run / "metrics.json").is_file():
         source = json.loads((run / "metrics.json").read_text())
     seconds = time.time() - t0
-    command = " ".join(["python", "-m", "training.average", *sys.argv[1:]])
     extra = {
         "command": record.get("command"),
         "averaged_with": command,
@@ -240,14 +243,18 @@ def average_run(
         "args": record.get("args"),
         "training_rows": len(dataset["Training"]),
     }
+    history = partial / "history.csv"
     metrics = write_report(
-        out,
+        partial,
         predict,
         dataset,
         model_name=str(out / "best.keras"),
         extra=extra,
-        history_path=out / "history.csv" if (out / "history.csv").is_file() else None,
+        history_path=history if history.is_file() else None,
     )
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(partial, out)
     for split, m in metrics["splits"].items():
         log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
     return metrics
@@ -272,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        average_run(args.run, args.out, args.data, args.last, args.bn_faces)
+        command = shlex.join(
+            ["python", "-m", "training.average", *(argv if argv is not None else sys.argv[1:])]
+        )
+        average_run(args.run, args.out, args.data, args.last, args.bn_faces, command=command)
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -281,3 +281,33 @@ def test_distilled_run_records_and_reuses_its_teacher(run: Path, tmp_path: Path)
     (student / "state.json").write_text(json.dumps(state))
     resumed = train(student, "--resume")
     assert "teacher probabilities read from" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_resume_can_move_the_end_of_the_run(run: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)  # finished its 2 planned epochs
+    too_early = train(moved, "--resume", "--end-at-epoch", "2", check=False)
+    assert too_early.returncode == 2
+    assert "give a later end" in too_early.stderr
+    not_resuming = train(tmp_path / "new", "--end-at-epoch", "3", check=False)
+    assert not_resuming.returncode == 2
+    assert "use it with --resume" in not_resuming.stderr
+
+    result = train(moved, "--resume", "--end-at-epoch", "4")
+    assert "run now ends after 4 epochs (was 2)" in result.stderr
+    record = json.loads((moved / "config.json").read_text())
+    assert record["args"]["epochs"] == 4
+    assert record["args"]["end_at_epoch"] == 0  # an action, not an option of the run
+    [change] = record["schedule_changes"]
+    assert (change["after_epoch"], change["epochs_from"], change["epochs_to"]) == (2, 2, 4)
+    assert "--end-at-epoch 4" in change["command"]
+    rows = [ln.split(",") for ln in (moved / "history.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["0", "1", "2", "3"]
+    lrs = [float(r[3]) for r in rows]
+    # The old cosine had reached zero after epoch 2 and would have stayed there; the moved end
+    # stretches it: epoch 3 ends three quarters along a 4-epoch cosine, epoch 4 at zero.
+    assert lrs[1] < 1e-8
+    assert lrs[2] == pytest.approx(2e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 4)), rel=1e-3)
+    assert lrs[3] < 1e-8
+    assert json.loads((moved / "state.json").read_text())["epoch"] == 4

@@ -89,6 +89,7 @@ class TrainConfig:
     no_flip: bool = False
     erasing: float = 0.0
     keep_epochs: int = 0
+    end_at_epoch: int = 0
     seed: int = 42
     verbose: int = 2
     resume: bool = False
@@ -300,6 +301,14 @@ def template_for(data: Path) -> dict[str, Any] | None:
         return None
     template = _read_json(FER2013_TEMPLATE).get("template")
     return template if isinstance(template, dict) else None
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Rewrite a run's whole ``config.json`` record (e.g. after ``--end-at-epoch``)."""
+    if not isinstance(record.get("args"), dict):
+        raise PipelineError("a run record needs an 'args' object")
+    TrainConfig.from_dict(record["args"])  # still a valid config
+    _write_json(folder / CONFIG, record)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

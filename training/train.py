@@ -41,6 +41,7 @@ from training.config import (
     TrainConfig,
     snapshot_name,
     template_for,
+    write_record,
 )
 from training.data import DataError, Dataset, apply_ferplus, limit_rows, load
 from training.report import versions, write_report
@@ -236,6 +237,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue a killed run in --out from its last finished epoch",
+    )
+    g.add_argument(
+        "--end-at-epoch",
+        type=int,
+        default=0,
+        help="with --resume: end the run after N epochs in all instead of the planned number "
+        "(a cosine schedule is rescaled to reach zero there); recorded in config.json",
     )
     g.add_argument(
         "--keep-epochs",
@@ -522,7 +530,12 @@ def start_run(cfg: TrainConfig, command: str) -> tuple[TrainConfig, RunState, di
         saved, record = TrainConfig.read(out)
         state = RunState.read(out)
         log.info("resuming %s after epoch %d", out, state.epoch)
-        return saved.replace(out=out, resume=True, verbose=cfg.verbose), state, record
+        saved = saved.replace(out=out, resume=True, verbose=cfg.verbose)
+        if cfg.end_at_epoch:
+            saved, record = _end_at(saved, record, state, cfg.end_at_epoch, command)
+        return saved, state, record
+    if cfg.end_at_epoch:
+        raise PipelineError("--end-at-epoch changes a run being resumed; use it with --resume")
     if out.exists() and any(out.iterdir()):
         raise PipelineError(
             f"{out} already holds a run; add --resume to continue it, or choose a new --out"
@@ -531,6 +544,38 @@ def start_run(cfg: TrainConfig, command: str) -> tuple[TrainConfig, RunState, di
     cfg.write(out, command, versions())
     _, record = TrainConfig.read(out)
     return cfg, RunState(), record
+
+
+def _end_at(
+    cfg: TrainConfig, record: dict[str, Any], state: RunState, end: int, command: str
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """A resumed run's new end (``--end-at-epoch``), written into its ``config.json``.
+
+    The run's ``epochs`` become what ends it after ``end`` epochs in all, and the record keeps
+    every such change (``schedule_changes``: when, from, to, and the command).
+
+    Raises:
+        PipelineError: ``end`` is not after the epochs already run, or leaves no epoch of the
+            all-layers phase.
+    """
+    head = cfg.total_epochs - cfg.epochs
+    if end <= state.epoch or end - head < 1:
+        raise PipelineError(
+            f"--end-at-epoch {end}: the run has finished {state.epoch} epochs (head phase "
+            f"{head}); give a later end"
+        )
+    changed = cfg.replace(epochs=end - head)
+    change = {
+        "after_epoch": state.epoch,
+        "epochs_from": cfg.epochs,
+        "epochs_to": changed.epochs,
+        "command": command,
+    }
+    record = {**record, "schedule_changes": [*record.get("schedule_changes", []), change]}
+    record["args"] = {**record["args"], "epochs": changed.epochs}
+    write_record(cfg.out, record)
+    log.info("run now ends after %d epochs (was %d)", changed.total_epochs, cfg.total_epochs)
+    return changed, record
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -690,6 +735,13 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
                     lr = cfg.peak_lr
                 _compile(model, lr, cfg)
                 state.wait = 0
+            if cfg.schedule == "cosine":
+                # A resumed run may end elsewhere than first planned (--end-at-epoch): the
+                # cosine of the loaded optimizer then decays to zero at the new end.
+                schedule = model.optimizer._learning_rate
+                if isinstance(schedule, keras.optimizers.schedules.CosineDecay):
+                    warmup = int(cfg.warmup_epochs * steps)
+                    schedule.decay_steps = max(1, cfg.epochs * steps - warmup)
             model.fit(
                 train_ds,
                 initial_epoch=state.epoch,

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from conftest import FER_CSV, shared_file
 
-from training.average import average_weights, choose, recompute_batchnorm, snapshots
-from training.config import TrainConfig, snapshot_name
+from training.average import (
+    average_run,
+    average_weights,
+    choose,
+    recompute_batchnorm,
+    snapshots,
+)
+from training.config import RunState, TrainConfig, snapshot_name
 from training.errors import PipelineError
+from training.train import _end_at, _keep
 
 
 def test_average_weights_is_the_elementwise_mean() -> None:
@@ -73,6 +80,72 @@ def test_batchnorm_statistics_become_the_mean_of_batch_statistics() -> None:
     np.testing.assert_array_equal(dense.kernel.numpy(), kernel)
     with pytest.raises(PipelineError, match="at least 10 faces"):
         recompute_batchnorm(model, x[:5], batch_size=10)
+
+
+def test_nested_and_frozen_batchnorm() -> None:
+    keras = pytest.importorskip("keras")
+    inner_in = keras.Input((3,))
+    frozen_bn = keras.layers.BatchNormalization()
+    trained_bn = keras.layers.BatchNormalization()
+    inner = keras.Model(inner_in, trained_bn(frozen_bn(inner_in)))
+    frozen_bn.trainable = False
+    frozen_bn.moving_mean.assign(np.array([1.0, 2.0, 3.0], np.float32))
+    outer_in = keras.Input((3,))
+    model = keras.Model(outer_in, inner(outer_in))
+    x = np.random.default_rng(1).normal(4.0, 1.0, (20, 3)).astype(np.float32)
+    assert recompute_batchnorm(model, x, batch_size=10) == 1
+    np.testing.assert_array_equal(frozen_bn.moving_mean.numpy(), [1.0, 2.0, 3.0])
+    assert not np.allclose(trained_bn.moving_mean.numpy(), 0.0)
+
+
+def test_kept_epochs_are_a_rolling_window(tmp_path: Path) -> None:
+    (tmp_path / "last.keras").write_bytes(b"model")
+    for epoch in range(1, 6):
+        _keep(tmp_path, epoch, 2)
+    assert [e for e, _ in snapshots(tmp_path)] == [4, 5]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def fake_run(tmp_path: Path, epochs_done: int, **state: object) -> tuple[TrainConfig, Path]:
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    cfg = TrainConfig(data=tmp_path / "fer2013.csv", out=run, weights="none", epochs=10)
+    cfg.write(run, "python -m training.train ...", {})
+    RunState(epoch=epochs_done, phase=2, **state).write(run)  # type: ignore[arg-type]
+    return cfg, run
+
+
+def test_average_refuses_unfinished_runs_and_other_data(tmp_path: Path) -> None:
+    _, run = fake_run(tmp_path, 6)
+    with pytest.raises(PipelineError, match="run 6 of its 10 epochs"):
+        average_run(run, tmp_path / "avg", None)
+    RunState(epoch=10, phase=2).write(run)
+    with pytest.raises(PipelineError, match="not the data"):
+        average_run(run, tmp_path / "avg", tmp_path / "aligned.npz")
+    with pytest.raises(PipelineError, match="new folder"):
+        average_run(run, run, None)
+    assert not (tmp_path / "avg").exists()
+
+
+def test_end_at_epoch_checks_and_records(tmp_path: Path) -> None:
+    cfg, run = fake_run(tmp_path, 6)
+    _, record = TrainConfig.read(run)
+    state = RunState.read(run)
+    with pytest.raises(PipelineError, match="at least 7"):
+        _end_at(cfg, record, state, 6, "cmd")
+    same, same_record = _end_at(cfg, record, state, 10, "cmd")
+    assert same == cfg
+    assert "schedule_changes" not in same_record
+    shorter, _ = _end_at(cfg, record, state, 8, "cmd --end-at-epoch 8")
+    assert shorter.epochs == 8
+    saved, saved_record = TrainConfig.read(run)
+    assert saved.epochs == 8
+    assert saved_record["schedule_changes"] == [
+        {"after_epoch": 6, "epochs_from": 10, "epochs_to": 8, "command": "cmd --end-at-epoch 8"}
+    ]
+    _, stopped = fake_run(tmp_path / "b", 6, stopped_early=True)
+    with pytest.raises(PipelineError, match="stopped early"):
+        _end_at(cfg, record, RunState.read(stopped), 8, "cmd")
 
 
 @pytest.mark.slow

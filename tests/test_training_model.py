@@ -304,5 +304,9 @@ def test_cutmix_pastes_rectangles_and_mixes_targets_by_area() -> None:
     np.testing.assert_allclose(
         t[np.arange(len(t)), targets[own].argmax(axis=1)], share.max(axis=1), atol=0.05
     )
-    with pytest.raises(Exception, match="not both"):
+    from training.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="not both"):
         _pipeline_batch(cutmix=1.0, mixup=0.2)
+    with pytest.raises(PipelineError, match=r"in \(0, 1\]"):
+        _pipeline_batch(cutmix=2.0)

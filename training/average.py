@@ -59,7 +59,8 @@ def choose(run: Path, last: int) -> list[tuple[int, Path]]:
     """The last ``last`` snapshots of ``run``.
 
     Raises:
-        PipelineError: ``last`` < 2, or the run kept fewer snapshots than asked for.
+        PipelineError: ``last`` < 2, the run kept fewer snapshots than asked for, or the last
+            ``last`` of them are not consecutive epochs.
     """
     if last < 2:
         raise PipelineError(
@@ -69,7 +70,7 @@ def choose(run: Path, last: int) -> list[tuple[int, Path]]:
     if len(kept) < last:
         raise PipelineError(
             f"{run} kept {len(kept)} per-epoch models (epoch_NNN.keras), fewer than --last "
-            f"{last}; train with --keep-epochs {last} or lower --last"
+            f"{last}; lower --last, or train with --keep-epochs {last} (or more)"
         )
     chosen = kept[-last:]
     epochs = [e for e, _ in chosen]
@@ -82,7 +83,7 @@ def average_weights(weights: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]
     """Element-wise mean of several models' weight lists (same architecture).
 
     Raises:
-        PipelineError: Fewer than one model, or the weight lists do not match in shape.
+        PipelineError: No models, or the weight lists do not match in shape.
     """
     if not weights:
         raise PipelineError("nothing to average")
@@ -114,11 +115,13 @@ def batchnorm_layers(model: Any) -> list[Any]:
 
 
 def recompute_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 128) -> int:
-    """Re-estimate every BatchNormalization layer's moving statistics on ``faces``.
+    """Re-estimate every trainable BatchNormalization layer's moving statistics on ``faces``.
 
     The moving statistics are reset and then become the plain mean over the batches of each
     batch's statistics (momentum ``i / (i + 1)`` at batch ``i``), taken in a training-mode
-    pass, as the layers saw them in training. Trainable weights do not change.
+    pass, as the layers saw them in training. Trainable weights do not change. Frozen layers
+    (``trainable=False``, e.g. a backbone frozen for a head phase) run in inference mode in
+    Keras and keep their statistics.
 
     Args:
         model: A Keras model.
@@ -127,11 +130,12 @@ def recompute_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 128) ->
 
     Returns:
         The number of BatchNormalization layers updated (0 leaves the model unchanged).
+        Only whole batches are used: ``len(faces) // batch_size * batch_size`` faces.
 
     Raises:
         PipelineError: Fewer faces than one batch.
     """
-    layers = batchnorm_layers(model)
+    layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
     if not layers:
         return 0
     n = len(faces) // batch_size
@@ -162,7 +166,7 @@ def recompute_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 128) ->
 def average_run(
     run: Path,
     out: Path,
-    data: Path,
+    data: Path | None = None,
     last: int = 8,
     bn_faces: int = 8192,
     seed: int = 0,
@@ -174,20 +178,32 @@ def average_run(
         The averaged model's report (``out/metrics.json``).
 
     Raises:
-        PipelineError: ``out`` already holds files, ``run`` kept too few epochs, or the data
-            cannot be read.
+        PipelineError: ``out`` already holds files, ``run`` has not finished or kept too few
+            epochs, ``data`` is not the run's data, or the data cannot be read.
     """
-    from training.config import TrainConfig
+    from training.config import RunState, TrainConfig
     from training.data import limit_rows, load
-    from training.model import load_model
+    from training.model import inference_model, load_model
     from training.report import write_report
 
     t0 = time.time()
-    if out.exists() and any(out.iterdir()):
-        raise PipelineError(f"{out} already holds files; choose a new --out")
     if out.resolve() == run.resolve():
         raise PipelineError("--out must be a new folder, not the run itself")
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(f"{out} already holds files; choose a new --out")
     cfg, record = TrainConfig.read(run)
+    state = RunState.read(run)
+    if state.epoch < cfg.total_epochs and not state.stopped_early:
+        raise PipelineError(
+            f"{run} has run {state.epoch} of its {cfg.total_epochs} epochs; average it once it "
+            "has finished (python -m training.train ... --resume)"
+        )
+    data = cfg.data if data is None else data
+    if data.resolve() != cfg.data.resolve():
+        raise PipelineError(
+            f"--data {data} is not the data {run} was trained on ({cfg.data}); BatchNorm "
+            "statistics and the report must use the run's own faces"
+        )
     chosen = choose(run, last)
     dataset = load(data)
     if cfg.limit:
@@ -206,11 +222,13 @@ def average_run(
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(train_faces))[: min(bn_faces, len(train_faces))]
     updated = recompute_batchnorm(model, train_faces[np.sort(pick)], cfg.batch_size)
+    used = len(pick) // cfg.batch_size * cfg.batch_size
+    model = inference_model(model)  # an ensemble's members averaged, as best.keras is
     log.info(
         "averaged epochs %s; %d BatchNorm layers re-estimated on %d Training faces",
         [e for e, _ in chosen],
         updated,
-        len(pick),
+        used,
     )
 
     # Everything is written into a hidden folder first and renamed at the end: a killed
@@ -235,7 +253,7 @@ def average_run(
         "averaged_with": command,
         "averaged_from": str(run),
         "averaged_epochs": [e for e, _ in chosen],
-        "batchnorm_faces": int(len(pick)),
+        "batchnorm_faces": int(used),
         "averaging_s": round(seconds, 1),
         "wall_time_s": round(float(source.get("wall_time_s") or 0.0) + seconds, 1),
         "seconds_per_epoch": source.get("seconds_per_epoch"),
@@ -269,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--run", required=True, type=Path, help="a finished run with kept epochs")
     p.add_argument("--out", required=True, type=Path, help="new run folder for the average")
-    p.add_argument("--data", required=True, type=Path, help="the run's data (as for training)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the run's data (default: the path in its config.json; another file is refused)",
+    )
     p.add_argument("--last", type=int, default=8, help="how many of the last epochs to average")
     p.add_argument(
         "--bn-faces",

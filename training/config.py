@@ -119,12 +119,16 @@ class TrainConfig:
             raise PipelineError(f"members must be at least 1, got {self.members}")
         if not 0.0 <= self.erasing <= 1.0:
             raise PipelineError(f"erasing must be a probability in [0, 1], got {self.erasing}")
-        if self.mixup < 0 or self.cutmix < 0:
-            raise PipelineError("mixup and cutmix take a Beta parameter >= 0 (0 = off)")
+        if self.mixup < 0:
+            raise PipelineError(f"mixup takes a Beta parameter >= 0 (0 = off), got {self.mixup}")
+        if not 0.0 <= self.cutmix <= 1.0:
+            raise PipelineError(
+                f"cutmix takes a Beta parameter in (0, 1] (0 = off), got {self.cutmix}"
+            )
         if self.mixup > 0 and self.cutmix > 0:
             raise PipelineError("choose one of mixup and cutmix, not both")
-        if self.keep_epochs < 0:
-            raise PipelineError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
+        if self.keep_epochs < 0 or self.end_at_epoch < 0:
+            raise PipelineError("keep_epochs and end_at_epoch must be >= 0")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
             raise PipelineError("epochs and head_epochs must be >= 0 and batch_size >= 1")
 

@@ -249,8 +249,8 @@ def build_augmenter(
         flip: Random horizontal flips.
         seed: Seed of the random layers.
         erasing: Probability of erasing a random rectangle of a face (Zhong et al. 2017's
-            RandomErasing: each side 2-33% of the face's, filled with noise), after the
-            geometric transforms; 0 disables.
+            RandomErasing, as Keras implements it: 2-33% of the face's area, filled with
+            normal noise x 255 clipped to 0..255), after the geometric transforms; 0 disables.
     """
     if not 0.0 <= erasing <= 1.0:
         raise ValueError(f"erasing must be a probability in [0, 1], got {erasing}")

@@ -35,6 +35,7 @@ import numpy as np
 
 from training.config import (
     CONTRACT,
+    SNAPSHOT,
     STATE,
     ModelContract,
     RunState,
@@ -211,7 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="CutMix: a rectangle of another face pasted in, targets mixed by area; its "
-        "Beta(a, a) parameter a (1.0 is the paper's); 0 = off; not with --mixup",
+        "Beta(a, a) parameter a in (0, 1] (1.0 is the paper's: uniform areas); 0 = off; not "
+        "with --mixup",
     )
     g.add_argument(
         "--class-weights",
@@ -229,7 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--erasing",
         type=float,
         default=0.0,
-        help="RandomErasing: probability of erasing a random rectangle of each face; 0 = off",
+        help="RandomErasing: probability of erasing a random rectangle (2-33%% of the area) of "
+        "each face with noise; 0 = off",
     )
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, type=Path, help="run folder")
@@ -243,14 +246,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="with --resume: end the run after N epochs in all instead of the planned number "
-        "(a cosine schedule is rescaled to reach zero there); recorded in config.json",
+        "(a cosine schedule is rescaled to reach zero there; moving the end of a run whose "
+        "rate has already decayed raises the rate again, a warm restart); recorded in "
+        "config.json",
     )
     g.add_argument(
         "--keep-epochs",
         type=int,
         default=0,
-        help="also keep the model of each of the last N epochs (epoch_NNN.keras) for weight "
-        "averaging (python -m training.average); 0 = off",
+        help="also keep the models of the last N epochs run (epoch_NNN.keras, a rolling "
+        "window) for weight averaging (python -m training.average); 0 = off",
     )
     g.add_argument("--seed", type=int, default=42, help="random seed")
     g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
@@ -310,7 +315,7 @@ def _make_dataset(
 
             ds = ds.map(mixup, num_parallel_calls=tf.data.AUTOTUNE)
         if args.cutmix > 0:
-            cutmix = keras.layers.CutMix(factor=args.cutmix, seed=args.seed + 8)
+            cutmix = keras.layers.CutMix(factor=(args.cutmix, args.cutmix), seed=args.seed + 8)
 
             def paste(x: Any, t: Any) -> Any:
                 mixed = cutmix({"images": x, "labels": t}, training=True)
@@ -449,8 +454,8 @@ def _run_state_callback(
             row.pop("val_learning_rate", None)
             _append_history(out / HISTORY, row)
             _save(self.model, out / LAST)
-            if args.keep_epochs and epoch + 1 > args.total_epochs - args.keep_epochs:
-                _keep(out / LAST, out / snapshot_name(epoch + 1))
+            if args.keep_epochs:
+                _keep(out, epoch + 1, args.keep_epochs)
             state.epoch, state.phase = epoch + 1, phase
             if clock is not None:
                 # Kept current every epoch: a killed run (SIGKILL skips `finally`) still
@@ -499,10 +504,20 @@ def _save(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _keep(src: Path, dest: Path) -> None:
+def _keep(out: Path, epochs_done: int, keep: int) -> None:
+    """Keep the model of the epoch just finished; drop kept models older than ``keep`` epochs.
+
+    A rolling window rather than the last planned epochs, so that a run that stops early or
+    gets another end (``--end-at-epoch``) still has its last ``keep`` epochs.
+    """
+    dest = out / snapshot_name(epochs_done)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
+    shutil.copyfile(out / LAST, tmp)
     os.replace(tmp, dest)
+    for path in out.iterdir():
+        match = SNAPSHOT.match(path.name)
+        if match and int(match.group(1)) <= epochs_done - keep:
+            path.unlink()
 
 
 def _truncate_history(path: Path, epochs_done: int) -> None:
@@ -559,12 +574,17 @@ def _end_at(
             all-layers phase.
     """
     head = cfg.total_epochs - cfg.epochs
-    if end <= state.epoch or end - head < 1:
+    if state.stopped_early:
+        raise PipelineError(f"--end-at-epoch: {cfg.out} stopped early; it has nothing left to run")
+    lowest = max(state.epoch, head) + 1
+    if end < lowest:
         raise PipelineError(
             f"--end-at-epoch {end}: the run has finished {state.epoch} epochs (head phase "
-            f"{head}); give a later end"
+            f"{head}); give a later end, at least {lowest}"
         )
     changed = cfg.replace(epochs=end - head)
+    if changed.epochs == cfg.epochs:
+        return cfg, record
     change = {
         "after_epoch": state.epoch,
         "epochs_from": cfg.epochs,

@@ -1,14 +1,14 @@
 """Weight averaging of a run's last epochs (SWA), with BatchNormalization statistics re-estimated.
 
-    python -m training.average --run runs/kd45 --out runs/kd45swa --last 8 \\
-        --data ../shared/data/fer2013/fer2013.csv.gz
+    python -m training.average --run runs/kd45 --out runs/kd45swa --last 8
 
 A run trained with ``--keep-epochs K`` keeps its model after each of its last K epochs
 (``epoch_NNN.keras``, NNN = epochs finished). This averages the weights of the last ``--last``
 of them, re-estimates every BatchNormalization layer's moving mean and variance on Training
 faces (averaged weights change what each layer sees, so the averaged statistics no longer fit;
 Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima"), and writes the result as a
-run folder of its own: the source run's record (config, contract, state, history) with
+run folder of its own (``--last 1``: the last epoch with its statistics re-estimated, nothing
+averaged): the source run's record (config, contract, state, history) with
 ``best.keras`` the averaged model and its report on every split. ``python -m export.bundle``
 and ``python -m training.ledger add`` then take it like any other run. Whether it replaces the
 run's best checkpoint is decided on PublicTest (``metrics.json`` of both runs); PrivateTest is
@@ -59,12 +59,13 @@ def choose(run: Path, last: int) -> list[tuple[int, Path]]:
     """The last ``last`` snapshots of ``run``.
 
     Raises:
-        PipelineError: ``last`` < 2, the run kept fewer snapshots than asked for, or the last
+        PipelineError: ``last`` < 1, the run kept fewer snapshots than asked for, or the last
             ``last`` of them are not consecutive epochs.
     """
-    if last < 2:
+    if last < 1:
         raise PipelineError(
-            f"--last must be at least 2 (an average of one model is that model), got {last}"
+            f"--last must be at least 1 (1 = the last epoch with its BatchNorm statistics "
+            f"re-estimated, no averaging), got {last}"
         )
     kept = snapshots(run)
     if len(kept) < last:

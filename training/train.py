@@ -739,14 +739,15 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
                 **fit_kw,
             )
         if state.epoch < total and not state.stopped_early:
+            warmup = int(cfg.warmup_epochs * steps)
+            decay_steps = max(1, cfg.epochs * steps - warmup)
             if state.phase != 2:
                 for base in bases:
                     base.trainable = True
                 if cfg.schedule == "cosine":
-                    warmup = int(cfg.warmup_epochs * steps)
                     lr: Any = keras.optimizers.schedules.CosineDecay(
                         initial_learning_rate=cfg.peak_lr * 0.01 if warmup else cfg.peak_lr,
-                        decay_steps=max(1, cfg.epochs * steps - warmup),
+                        decay_steps=decay_steps,
                         warmup_target=cfg.peak_lr if warmup else None,
                         warmup_steps=warmup,
                         alpha=0.0,
@@ -755,13 +756,12 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
                     lr = cfg.peak_lr
                 _compile(model, lr, cfg)
                 state.wait = 0
-            if cfg.schedule == "cosine":
-                # A resumed run may end elsewhere than first planned (--end-at-epoch): the
-                # cosine of the loaded optimizer then decays to zero at the new end.
+            elif cfg.schedule == "cosine":
+                # Resumed in this phase: the loaded optimizer's cosine decays to zero at the
+                # run's end, which --end-at-epoch may have moved since it was built.
                 schedule = model.optimizer._learning_rate
                 if isinstance(schedule, keras.optimizers.schedules.CosineDecay):
-                    warmup = int(cfg.warmup_epochs * steps)
-                    schedule.decay_steps = max(1, cfg.epochs * steps - warmup)
+                    schedule.decay_steps = decay_steps
             model.fit(
                 train_ds,
                 initial_epoch=state.epoch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import struct
@@ -11,6 +12,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -196,6 +198,43 @@ def test_sigterm_and_sighup_leave_no_partial_files(
     assert proc.returncode == 128 + signum, err
     assert partials(tmp_path) == []
     assert not (tmp_path / "f.csv").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_outputs_open_leaves_no_partial_files(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    # The signal lands after the CSV's temporary file exists but before its cleanup is
+    # registered: the window the subprocess test above hits only now and then.
+    clip = write_clip(tmp_path / "clip.mp4")
+    header = csv.DictWriter.writeheader
+
+    def signalled(self: csv.DictWriter[str]) -> Any:
+        result = header(self)
+        os.kill(os.getpid(), signum)
+        return result
+
+    monkeypatch.setattr(csv.DictWriter, "writeheader", signalled)
+    outputs = ["--csv", str(tmp_path / "f.csv"), "--json", str(tmp_path / "f.json")]
+    args = video_args(clip, tiny_model, *outputs)
+    assert main(args) == (130 if signum == signal.SIGINT else 128 + signum)
+    assert partials(tmp_path) == []
+    assert not (tmp_path / "f.csv").exists()
+    assert not (tmp_path / "f.json").exists()
+
+
+def test_deferred_signals_deliver_after_the_block() -> None:
+    from fer_onnx.outputs import deferred_signals
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):  # noqa: PT012 (the block is what is tested)
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # without the deferral, KeyboardInterrupt lands here
+            steps.append("block finished")
+        steps.append("after the block")
+    assert steps == ["block finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_in_image_mode_exits_130(

@@ -64,7 +64,7 @@ from typing import Any, Literal, NamedTuple, TextIO
 import cv2
 
 from fer_onnx.errors import FerOnnxError, InvalidOptionError, VideoError
-from fer_onnx.outputs import AtomicOutput
+from fer_onnx.outputs import AtomicOutput, deferred_signals
 from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer
 from fer_onnx.session import Device, SessionConfig
 from fer_onnx.types import FaceEmotion
@@ -768,11 +768,11 @@ def _finalise(layout: _Layout, labels: Sequence[str]) -> None:
         for path, record in new.items():
             files[path] = {k: record.get(k) for k in FILE_COLUMNS}
         ordered = [files[p] for p in sorted(files)]
-        with (
-            AtomicOutput(layout.out) as rows_out,
-            AtomicOutput(layout.errors) as errors_out,
-            AtomicOutput(layout.files) as files_out,
-        ):
+        with contextlib.ExitStack() as stack:
+            with deferred_signals():  # a Ctrl-C while they are created leaves no temporary file
+                rows_out = stack.enter_context(AtomicOutput(layout.out))
+                errors_out = stack.enter_context(AtomicOutput(layout.errors))
+                files_out = stack.enter_context(AtomicOutput(layout.files))
             targets = (rows_out.tmp, errors_out.tmp, files_out.tmp)
             write = _write_parquet if layout.fmt == "parquet" else _write_csv
             write(layout, labels, new, ordered, targets)

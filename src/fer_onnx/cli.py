@@ -38,7 +38,7 @@ from fer_onnx.draw import draw_faces, draw_text
 from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
 from fer_onnx.images import as_uint8, load_image
 from fer_onnx.model_tools import add_model_parser
-from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs
+from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs, deferred_signals
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.session import Device
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
@@ -193,7 +193,9 @@ def _cmd_image(args: argparse.Namespace) -> int:
                     ok, data = cv2.imencode(target.suffix, draw_faces(load_image(path), faces))
                     if not ok:
                         raise OutputError(f"cannot encode {target.suffix} images")
-                    with AtomicOutput(target) as output:
+                    with contextlib.ExitStack() as stack:
+                        with deferred_signals():
+                            output = stack.enter_context(AtomicOutput(target))
                         output.tmp.write_bytes(data.tobytes())
                         output.commit()
                 except (FerOnnxError, cv2.error, OSError) as e:
@@ -245,7 +247,21 @@ def _sinks(
     source: VideoSource,
     stack: contextlib.ExitStack,
 ) -> list[Any]:
-    """Open each requested sink and enter it at once, so a later failure discards it."""
+    """Open each requested sink and enter it at once, so a later failure discards it.
+
+    Signals are held back while the sinks open: one that arrives meanwhile stops the run once
+    every temporary file is registered for cleanup.
+    """
+    with deferred_signals():
+        return _open_sinks(args, labels, source, stack)
+
+
+def _open_sinks(
+    args: argparse.Namespace,
+    labels: Sequence[str],
+    source: VideoSource,
+    stack: contextlib.ExitStack,
+) -> list[Any]:
     stats = source.stats
     sinks: list[Any] = []
     if args.csv is not None:

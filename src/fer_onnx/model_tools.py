@@ -17,6 +17,7 @@ Stamping needs the ``onnx`` package (``pip install onnx``); inspecting needs onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from fer_onnx.metadata import (
     are_probabilities,
     check_input,
 )
-from fer_onnx.outputs import AtomicOutput, check_outputs
+from fer_onnx.outputs import AtomicOutput, check_outputs, deferred_signals
 from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
 from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer, bundled_model_path
 from fer_onnx.session import SessionConfig, create_session
@@ -550,7 +551,9 @@ def stamp_model(
     except Exception as e:  # onnx.checker.ValidationError and friends
         raise ModelLoadError(f"{src}: the stamped graph does not validate: {e}") from e
 
-    with AtomicOutput(dst) as out:
+    with contextlib.ExitStack() as stack:
+        with deferred_signals():  # a signal while it is created leaves no temporary file
+            out = stack.enter_context(AtomicOutput(dst))
         onnx.save(proto, str(out.tmp))
         raw = _probe(out.tmp, tensor.name, layout, spec, (low, high))
         if raw.ndim != 2 or raw.shape != (_PROBE_ROWS, len(names)):

@@ -10,23 +10,31 @@
   finished content is copied into it; ``-`` means standard output;
 * an output that is one of the inputs, or a directory, is refused with :class:`OutputError`;
 * the file gets the permissions the umask gives a new file, like any other program's output.
+
+A temporary file exists from the moment :class:`AtomicOutput` is constructed; only the ``with``
+block's exit removes it. A signal that arrives between the two (a Python handler that raises,
+like Ctrl-C's ``KeyboardInterrupt``) would leave it behind, so callers that create outputs and
+enter them separately do both inside :func:`deferred_signals`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Literal
 
 from fer_onnx.errors import OutputError
 
-__all__ = ["STDOUT", "AtomicOutput", "check_outputs"]
+__all__ = ["STDOUT", "AtomicOutput", "check_outputs", "deferred_signals"]
 
 STDOUT = "-"
 """The output name that means standard output."""
@@ -63,6 +71,40 @@ def check_outputs(outputs: Iterable[str | os.PathLike[str] | None], inputs: Iter
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise OutputError(f"{named[i]} is named as two different outputs; give each its own")
+
+
+_DEFERRED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block; they are raised again when it ends.
+
+    Create temporary outputs and register their cleanup (``ExitStack.enter_context``) inside
+    this block: a signal that arrives meanwhile then interrupts the program only once every
+    output's ``with`` exit is in place, so nothing is left behind. The signals' handlers are
+    swapped for one that only takes note (blocking the signals would not do: the kernel hands a
+    process's signal to any thread that does not block it, onnxruntime's included). Python runs
+    signal handlers in the main thread only, so elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {signum: signal.signal(signum, note) for signum in _DEFERRED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 class AtomicOutput:

@@ -43,11 +43,36 @@ def _chosen_weights(metrics: dict[str, Any]) -> str:
     epochs = metrics.get("averaged_epochs")
     if epochs:
         how = metrics.get("averaged_with") or "python -m training.average"
+        which = (
+            f"epoch {epochs[0]}'s weights"
+            if len(epochs) == 1
+            else f"weights averaged over epochs {epochs[0]}-{epochs[-1]}"
+        )
         return (
-            f"weights averaged over epochs {epochs[0]}-{epochs[-1]} by `{how}`, BatchNorm "
-            f"statistics re-estimated on {metrics.get('batchnorm_faces')} Training faces"
+            f"{which}, BatchNorm statistics re-estimated on {metrics.get('batchnorm_faces')} "
+            f"Training faces by `{how}`"
         )
     return f"best epoch {metrics.get('best_epoch')}"
+
+
+def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
+    """The class-bias calibration (training.calibrate), when the model had one."""
+    cal = metrics.get("calibration")
+    if not cal:
+        return []
+    biases = ", ".join(f"{name} +{b:g}" for name, b in cal["class_biases"].items())
+    recalls = "; ".join(
+        f"{name} {r['before']:.3f} -> {r['after']:.3f} (floor {cal['recall_floors'][name]:.3f})"
+        for name, r in cal["public_recall_with_views"].items()
+    )
+    acc = cal["public_accuracy_with_views"]
+    return [
+        f"- Class-bias calibration (`{metrics.get('calibrated_with')}`): logit biases {biases} "
+        f"in the final layer, chosen on PublicTest with `{cal['tta']}` views as the most "
+        "accurate setting that keeps each protected class's recall at its floor (the recall "
+        f"of {cal.get('reference') or 'the model shipped before'}). PublicTest recall {recalls}; "
+        f"accuracy {acc['before']:.2%} -> {acc['after']:.2%}.",
+    ]
 
 
 def _framing(summary: dict[str, Any]) -> list[str]:
@@ -228,6 +253,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"RandomErasing p {args.get('erasing', 0.0)}.",
         *_teacher_lines(args, keras_metrics),
         *_ferplus_lines(args, keras_metrics),
+        *_calibration_lines(keras_metrics),
         "",
         *_ledger_lines(ledger),
         "## Results",

@@ -138,9 +138,34 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
     (run / "metrics.json").write_text(json.dumps(metrics))
     write_card(run, SUMMARY, out)
     assert (
-        "75 epochs, weights averaged over epochs 68-75 by `python -m training.average --run r "
-        "--last 8`, BatchNorm statistics re-estimated on 8192 Training faces)"
+        "75 epochs, weights averaged over epochs 68-75, BatchNorm statistics re-estimated on "
+        "8192 Training faces by `python -m training.average --run r --last 8`)"
     ) in out.read_text()
+    assert "Class-bias calibration" not in out.read_text()
+    metrics.update(
+        averaged_epochs=[75],
+        calibrated_with="python -m training.calibrate --run r --protect disgust",
+        calibration={
+            "reference": "old.onnx",
+            "tta": "flip",
+            "class_biases": {"disgust": 0.9},
+            "recall_floors": {"disgust": 0.5179},
+            "public_accuracy_with_views": {"before": 0.6707, "after": 0.669},
+            "public_recall_with_views": {"disgust": {"before": 0.5, "after": 0.5714}},
+        },
+    )
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out)
+    text = out.read_text()
+    assert "75 epochs, epoch 75's weights, BatchNorm statistics re-estimated" in text
+    assert (
+        "- Class-bias calibration (`python -m training.calibrate --run r --protect disgust`): "
+        "logit biases disgust +0.9 in the final layer, chosen on PublicTest with `flip` views"
+    ) in text
+    assert "(the recall of old.onnx). PublicTest recall disgust 0.500 -> 0.571 (floor 0.518); " in (
+        text
+    )
+    assert "accuracy 67.07% -> 66.90%." in text
 
 
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:

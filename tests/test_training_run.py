@@ -311,3 +311,38 @@ def test_resume_can_move_the_end_of_the_run(run: Path, tmp_path: Path) -> None:
     assert lrs[2] == pytest.approx(2e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 4)), rel=1e-3)
     assert lrs[3] < 1e-8
     assert json.loads((moved / "state.json").read_text())["epoch"] == 4
+
+
+@pytest.mark.slow
+def test_calibration_bakes_the_chosen_biases_into_a_run_of_its_own(
+    run: Path, ensemble_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.calibrate import main as calibrate_main
+    from training.model import OUTPUT_NAME, load_model
+
+    out = tmp_path / "cal"
+    args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
+    args += ["--tta", "flip", "--step", "0.5", "--max-bias", "8"]
+    assert calibrate_main(args) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    assert cal["recall_floors"] == {"fear": 0.5}
+    assert cal["public_recall_with_views"]["fear"]["after"] >= 0.5
+    assert cal["grid"] == {"step": 0.5, "max_bias": 8.0, "settings": 17}
+    assert metrics["calibrated_from"] == str(run)
+    assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
+    before = load_model(run / "best.keras").get_layer(OUTPUT_NAME).get_weights()
+    after = load_model(out / "best.keras").get_layer(OUTPUT_NAME).get_weights()
+    np.testing.assert_array_equal(after[0], before[0])
+    shift = np.zeros(7, np.float32)
+    shift[2] = cal["class_biases"]["fear"]
+    np.testing.assert_allclose(after[1], before[1] + shift, rtol=0, atol=1e-6)
+    for name in ("config.json", "contract.json", "state.json"):
+        assert (out / name).read_bytes() == (run / name).read_bytes()
+    # a second calibration into the same folder is refused, and an ensemble is not calibrated
+    assert calibrate_main(args) == 2
+    assert "already holds files" in capsys.readouterr().err
+    ensemble = [*args[:1], str(ensemble_run), "--out", str(tmp_path / "e"), *args[4:]]
+    assert calibrate_main(ensemble) == 2
+    assert "calibrate a single network" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

@@ -1,0 +1,75 @@
+"""Class-bias calibration (training.calibrate): the grid choice, without Keras."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.calibrate import adjust, choose_biases, main, recall
+from training.errors import PipelineError
+
+
+def test_adjust_is_softmax_per_view_then_the_mean() -> None:
+    views = np.array([[[0.7, 0.2, 0.1]], [[0.1, 0.6, 0.3]]])
+    np.testing.assert_allclose(adjust(views, np.zeros(3)), [[0.4, 0.4, 0.2]])
+    biased = adjust(views[:1], np.array([0.0, np.log(3.5), 0.0]))
+    np.testing.assert_allclose(biased, [[0.7 / 1.5, 0.7 / 1.5, 0.1 / 1.5]])
+
+
+def faces() -> tuple[np.ndarray, np.ndarray]:
+    """65 faces, one view; class 1 is rare and under-predicted."""
+    groups = [
+        (40, [0.80, 0.10, 0.10], 0),  # clear class 0
+        (10, [0.10, 0.10, 0.80], 2),  # clear class 2
+        (5, [0.05, 0.25, 0.70], 2),  # class 2, lost to class 1 only past a bias of 1.03
+        (2, [0.45, 0.40, 0.15], 1),  # rare class 1, won with a bias past log(0.45/0.40) = 0.12
+        (2, [0.50, 0.30, 0.20], 1),  # rare class 1, won with a bias past log(0.5/0.3) = 0.51
+        (6, [0.40, 0.45, 0.15], 0),  # class 0 taken for class 1 at any bias
+    ]
+    rows = [row for n, row, _ in groups for _ in range(n)]
+    labels = [label for n, _, label in groups for _ in range(n)]
+    return np.array(rows)[None], np.array(labels)
+
+
+def test_the_most_accurate_bias_that_keeps_the_floor() -> None:
+    probs, labels = faces()
+    assert recall(labels, adjust(probs, np.zeros(3)).argmax(1), 1) == 0.0
+    choice = choose_biases(probs, labels, {1: 0.5}, step=0.05, max_bias=1.0)
+    # 0.15 .. 0.50 reach the floor (2 of 4) with 57 of 65 right; 0.55 .. 1.0 get all 4 rare
+    # faces, 59 right: the most accurate wins, and of those the smallest bias.
+    assert choice.biases == (0.0, 0.55, 0.0)
+    assert choice.recalls == {1: 1.0}
+    assert choice.recalls_before == {1: 0.0}
+    assert choice.floors == {1: 0.5}
+    assert choice.accuracy_before == pytest.approx(55 / 65)
+    assert choice.accuracy == pytest.approx(59 / 65)
+    assert (choice.evaluated, choice.feasible) == (21, 18)
+    low = choose_biases(probs, labels, {1: 0.5}, step=0.05, max_bias=0.5)
+    assert low.biases == (0.0, 0.15, 0.0)  # ties at 57: the smallest bias
+    assert low.accuracy == pytest.approx(57 / 65)
+    far = choose_biases(probs, labels, {1: 0.5}, step=0.05, max_bias=1.5)
+    assert far.biases == (0.0, 0.55, 0.0)  # past 1.03 the 5 class-2 faces are lost
+
+
+def test_no_feasible_setting_and_bad_arguments_are_clear_errors() -> None:
+    probs, labels = faces()
+    with pytest.raises(PipelineError, match=r"no bias up to 0.1 .*class 1: 0.000 < 1.000"):
+        choose_biases(probs, labels, {1: 1.0}, step=0.05, max_bias=0.1)
+    with pytest.raises(PipelineError, match="among the 3 outputs"):
+        choose_biases(probs, labels, {3: 0.5})
+    with pytest.raises(PipelineError, match="step > 0"):
+        choose_biases(probs, labels, {1: 0.5}, step=0.0)
+    with pytest.raises(PipelineError, match="one label per face"):
+        choose_biases(probs[0], labels, {1: 0.5})
+
+
+def test_floor_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--run", "r", "--out", "o", "--protect", "fear"]
+    with pytest.raises(SystemExit):
+        main([*base, "--floor", "fear:0.4"])
+    assert "--floor takes CLASS=RECALL" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--floor", "fear=0.4", "--reference", "m.onnx"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main([*base, "--floor", "fear=0.4"]) == 2
+    assert "has no best.keras" in capsys.readouterr().err

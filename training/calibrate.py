@@ -1,0 +1,424 @@
+"""Class-bias calibration: keep the rare classes' recall while choosing the most accurate model.
+
+    python -m training.calibrate --run runs/ship55bn --out runs/ship55cal \\
+        --reference src/fer_onnx/models/int8.onnx --protect disgust fear --tta flip
+
+A network trained on FER2013's class frequencies favours the frequent classes; a newer, more
+accurate network can recognise fewer of the rare ones (disgust is 1.5% of Training, and fear
+is confused with sad and surprise) than the model it would replace. This step adds a constant
+``b_c >= 0`` to the logit of each protected class ``c`` (post-hoc logit adjustment; Menon et al.
+2021, "Long-tail learning via logit adjustment") and bakes it into the bias of the final Dense
+layer, so the exported model, its test-time views and its int8 copy all carry it.
+
+The biases are chosen on **PublicTest only**: over a grid (``0, --step, ..., --max-bias`` for
+each protected class), the most accurate setting whose recall of every protected class is at
+least the ``--reference`` model's recall of that class (ties: the smallest total bias). The
+evaluation averages the same test-time views (``--tta``) the export will use: run
+``python -m export.bundle`` with the same ``--tta``. The result is a run folder of its own, like
+``python -m training.average``'s (the source run's record, ``best.keras`` the calibrated model,
+its report on every split: PrivateTest is read there once, and never used to choose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.errors import PipelineError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("training.calibrate")
+
+COPIED = ("config.json", "contract.json", "state.json", "history.csv", "teacher.npz")
+
+
+def recall(labels: np.ndarray, predicted: np.ndarray, cls: int) -> float:
+    """Share of the faces of class ``cls`` predicted as ``cls`` (0 when there are none)."""
+    mask = labels == cls
+    return float((predicted[mask] == cls).mean()) if mask.any() else 0.0
+
+
+def adjust(view_probs: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    """Probabilities after adding ``biases`` to every view's logits, averaged over views.
+
+    Args:
+        view_probs: ``(V, N, C)`` softmax outputs of the network for V views of N faces.
+        biases: ``(C,)`` added to the logits (``log p`` up to a per-row constant).
+
+    Returns:
+        ``(N, C)`` probabilities, as the exported graph computes them (softmax per view, then
+        the mean over views).
+    """
+    logits = np.log(np.clip(view_probs, 1e-12, None)) + biases
+    logits -= logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.asarray(p.mean(axis=0))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen biases and what they gave on the split they were chosen on."""
+
+    biases: tuple[float, ...]
+    accuracy: float
+    accuracy_before: float
+    recalls: dict[int, float]
+    recalls_before: dict[int, float]
+    floors: dict[int, float]
+    evaluated: int
+    feasible: int
+
+
+def choose_biases(
+    view_probs: np.ndarray,
+    labels: np.ndarray,
+    floors: dict[int, float],
+    step: float = 0.05,
+    max_bias: float = 1.5,
+) -> Choice:
+    """The most accurate logit biases that keep each protected class's recall at its floor.
+
+    Args:
+        view_probs: ``(V, N, C)`` per-view probabilities on the choosing split.
+        labels: ``(N,)`` true classes.
+        floors: ``{class index: minimum recall}`` for the protected classes (the only classes
+            that get a bias).
+        step: Grid step of each bias.
+        max_bias: Largest bias tried.
+
+    Returns:
+        The best setting: highest accuracy, ties broken by the smallest total bias.
+
+    Raises:
+        PipelineError: Bad arguments, or no setting on the grid reaches every floor.
+    """
+    classes = view_probs.shape[-1]
+    if view_probs.ndim != 3 or labels.shape != view_probs.shape[1:2]:
+        raise PipelineError(
+            f"expected (views, faces, classes) probabilities and one label per face, got "
+            f"{view_probs.shape} and {labels.shape}"
+        )
+    if not floors or any(not 0 <= c < classes for c in floors):
+        raise PipelineError(f"protected classes must be among the {classes} outputs: {floors}")
+    if step <= 0 or max_bias < 0:
+        raise PipelineError(f"need --step > 0 and --max-bias >= 0, got {step} and {max_bias}")
+    grid = np.round(np.arange(0.0, max_bias + step / 2, step), 6)
+    protected = sorted(floors)
+    base = adjust(view_probs, np.zeros(classes)).argmax(axis=1)
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    evaluated = feasible = 0
+    for values in itertools.product(grid, repeat=len(protected)):
+        biases = np.zeros(classes)
+        biases[protected] = values
+        predicted = adjust(view_probs, biases).argmax(axis=1)
+        evaluated += 1
+        if any(recall(labels, predicted, c) < floors[c] for c in protected):
+            continue
+        feasible += 1
+        accuracy = float((predicted == labels).mean())
+        key = (accuracy, -float(sum(values)))
+        if best is None or key > (best[0], best[1]):
+            best = (accuracy, key[1], biases, predicted)
+    if best is None:
+        shown = ", ".join(
+            f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in protected
+        )
+        raise PipelineError(
+            f"no bias up to {max_bias} brings every protected class to its floor ({shown}); "
+            "raise --max-bias, or protect fewer classes"
+        )
+    accuracy, _, biases, predicted = best
+    return Choice(
+        biases=tuple(float(b) for b in biases),
+        accuracy=accuracy,
+        accuracy_before=float((base == labels).mean()),
+        recalls={c: recall(labels, predicted, c) for c in protected},
+        recalls_before={c: recall(labels, base, c) for c in protected},
+        floors=dict(floors),
+        evaluated=evaluated,
+        feasible=feasible,
+    )
+
+
+def view_probabilities(model: Any, faces: np.ndarray, tta: str, batch_size: int = 256) -> Any:
+    """``(V, N, C)``: the model's probabilities for each test-time view of ``tta`` separately."""
+    from training.model import TTA_VIEWS, TTAViews
+
+    if tta not in TTA_VIEWS:
+        raise PipelineError(f"--tta must be one of {tuple(TTA_VIEWS)}, got {tta!r}")
+    out = []
+    for view in TTA_VIEWS[tta]:
+        layer = TTAViews((view,))
+        rows = [
+            np.asarray(layer(faces[i : i + batch_size].astype(np.float32)))
+            for i in range(0, len(faces), batch_size)
+        ]
+        out.append(
+            np.asarray(model.predict(np.concatenate(rows), batch_size=batch_size, verbose=0))
+        )
+    return np.stack(out)
+
+
+def output_layer(model: Any) -> Any:
+    """The final softmax Dense layer, whose bias takes the calibration.
+
+    Raises:
+        PipelineError: The model is an ensemble, or does not end in a softmax Dense layer.
+    """
+    import keras
+
+    from training.model import OUTPUT_NAME
+
+    try:
+        layer = model.get_layer(OUTPUT_NAME) if len(model.outputs) == 1 else None
+    except ValueError as e:
+        raise PipelineError(f"the model has no output layer named {OUTPUT_NAME!r}") from e
+    if layer is None or isinstance(layer, keras.layers.Average):
+        raise PipelineError("calibrate a single network; this model averages several members")
+    activation = getattr(layer, "activation", None)
+    if not isinstance(layer, keras.layers.Dense) or activation is not keras.activations.softmax:
+        raise PipelineError(f"{OUTPUT_NAME!r} is not a Dense layer with a softmax")
+    return layer
+
+
+def calibrate_run(
+    run: Path,
+    out: Path,
+    reference: Path | None,
+    protect: Sequence[str],
+    floors: dict[str, float] | None = None,
+    tta: str = "flip",
+    step: float = 0.05,
+    max_bias: float = 1.5,
+    command: str = "python -m training.calibrate",
+) -> dict[str, Any]:
+    """Calibrate ``run``'s best model into the new run folder ``out`` (see the module doc).
+
+    Args:
+        run: The run whose ``best.keras`` is calibrated.
+        out: A new run folder for the result.
+        reference: The model whose PublicTest recall of each protected class is its floor.
+        protect: The protected classes' names.
+        floors: ``{class name: recall}`` given directly (instead of measured on ``reference``).
+        tta: The test-time views to evaluate with.
+        step: Grid step of each bias.
+        max_bias: Largest bias tried.
+        command: The command line, for the record.
+
+    Returns:
+        The calibrated model's report (``out/metrics.json``).
+
+    Raises:
+        PipelineError: ``out`` already holds files, ``run`` has no finished model, a protected
+            class is not a label, the floors are missing or given twice, or no setting
+            reaches them.
+    """
+    from training.config import TrainConfig
+    from training.data import limit_rows, load
+    from training.evaluate import predictor
+    from training.model import load_model
+    from training.report import write_report
+
+    t0 = time.time()
+    if out.resolve() == run.resolve():
+        raise PipelineError("--out must be a new folder, not the run itself")
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(f"{out} already holds files; choose a new --out")
+    if not (run / "best.keras").is_file():
+        raise PipelineError(f"{run} has no best.keras: finish (or average) the run first")
+    cfg, record = TrainConfig.read(run)
+    dataset = load(cfg.data)
+    if cfg.limit:
+        limit_rows(dataset, cfg.limit)
+    labels = list(dataset.labels)
+    unknown = [c for c in protect if c not in labels]
+    if unknown or not protect:
+        raise PipelineError(f"--protect takes class names among {labels}, got {list(protect)}")
+    public = dataset["PublicTest"]
+    if (reference is None) == (floors is None):
+        raise PipelineError("give either --reference (floors measured on it) or --floor")
+    if floors is not None:
+        if sorted(floors) != sorted(protect) or not all(0 <= f <= 1 for f in floors.values()):
+            raise PipelineError(
+                f"--floor needs one recall in [0, 1] for each protected class {list(protect)}, "
+                f"got {floors}"
+            )
+        floor_of = {labels.index(c): float(f) for c, f in floors.items()}
+    else:
+        assert reference is not None
+        predicted = predictor(reference)(public.images.astype(np.float32)).argmax(axis=1)
+        floor_of = {
+            labels.index(c): recall(public.labels, predicted, labels.index(c)) for c in protect
+        }
+
+    model = load_model(run / "best.keras")
+    layer = output_layer(model)
+    probs = view_probabilities(model, public.images, tta)
+    choice = choose_biases(probs, public.labels, floor_of, step, max_bias)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.asarray(choice.biases, dtype=bias.dtype)])
+    # The baked-in bias must give what was chosen (softmax per view, then the mean).
+    check = adjust(view_probabilities(model, public.images, tta), np.zeros(len(labels)))
+    if not np.array_equal(check.argmax(axis=1), adjust(probs, np.array(choice.biases)).argmax(1)):
+        raise PipelineError("the calibrated model does not reproduce the chosen predictions")
+    log.info(
+        "biases %s: PublicTest accuracy with %s views %.4f -> %.4f; recall %s (floors %s)",
+        {labels[c]: choice.biases[c] for c in floor_of},
+        tta,
+        choice.accuracy_before,
+        choice.accuracy,
+        {labels[c]: round(r, 3) for c, r in choice.recalls.items()},
+        {labels[c]: round(f, 3) for c, f in floor_of.items()},
+    )
+
+    # Written into a hidden folder and renamed at the end: a killed run leaves nothing half-made.
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in COPIED:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, partial / name)
+    model.save(partial / "best.keras")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+    source: dict[str, Any] = {}
+    if (run / "metrics.json").is_file():
+        source = json.loads((run / "metrics.json").read_text())
+    seconds = time.time() - t0
+    extra: dict[str, Any] = {
+        key: source[key]
+        for key in ("averaged_with", "averaged_from", "averaged_epochs", "batchnorm_faces")
+        if key in source
+    }
+    extra.update(
+        {
+            "command": record.get("command"),
+            "calibrated_with": command,
+            "calibrated_from": str(run),
+            "calibration": {
+                "reference": None if reference is None else str(reference),
+                "tta": tta,
+                "class_biases": {labels[c]: choice.biases[c] for c in floor_of},
+                "recall_floors": {labels[c]: round(f, 4) for c, f in floor_of.items()},
+                "public_accuracy_with_views": {
+                    "before": round(choice.accuracy_before, 4),
+                    "after": round(choice.accuracy, 4),
+                },
+                "public_recall_with_views": {
+                    labels[c]: {
+                        "before": round(choice.recalls_before[c], 4),
+                        "after": round(choice.recalls[c], 4),
+                    }
+                    for c in floor_of
+                },
+                "grid": {"step": step, "max_bias": max_bias, "settings": choice.evaluated},
+                "feasible_settings": choice.feasible,
+            },
+            "calibration_s": round(seconds, 1),
+            "wall_time_s": round(float(source.get("wall_time_s") or 0.0) + seconds, 1),
+            "seconds_per_epoch": source.get("seconds_per_epoch"),
+            "epochs_run": source.get("epochs_run"),
+            "args": record.get("args"),
+            "training_rows": len(dataset["Training"]),
+        }
+    )
+    history = partial / "history.csv"
+    metrics = write_report(
+        partial,
+        predict,
+        dataset,
+        model_name=str(out / "best.keras"),
+        extra=extra,
+        history_path=history if history.is_file() else None,
+    )
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(partial, out)
+    for split, m in metrics["splits"].items():
+        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    p = argparse.ArgumentParser(
+        prog="python -m training.calibrate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run", required=True, type=Path, help="a finished (or averaged) run")
+    p.add_argument("--out", required=True, type=Path, help="new run folder for the result")
+    floors = p.add_mutually_exclusive_group(required=True)
+    floors.add_argument(
+        "--reference",
+        type=Path,
+        help="model (.onnx or .keras) whose PublicTest recall of each protected class is the "
+        "floor, e.g. the shipped src/fer_onnx/models/int8.onnx",
+    )
+    floors.add_argument(
+        "--floor",
+        nargs="+",
+        metavar="CLASS=RECALL",
+        help="the floors given directly, one per protected class (e.g. the PublicTest recall "
+        "of the model shipped before, from its model card)",
+    )
+    p.add_argument("--protect", nargs="+", required=True, help="classes whose recall must not fall")
+    p.add_argument(
+        "--tta",
+        default="flip",
+        help="test-time views to evaluate with: the --tta python -m export.bundle will use",
+    )
+    p.add_argument("--step", type=float, default=0.05, help="grid step of each bias")
+    p.add_argument("--max-bias", type=float, default=1.5, help="largest bias tried")
+    args = p.parse_args(argv)
+    given: dict[str, float] | None = None
+    if args.floor is not None:
+        given = {}
+        for item in args.floor:
+            name, sep, value = item.partition("=")
+            try:
+                given[name] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                p.error(f"--floor takes CLASS=RECALL, e.g. disgust=0.518; got {item!r}")
+    try:
+        command = shlex.join(
+            ["python", "-m", "training.calibrate", *(argv if argv is not None else sys.argv[1:])]
+        )
+        calibrate_run(
+            args.run,
+            args.out,
+            args.reference,
+            args.protect,
+            given,
+            args.tta,
+            args.step,
+            args.max_bias,
+            command=command,
+        )
+    except (PipelineError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -95,7 +95,15 @@ def test_to_box_clips(box: object, expected: Box) -> None:
 
 @pytest.mark.parametrize(
     ("box", "match"),
-    [((1, 2, 3), "expected"), ((0, 0, 0, 5), "positive"), ((200, 0, 5, 5), "outside")],
+    [
+        ((1, 2, 3), "expected four numbers"),
+        ((0, 0, 0, ""), "expected four numbers"),  # found by hypothesis: was a ValueError
+        ((0, 0, None, 5), "expected four numbers"),
+        ((0, 0, float("nan"), 5), "expected four numbers"),
+        ((0, 0, [1, 2], 5), "expected four numbers"),
+        ((0, 0, 0, 5), "positive"),
+        ((200, 0, 5, 5), "outside"),
+    ],
 )
 def test_to_box_errors(box: tuple, match: str) -> None:
     with pytest.raises(InvalidImageError, match=match):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def test_sigterm_and_sighup_leave_no_partial_files(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_outputs_open_leaves_no_partial_files(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, ctrl_c: None
 ) -> None:
     # The signal lands after the CSV's temporary file exists but before its cleanup is
     # registered: the window the subprocess test above hits only now and then.
@@ -223,7 +223,15 @@ def test_a_signal_while_outputs_open_leaves_no_partial_files(
     assert not (tmp_path / "f.json").exists()
 
 
-def test_deferred_signals_deliver_after_the_block() -> None:
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt (a background shell may have started pytest ignoring it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_deferred_signals_deliver_after_the_block(ctrl_c: None) -> None:
     from fer_onnx.outputs import deferred_signals
 
     steps = []
@@ -235,6 +243,11 @@ def test_deferred_signals_deliver_after_the_block() -> None:
         steps.append("after the block")
     assert steps == ["block finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with deferred_signals():  # an ignored signal stays ignored
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_ctrl_c_in_image_mode_exits_130(

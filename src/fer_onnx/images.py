@@ -194,9 +194,14 @@ def to_box(box: BoxLike, width: int, height: int, index: int = 0) -> Box:
     if isinstance(box, Box):
         x, y, w, h = box.to_tuple()
     else:
-        values = np.asarray(box).reshape(-1)
-        if values.size != 4 or not np.all(np.isfinite(values.astype(np.float64))):
-            raise InvalidImageError(f"box {index}: expected (x, y, width, height), got {box!r}")
+        try:
+            values = np.asarray(box, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):  # text, None, ragged nesting
+            values = np.array([np.nan])
+        if values.size != 4 or not np.all(np.isfinite(values)):
+            raise InvalidImageError(
+                f"box {index}: expected four numbers (x, y, width, height), got {box!r}"
+            )
         x, y, w, h = (int(round(float(v))) for v in values)
     if w <= 0 or h <= 0:
         raise InvalidImageError(f"box {index}: width and height must be positive, got {w}x{h}")

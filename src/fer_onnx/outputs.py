@@ -97,7 +97,11 @@ def deferred_signals() -> Iterator[None]:
     def note(signum: int, frame: object) -> None:
         pending.append(signum)
 
-    previous = {signum: signal.signal(signum, note) for signum in _DEFERRED}
+    previous = {}
+    for signum in _DEFERRED:
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:  # ignored stays ignored
+            previous[signum] = signal.signal(signum, note)
     try:
         yield
     finally:

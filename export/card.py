@@ -66,12 +66,16 @@ def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
         for name, r in cal["public_recall_with_views"].items()
     )
     acc = cal["public_accuracy_with_views"]
+    floors = (
+        f"the PublicTest recall of {cal['reference']}"
+        if cal.get("reference")
+        else "given with --floor"
+    )
     return [
         f"- Class-bias calibration (`{metrics.get('calibrated_with')}`): logit biases {biases} "
         f"in the final layer, chosen on PublicTest with `{cal['tta']}` views as the most "
-        "accurate setting that keeps each protected class's recall at its floor (the recall "
-        f"of {cal.get('reference') or 'the model shipped before'}). PublicTest recall {recalls}; "
-        f"accuracy {acc['before']:.2%} -> {acc['after']:.2%}.",
+        f"accurate setting that keeps each protected class's recall at its floor ({floors}). "
+        f"PublicTest recall {recalls}; accuracy {acc['before']:.2%} -> {acc['after']:.2%}.",
     ]
 
 

@@ -134,8 +134,8 @@ def compare(
         ``(replace, reasons it does not, the figures per framing)``.
 
     Raises:
-        PipelineError: A dataset without PublicTest, models or data with other labels, or a
-            protected class that is not a label.
+        PipelineError: A dataset without PublicTest, a model with another number of outputs
+            than the data has labels, or a protected class that is not a label.
         FileNotFoundError: A model or dataset is missing.
     """
     from training.evaluate import predictor
@@ -184,9 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protect", nargs="*", default=[], help="classes whose recall must not fall")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
+    from fer_onnx.errors import FerOnnxError
+    from fer_onnx.outputs import AtomicOutput, check_outputs
+
     try:
+        if args.json is not None:
+            check_outputs([args.json], [args.candidate, args.shipped, *args.data])
         replace, reasons, framings = compare(args.candidate, args.shipped, args.data, args.protect)
-    except (PipelineError, FileNotFoundError, ValueError, OSError) as e:
+        if args.json is not None:
+            record = {
+                "candidate": str(args.candidate),
+                "shipped": str(args.shipped),
+                "protect": list(args.protect),
+                "replace": replace,
+                "reasons": reasons,
+                "framings": [asdict(f) for f in framings],
+            }
+            with AtomicOutput(args.json) as out:  # never half-written
+                out.tmp.write_text(json.dumps(record, indent=2) + "\n")
+                out.commit()
+    except (PipelineError, FerOnnxError, FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for f in framings:
@@ -195,20 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verdict: replace {args.shipped} with {args.candidate}")
     else:
         print("verdict: keep the shipped model: " + "; ".join(reasons))
-    if args.json is not None:
-        record = {
-            "candidate": str(args.candidate),
-            "shipped": str(args.shipped),
-            "protect": list(args.protect),
-            "replace": replace,
-            "reasons": reasons,
-            "framings": [asdict(f) for f in framings],
-        }
-        from fer_onnx.outputs import AtomicOutput
-
-        with AtomicOutput(args.json) as out:  # never half-written
-            out.tmp.write_text(json.dumps(record, indent=2) + "\n")
-            out.commit()
     return 0 if replace else 1
 
 

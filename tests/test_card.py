@@ -162,10 +162,14 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
         "- Class-bias calibration (`python -m training.calibrate --run r --protect disgust`): "
         "logit biases disgust +0.9 in the final layer, chosen on PublicTest with `flip` views"
     ) in text
-    assert "(the recall of old.onnx). PublicTest recall disgust 0.500 -> 0.571 (floor 0.518); " in (
-        text
-    )
-    assert "accuracy 67.07% -> 66.90%." in text
+    assert (
+        "(the PublicTest recall of old.onnx). PublicTest recall disgust 0.500 -> 0.571 (floor "
+        "0.518); accuracy 67.07% -> 66.90%."
+    ) in text
+    metrics["calibration"]["reference"] = None
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out)
+    assert "its floor (given with --floor). PublicTest recall" in out.read_text()
 
 
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:

@@ -89,3 +89,11 @@ def test_compare_command_measures_each_framing_and_decides(
     assert "not labels" in capsys.readouterr().err
     assert main(["--candidate", str(tmp_path / "none.onnx"), "--shipped", str(a), *data]) == 2
     assert "model not found" in capsys.readouterr().err
+    # the JSON cannot be written, or would overwrite an input: an error, not a verdict
+    missing = tmp_path / "no" / "such" / "folder.json"
+    assert main(["--candidate", str(a), "--shipped", str(a), *data, "--json", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    before = b.read_bytes()
+    assert main(["--candidate", str(a), "--shipped", str(b), *data, "--json", str(b)]) == 2
+    assert "it is the input" in capsys.readouterr().err
+    assert b.read_bytes() == before

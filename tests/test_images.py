@@ -101,6 +101,8 @@ def test_to_box_clips(box: object, expected: Box) -> None:
         ((0, 0, None, 5), "expected four numbers"),
         ((0, 0, float("nan"), 5), "expected four numbers"),
         ((0, 0, [1, 2], 5), "expected four numbers"),
+        ((0, 0, 10**400, 5), "expected four numbers"),
+        (("0", "0", "5", "5"), "expected four numbers"),
         ((0, 0, 0, 5), "positive"),
         ((200, 0, 5, 5), "outside"),
     ],

@@ -250,6 +250,43 @@ def test_deferred_signals_deliver_after_the_block(ctrl_c: None) -> None:
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+class _Stopped(BaseException):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def test_deferred_signals_deliver_termination_first_and_restore_every_handler(
+    ctrl_c: None,
+) -> None:
+    from fer_onnx.outputs import deferred_signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with pytest.raises(_Stopped) as stopped, deferred_signals():  # noqa: PT012
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # default: untouched
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise ValueError("the block failed")
+        assert stopped.value.args == (signal.SIGTERM,)  # before SIGINT, instead of ValueError
+        assert isinstance(stopped.value.__context__, ValueError)
+        assert signal.getsignal(signal.SIGTERM) is _stop
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with deferred_signals(), deferred_signals():  # nested: the outer one delivers
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        pytest.fail("SIGTERM was not delivered")  # pragma: no cover
+    except _Stopped:
+        assert signal.getsignal(signal.SIGTERM) is _stop
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_ctrl_c_in_image_mode_exits_130(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -327,6 +327,7 @@ def test_calibration_bakes_the_chosen_biases_into_a_run_of_its_own(
     metrics = json.loads((out / "metrics.json").read_text())
     cal = metrics["calibration"]
     assert cal["recall_floors"] == {"fear": 0.5}
+    assert (cal["reference"], cal["floors_given"]) == (None, True)
     assert cal["public_recall_with_views"]["fear"]["after"] >= 0.5
     assert cal["grid"] == {"step": 0.5, "max_bias": 8.0, "settings": 17}
     assert metrics["calibrated_from"] == str(run)

@@ -195,8 +195,10 @@ def to_box(box: BoxLike, width: int, height: int, index: int = 0) -> Box:
         x, y, w, h = box.to_tuple()
     else:
         try:
-            values = np.asarray(box, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):  # text, None, ragged nesting
+            raw = np.asarray(box)
+            numeric = raw.dtype.kind in "iuf"  # not text, bytes, None or booleans
+            values = raw.astype(np.float64).reshape(-1) if numeric else np.array([np.nan])
+        except (TypeError, ValueError, OverflowError):  # ragged nesting, 10**400
             values = np.array([np.nan])
         if values.size != 4 or not np.all(np.isfinite(values)):
             raise InvalidImageError(

@@ -74,41 +74,46 @@ def check_outputs(outputs: Iterable[str | os.PathLike[str] | None], inputs: Iter
 
 
 _DEFERRED = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)
 )
+"""The signals :func:`deferred_signals` holds back, in the order they are delivered after it."""
 
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back for the block; they are raised again when it ends.
+    """Hold SIGTERM, SIGHUP and SIGINT back for the block; they are raised again when it ends.
 
     Create temporary outputs and register their cleanup (``ExitStack.enter_context``) inside
-    this block: a signal that arrives meanwhile then interrupts the program only once every
-    output's ``with`` exit is in place, so nothing is left behind. The signals' handlers are
+    this block: a signal whose Python handler raises (Ctrl-C's ``KeyboardInterrupt``, the
+    ``fer-onnx`` command's handlers for SIGTERM and SIGHUP) then interrupts the program only
+    once every output's ``with`` exit is in place, so nothing is left behind. The handlers are
     swapped for one that only takes note (blocking the signals would not do: the kernel hands a
-    process's signal to any thread that does not block it, onnxruntime's included). Python runs
-    signal handlers in the main thread only, so elsewhere the block runs unprotected.
+    process's signal to any thread that does not block it, onnxruntime's included).
+
+    Only Python handlers are swapped: an ignored signal stays ignored, and one with its default
+    action still ends the process at once, as it would without the block. After the block each
+    noted signal is raised once, SIGTERM and SIGHUP before SIGINT; the first whose handler
+    raises ends the delivery (and replaces an exception the block raised). Python runs signal
+    handlers in the main thread only, so elsewhere the block runs unprotected.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending: list[int] = []
+    pending: set[int] = set()
 
     def note(signum: int, frame: object) -> None:
-        pending.append(signum)
+        pending.add(signum)
 
-    previous = {}
-    for signum in _DEFERRED:
-        handler = signal.getsignal(signum)
-        if handler is not None and handler is not signal.SIG_IGN:  # ignored stays ignored
-            previous[signum] = signal.signal(signum, note)
     try:
-        yield
+        with contextlib.ExitStack() as restore:  # unwinds every swap, even if one raises
+            for signum in _DEFERRED:
+                if callable(signal.getsignal(signum)):
+                    restore.callback(signal.signal, signum, signal.signal(signum, note))
+            yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(pending):
-            signal.raise_signal(signum)
+        for signum in _DEFERRED:
+            if signum in pending:
+                signal.raise_signal(signum)
 
 
 class AtomicOutput:

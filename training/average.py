@@ -164,6 +164,68 @@ def recompute_batchnorm(model: Any, faces: np.ndarray, batch_size: int = 128) ->
     return len(layers)
 
 
+def check_new_folder(run: Path, out: Path) -> None:
+    """Refuse an ``out`` that is ``run`` itself or a folder that already holds files.
+
+    Raises:
+        PipelineError: Either is the case.
+    """
+    if out.resolve() == run.resolve():
+        raise PipelineError("--out must be a new folder, not the run itself")
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(f"{out} already holds files; choose a new --out")
+
+
+def source_metrics(run: Path) -> dict[str, Any]:
+    """The run's final report (``metrics.json``), or an empty dict when it has none."""
+    path = run / "metrics.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return result
+
+
+def write_derived_run(
+    run: Path, out: Path, model: Any, dataset: Any, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``model``, derived from ``run``, as a run folder of its own with its report.
+
+    The folder gets the source run's record (:data:`COPIED`), ``best.keras`` = ``model`` and
+    its report on every split (``extra`` added to ``metrics.json``). Everything is written into
+    a hidden folder first and renamed at the end: a killed step leaves no half-written run
+    behind, and running it again starts afresh.
+
+    Returns:
+        The report (``out/metrics.json``).
+    """
+    from training.report import write_report
+
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in COPIED:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, partial / name)
+    model.save(partial / "best.keras")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+    history = partial / "history.csv"
+    metrics = write_report(
+        partial,
+        predict,
+        dataset,
+        model_name=str(out / "best.keras"),
+        extra=extra,
+        history_path=history if history.is_file() else None,
+    )
+    if out.exists():
+        out.rmdir()  # empty (checked by check_new_folder)
+    os.replace(partial, out)
+    for split, m in metrics["splits"].items():
+        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
+    return metrics
+
+
 def average_run(
     run: Path,
     out: Path,
@@ -185,13 +247,9 @@ def average_run(
     from training.config import RunState, TrainConfig
     from training.data import limit_rows, load
     from training.model import inference_model, load_model
-    from training.report import write_report
 
     t0 = time.time()
-    if out.resolve() == run.resolve():
-        raise PipelineError("--out must be a new folder, not the run itself")
-    if out.exists() and any(out.iterdir()):
-        raise PipelineError(f"{out} already holds files; choose a new --out")
+    check_new_folder(run, out)
     cfg, record = TrainConfig.read(run)
     state = RunState.read(run)
     if state.epoch < cfg.total_epochs and not state.stopped_early:
@@ -232,22 +290,7 @@ def average_run(
         used,
     )
 
-    # Everything is written into a hidden folder first and renamed at the end: a killed
-    # average leaves no half-written run behind, and running it again starts afresh.
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name in COPIED:
-        if (run / name).is_file():
-            shutil.copyfile(run / name, partial / name)
-    model.save(partial / "best.keras")
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(x, batch_size=256, verbose=0))
-
-    source: dict[str, Any] = {}
-    if (run / "metrics.json").is_file():
-        source = json.loads((run / "metrics.json").read_text())
+    source = source_metrics(run)
     seconds = time.time() - t0
     extra = {
         "command": record.get("command"),
@@ -262,21 +305,7 @@ def average_run(
         "args": record.get("args"),
         "training_rows": len(dataset["Training"]),
     }
-    history = partial / "history.csv"
-    metrics = write_report(
-        partial,
-        predict,
-        dataset,
-        model_name=str(out / "best.keras"),
-        extra=extra,
-        history_path=history if history.is_file() else None,
-    )
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(partial, out)
-    for split, m in metrics["splits"].items():
-        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
-    return metrics
+    return write_derived_run(run, out, model, dataset, extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -42,8 +40,6 @@ from training.errors import PipelineError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("training.calibrate")
-
-COPIED = ("config.json", "contract.json", "state.json", "history.csv", "teacher.npz")
 
 
 def recall(labels: np.ndarray, predicted: np.ndarray, cls: int) -> float:
@@ -228,17 +224,14 @@ def calibrate_run(
             class is not a label, the floors are missing or given twice, or no setting
             reaches them.
     """
+    from training.average import check_new_folder, source_metrics, write_derived_run
     from training.config import TrainConfig
     from training.data import limit_rows, load
     from training.evaluate import predictor
     from training.model import load_model
-    from training.report import write_report
 
     t0 = time.time()
-    if out.resolve() == run.resolve():
-        raise PipelineError("--out must be a new folder, not the run itself")
-    if out.exists() and any(out.iterdir()):
-        raise PipelineError(f"{out} already holds files; choose a new --out")
+    check_new_folder(run, out)
     if not (run / "best.keras").is_file():
         raise PipelineError(f"{run} has no best.keras: finish (or average) the run first")
     cfg, record = TrainConfig.read(run)
@@ -291,21 +284,7 @@ def calibrate_run(
         {labels[c]: round(f, 3) for c, f in floor_of.items()},
     )
 
-    # Written into a hidden folder and renamed at the end: a killed run leaves nothing half-made.
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name in COPIED:
-        if (run / name).is_file():
-            shutil.copyfile(run / name, partial / name)
-    model.save(partial / "best.keras")
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(x, batch_size=256, verbose=0))
-
-    source: dict[str, Any] = {}
-    if (run / "metrics.json").is_file():
-        source = json.loads((run / "metrics.json").read_text())
+    source = source_metrics(run)
     seconds = time.time() - t0
     extra: dict[str, Any] = {
         key: source[key]
@@ -345,21 +324,7 @@ def calibrate_run(
             "training_rows": len(dataset["Training"]),
         }
     )
-    history = partial / "history.csv"
-    metrics = write_report(
-        partial,
-        predict,
-        dataset,
-        model_name=str(out / "best.keras"),
-        extra=extra,
-        history_path=history if history.is_file() else None,
-    )
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(partial, out)
-    for split, m in metrics["splits"].items():
-        log.info("%s accuracy: %.4f (macro F1 %.3f)", split, m["accuracy"], m["macro_f1"])
-    return metrics
+    return write_derived_run(run, out, model, dataset, extra)
 
 
 def main(argv: list[str] | None = None) -> int:

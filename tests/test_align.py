@@ -63,6 +63,24 @@ def test_aligned_faces_sit_on_the_template(aligned: Path, original: Dataset) -> 
     assert after < 0.6 * before, (before, after)
 
 
+def test_keep_original_holds_both_framings(aligned: Path, tmp_path: Path) -> None:
+    """--keep-original: each face in its own framing, then the same face aligned."""
+    both = tmp_path / "both.npz"
+    args = ["--data", str(FER_CSV), "--out", str(both), "--limit", str(ROWS), "--keep-original"]
+    assert main(args) == 0
+    data, alone, original = load(both), load(aligned), load_fer2013_csv(FER_CSV)
+    for name, split in data.splits.items():
+        assert split.images.shape == (2 * ROWS, 48, 48, 1)
+        assert np.array_equal(split.images[:ROWS], original[name].images[:ROWS])
+        assert np.array_equal(split.images[ROWS:], alone[name].images)
+        for field in ("labels", "targets", "rows"):
+            first, second = np.split(getattr(split, field), 2)
+            assert np.array_equal(first, getattr(alone[name], field))
+            assert np.array_equal(second, getattr(alone[name], field))
+    assert any("also kept in its own framing" in n for n in data.notes)
+    assert data.template == alone.template
+
+
 def test_the_run_contract_takes_the_datasets_template(aligned: Path, tmp_path: Path) -> None:
     assert template_for(aligned) == load(aligned).template
     cfg = TrainConfig(data=aligned, out=tmp_path, weights="none")

@@ -58,8 +58,18 @@ def align_split(
     return out, found, landmarks
 
 
-def align_dataset(dataset: Dataset, template_path: Path, score_threshold: float = 0.5) -> Dataset:
-    """Every split of ``dataset`` aligned onto the template in ``template_path``."""
+def align_dataset(
+    dataset: Dataset,
+    template_path: Path,
+    score_threshold: float = 0.5,
+    keep_original: bool = False,
+) -> Dataset:
+    """Every split of ``dataset`` aligned onto the template in ``template_path``.
+
+    With ``keep_original`` each split holds every face twice, in the dataset's own framing
+    (first) and aligned (after it): training on it sees both framings, and selection on its
+    PublicTest weighs both equally.
+    """
     from export.template import load_template
     from fer_onnx.yunet import YuNetDetector
 
@@ -70,11 +80,24 @@ def align_dataset(dataset: Dataset, template_path: Path, score_threshold: float 
     for name, split in dataset.splits.items():
         t0 = time.time()
         images, found, _ = align_split(split.images, template, detector)
-        splits[name] = Split(images, split.labels, split.targets, split.rows)
+        if keep_original:
+            splits[name] = Split(
+                np.concatenate([split.images, images]),
+                np.concatenate([split.labels, split.labels]),
+                np.concatenate([split.targets, split.targets]),
+                np.concatenate([split.rows, split.rows]),
+            )
+        else:
+            splits[name] = Split(images, split.labels, split.targets, split.rows)
         missed = int((~found).sum())
         notes.append(
             f"aligned onto {template_path.name}: {name} {len(split) - missed} of {len(split)} "
             f"faces ({missed} without landmarks keep their framing)"
+            + (
+                f"; each face also kept in its own framing ({2 * len(split)} faces)"
+                if keep_original
+                else ""
+            )
         )
         log.info("%s: %d faces aligned in %.0fs", name, len(split) - missed, time.time() - t0)
     return Dataset(
@@ -132,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--limit", type=int, default=0, help="only the first N faces of each split; 0 = all"
     )
+    p.add_argument(
+        "--keep-original",
+        action="store_true",
+        help="keep every face twice, in its own framing and aligned, to train on both framings",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -142,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load(args.data)
         if args.limit:
             limit_rows(dataset, args.limit)
-        save(align_dataset(dataset, args.template), args.out)
+        save(align_dataset(dataset, args.template, keep_original=args.keep_original), args.out)
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibrate import adjust, choose_biases, main, recall
+from training.calibrate import adjust, choose_biases, choose_biases_across, main, recall
 from training.errors import PipelineError
 
 
@@ -61,6 +61,28 @@ def test_no_feasible_setting_and_bad_arguments_are_clear_errors() -> None:
         choose_biases(probs, labels, {1: 0.5}, step=0.0)
     with pytest.raises(PipelineError, match="one label per face"):
         choose_biases(probs[0], labels, {1: 0.5})
+
+
+def test_one_setting_keeps_the_floors_in_every_framing() -> None:
+    """A second framing of the same faces whose rare faces need a larger bias decides it."""
+    probs, labels = faces()
+    other = probs.copy()
+    other[0, 55:57] = [0.50, 0.30, 0.20]  # the rare faces won past 0.12 in the first framing
+    both = [(probs, labels, {1: 0.5}), (other, labels, {1: 0.25})]
+    alone = choose_biases(probs, labels, {1: 0.5}, step=0.05, max_bias=0.5)
+    assert alone.biases == (0.0, 0.15, 0.0)
+    with pytest.raises(PipelineError, match=r"class 1: 0.000 < 0.500; class 1: 0.000 < 0.250"):
+        choose_biases_across(both, step=0.05, max_bias=0.5)
+    first, second = choose_biases_across(both, step=0.05, max_bias=1.0)
+    assert first.biases == second.biases == (0.0, 0.55, 0.0)
+    assert (first.floors, second.floors) == ({1: 0.5}, {1: 0.25})
+    assert first.recalls == second.recalls == {1: 1.0}
+    assert first.accuracy == second.accuracy == pytest.approx(59 / 65)
+    assert (first.evaluated, first.feasible) == (21, 10)
+    with pytest.raises(PipelineError, match="the same classes"):
+        choose_biases_across([(probs, labels, {1: 0.5}), (other, labels, {2: 0.5})])
+    with pytest.raises(PipelineError, match="no framing"):
+        choose_biases_across([])
 
 
 def test_floor_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -170,6 +170,27 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
     (run / "metrics.json").write_text(json.dumps(metrics))
     write_card(run, SUMMARY, out)
     assert "its floor (given with --floor). PublicTest recall" in out.read_text()
+    one = {k: metrics["calibration"][k] for k in ("recall_floors", "public_recall_with_views")}
+    metrics["calibration"]["framings"] = [
+        {
+            "data": "fer2013.csv.gz",
+            **one,
+            "public_accuracy_with_views": {"before": 0.67, "after": 0.66},
+        },
+        {
+            "data": "aligned.npz",
+            **one,
+            "public_accuracy_with_views": {"before": 0.65, "after": 0.64},
+        },
+    ]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out)
+    assert (
+        "chosen on PublicTest in 2 framings of the same faces with `flip` views as the setting "
+        "of highest mean accuracy that keeps each protected class's recall at its floor in every "
+        "framing (given with --floor). fer2013.csv.gz: accuracy 67.00% -> 66.00%, recall disgust "
+        "0.500 -> 0.571 (floor 0.518); aligned.npz: accuracy 65.00% -> 64.00%, recall"
+    ) in out.read_text()
 
 
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:

@@ -347,3 +347,30 @@ def test_calibration_bakes_the_chosen_biases_into_a_run_of_its_own(
     assert calibrate_main(ensemble) == 2
     assert "calibrate a single network" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_calibration_keeps_the_floors_in_every_framing(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--framing: one setting chosen on FER2013's framing and the aligned one together."""
+    from training.align import main as align_main
+    from training.calibrate import main as calibrate_main
+
+    aligned = tmp_path / "aligned.npz"
+    assert align_main(["--data", str(FER_CSV), "--out", str(aligned), "--limit", str(ROWS)]) == 0
+    out = tmp_path / "cal"
+    args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
+    args += ["--tta", "flip", "--step", "0.5", "--max-bias", "8"]
+    same = [*args, "--framing", str(FER_CSV), str(FER_CSV)]
+    assert calibrate_main(same) == 2
+    assert "distinct framings of the same PublicTest faces" in capsys.readouterr().err
+    assert not out.exists()
+    assert calibrate_main([*args, "--framing", str(FER_CSV), str(aligned)]) == 0
+    cal = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert [f["data"] for f in cal["framings"]] == [str(FER_CSV), str(aligned)]
+    for framing in cal["framings"]:
+        assert framing["recall_floors"] == {"fear": 0.5}
+        assert framing["public_recall_with_views"]["fear"]["after"] >= 0.5
+    first = cal["framings"][0]
+    assert cal["public_accuracy_with_views"] == first["public_accuracy_with_views"]

@@ -14,7 +14,10 @@ The biases are chosen on **PublicTest only**: over a grid (``0, --step, ..., --m
 each protected class), the most accurate setting whose recall of every protected class is at
 least the ``--reference`` model's recall of that class (ties: the smallest total bias). The
 evaluation averages the same test-time views (``--tta``) the export will use: run
-``python -m export.bundle`` with the same ``--tta``. The result is a run folder of its own, like
+``python -m export.bundle`` with the same ``--tta``. ``--framing A B`` chooses on the
+PublicTest of several framings of the same faces at once (FER2013's csv and its aligned copy
+from ``python -m training.align``, which is how the runtime frames faces): the floors are
+measured and must hold in each framing, and the highest mean accuracy decides. The result is a run folder of its own, like
 ``python -m training.average``'s (the source run's record, ``best.keras`` the calibrated model,
 its report on every split: PrivateTest is read there once, and never used to choose).
 """
@@ -103,52 +106,99 @@ def choose_biases(
     Raises:
         PipelineError: Bad arguments, or no setting on the grid reaches every floor.
     """
-    classes = view_probs.shape[-1]
-    if view_probs.ndim != 3 or labels.shape != view_probs.shape[1:2]:
-        raise PipelineError(
-            f"expected (views, faces, classes) probabilities and one label per face, got "
-            f"{view_probs.shape} and {labels.shape}"
-        )
-    if not floors or any(not 0 <= c < classes for c in floors):
-        raise PipelineError(f"protected classes must be among the {classes} outputs: {floors}")
+    return choose_biases_across([(view_probs, labels, floors)], step, max_bias)[0]
+
+
+def choose_biases_across(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    step: float = 0.05,
+    max_bias: float = 1.5,
+) -> list[Choice]:
+    """One set of biases for several framings of the choosing split at once.
+
+    Each framing is ``(view_probs, labels, floors)`` as for :func:`choose_biases` (the same
+    faces framed another way, e.g. aligned onto the crop template as the runtime frames
+    them). A setting is feasible when every protected class reaches its floor in every
+    framing; of those, the one with the highest mean accuracy over the framings wins (ties:
+    the smallest total bias).
+
+    Returns:
+        One :class:`Choice` per framing, all with the same biases.
+
+    Raises:
+        PipelineError: Bad arguments, framings that protect different classes, or no
+            setting on the grid reaches every floor.
+    """
+    if not framings:
+        raise PipelineError("no framing to choose on")
+    classes = framings[0][0].shape[-1]
+    for view_probs, labels, floors in framings:
+        if view_probs.ndim != 3 or labels.shape != view_probs.shape[1:2]:
+            raise PipelineError(
+                f"expected (views, faces, classes) probabilities and one label per face, got "
+                f"{view_probs.shape} and {labels.shape}"
+            )
+        if view_probs.shape[-1] != classes:
+            raise PipelineError(f"framings with {classes} and {view_probs.shape[-1]} classes")
+        if not floors or any(not 0 <= c < classes for c in floors):
+            raise PipelineError(f"protected classes must be among the {classes} outputs: {floors}")
+    protected = sorted(framings[0][2])
+    if any(sorted(floors) != protected for _, _, floors in framings):
+        raise PipelineError("every framing must protect the same classes")
     if step <= 0 or max_bias < 0:
         raise PipelineError(f"need --step > 0 and --max-bias >= 0, got {step} and {max_bias}")
     grid = np.round(np.arange(0.0, max_bias + step / 2, step), 6)
-    protected = sorted(floors)
-    base = adjust(view_probs, np.zeros(classes)).argmax(axis=1)
-    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    bases = [adjust(p, np.zeros(classes)).argmax(axis=1) for p, _, _ in framings]
+    best: tuple[float, float, np.ndarray, list[np.ndarray]] | None = None
     evaluated = feasible = 0
     for values in itertools.product(grid, repeat=len(protected)):
         biases = np.zeros(classes)
         biases[protected] = values
-        predicted = adjust(view_probs, biases).argmax(axis=1)
+        predictions = [adjust(p, biases).argmax(axis=1) for p, _, _ in framings]
         evaluated += 1
-        if any(recall(labels, predicted, c) < floors[c] for c in protected):
+        if any(
+            recall(labels, predicted, c) < floors[c]
+            for (_, labels, floors), predicted in zip(framings, predictions, strict=True)
+            for c in protected
+        ):
             continue
         feasible += 1
-        accuracy = float((predicted == labels).mean())
+        accuracy = float(
+            np.mean(
+                [
+                    (predicted == labels).mean()
+                    for (_, labels, _), predicted in zip(framings, predictions, strict=True)
+                ]
+            )
+        )
         key = (accuracy, -float(sum(values)))
         if best is None or key > (best[0], best[1]):
-            best = (accuracy, key[1], biases, predicted)
+            best = (accuracy, key[1], biases, predictions)
     if best is None:
-        shown = ", ".join(
-            f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in protected
+        shown = "; ".join(
+            ", ".join(
+                f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in protected
+            )
+            for (_, labels, floors), base in zip(framings, bases, strict=True)
         )
         raise PipelineError(
             f"no bias up to {max_bias} brings every protected class to its floor ({shown}); "
             "raise --max-bias, or protect fewer classes"
         )
-    accuracy, _, biases, predicted = best
-    return Choice(
-        biases=tuple(float(b) for b in biases),
-        accuracy=accuracy,
-        accuracy_before=float((base == labels).mean()),
-        recalls={c: recall(labels, predicted, c) for c in protected},
-        recalls_before={c: recall(labels, base, c) for c in protected},
-        floors=dict(floors),
-        evaluated=evaluated,
-        feasible=feasible,
-    )
+    _, _, biases, predictions = best
+    return [
+        Choice(
+            biases=tuple(float(b) for b in biases),
+            accuracy=float((predicted == labels).mean()),
+            accuracy_before=float((base == labels).mean()),
+            recalls={c: recall(labels, predicted, c) for c in protected},
+            recalls_before={c: recall(labels, base, c) for c in protected},
+            floors=dict(floors),
+            evaluated=evaluated,
+            feasible=feasible,
+        )
+        for (_, labels, floors), predicted, base in zip(framings, predictions, bases, strict=True)
+    ]
 
 
 def view_probabilities(model: Any, faces: np.ndarray, tta: str, batch_size: int = 256) -> Any:
@@ -202,6 +252,7 @@ def calibrate_run(
     step: float = 0.05,
     max_bias: float = 1.5,
     command: str = "python -m training.calibrate",
+    framings: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Calibrate ``run``'s best model into the new run folder ``out`` (see the module doc).
 
@@ -215,6 +266,10 @@ def calibrate_run(
         step: Grid step of each bias.
         max_bias: Largest bias tried.
         command: The command line, for the record.
+        framings: Datasets whose PublicTest chooses (the same faces framed in different
+            ways, e.g. FER2013's csv and ``python -m training.align``'s aligned copy): the
+            floors hold in each, and the mean accuracy over them decides. Empty: the run's
+            own data.
 
     Returns:
         The calibrated model's report (``out/metrics.json``).
@@ -242,47 +297,101 @@ def calibrate_run(
     unknown = [c for c in protect if c not in labels]
     if unknown or not protect:
         raise PipelineError(f"--protect takes class names among {labels}, got {list(protect)}")
-    public = dataset["PublicTest"]
     if (reference is None) == (floors is None):
         raise PipelineError("give either --reference (floors measured on it) or --floor")
-    if floors is not None:
-        if sorted(floors) != sorted(protect) or not all(0 <= f <= 1 for f in floors.values()):
+    if floors is not None and (
+        sorted(floors) != sorted(protect) or not all(0 <= f <= 1 for f in floors.values())
+    ):
+        raise PipelineError(
+            f"--floor needs one recall in [0, 1] for each protected class {list(protect)}, "
+            f"got {floors}"
+        )
+    publics = {cfg.data: dataset["PublicTest"]}
+    if framings:
+        publics = {}
+        for path in framings:
+            other = load(path)
+            if cfg.limit:
+                limit_rows(other, cfg.limit)
+            if list(other.labels) != labels:
+                raise PipelineError(
+                    f"--framing {path}: classes {list(other.labels)}, the run's are {labels}"
+                )
+            publics[path] = other["PublicTest"]
+        first = next(iter(publics.values())).labels
+        same = all(np.array_equal(p.labels, first) for p in publics.values())
+        if len(publics) != len(framings) or not same:
             raise PipelineError(
-                f"--floor needs one recall in [0, 1] for each protected class {list(protect)}, "
-                f"got {floors}"
+                "--framing takes distinct framings of the same PublicTest faces (the same "
+                f"labels in the same order), got {[str(f) for f in framings]}"
             )
-        floor_of = {labels.index(c): float(f) for c, f in floors.items()}
-    else:
-        assert reference is not None
-        predicted = predictor(reference)(public.images.astype(np.float32)).argmax(axis=1)
-        floor_of = {
-            labels.index(c): recall(public.labels, predicted, labels.index(c)) for c in protect
-        }
+    floors_of: list[dict[int, float]] = []
+    for public in publics.values():
+        if floors is not None:
+            floors_of.append({labels.index(c): float(f) for c, f in floors.items()})
+        else:
+            assert reference is not None
+            predicted = predictor(reference)(public.images.astype(np.float32)).argmax(axis=1)
+            floors_of.append(
+                {
+                    labels.index(c): recall(public.labels, predicted, labels.index(c))
+                    for c in protect
+                }
+            )
 
     model = load_model(run / "best.keras")
     layer = output_layer(model)
-    probs = view_probabilities(model, public.images, tta)
-    choice = choose_biases(probs, public.labels, floor_of, step, max_bias)
+    probs = [view_probabilities(model, public.images, tta) for public in publics.values()]
+    choices = choose_biases_across(
+        [
+            (p, public.labels, f)
+            for p, public, f in zip(probs, publics.values(), floors_of, strict=True)
+        ],
+        step,
+        max_bias,
+    )
+    choice = choices[0]
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel, bias + np.asarray(choice.biases, dtype=bias.dtype)])
     # The baked-in bias must give what was chosen (softmax per view, then the mean), up to
     # float32 rounding: Keras computes softmax(z + b), the choice softmax(log p + b).
-    check = adjust(view_probabilities(model, public.images, tta), np.zeros(len(labels)))
-    chosen = adjust(probs, np.array(choice.biases))
-    if not np.allclose(check, chosen, rtol=0.0, atol=1e-4):
-        worst = float(np.abs(check - chosen).max())
-        raise PipelineError(
-            f"the calibrated model does not reproduce the chosen probabilities (off by {worst:.2g})"
+    for public, p in zip(publics.values(), probs, strict=True):
+        check = adjust(view_probabilities(model, public.images, tta), np.zeros(len(labels)))
+        chosen = adjust(p, np.array(choice.biases))
+        if not np.allclose(check, chosen, rtol=0.0, atol=1e-4):
+            worst = float(np.abs(check - chosen).max())
+            raise PipelineError(
+                "the calibrated model does not reproduce the chosen probabilities "
+                f"(off by {worst:.2g})"
+            )
+    floor_of = choice.floors
+    for path, c in zip(publics, choices, strict=True):
+        log.info(
+            "biases %s: %s PublicTest accuracy with %s views %.4f -> %.4f; recall %s (floors %s)",
+            {labels[k]: c.biases[k] for k in floor_of},
+            path,
+            tta,
+            c.accuracy_before,
+            c.accuracy,
+            {labels[k]: round(r, 3) for k, r in c.recalls.items()},
+            {labels[k]: round(f, 3) for k, f in c.floors.items()},
         )
-    log.info(
-        "biases %s: PublicTest accuracy with %s views %.4f -> %.4f; recall %s (floors %s)",
-        {labels[c]: choice.biases[c] for c in floor_of},
-        tta,
-        choice.accuracy_before,
-        choice.accuracy,
-        {labels[c]: round(r, 3) for c, r in choice.recalls.items()},
-        {labels[c]: round(f, 3) for c, f in floor_of.items()},
-    )
+
+    def summary(c: Choice) -> dict[str, Any]:
+        return {
+            "recall_floors": {labels[k]: round(f, 4) for k, f in c.floors.items()},
+            "public_accuracy_with_views": {
+                "before": round(c.accuracy_before, 4),
+                "after": round(c.accuracy, 4),
+            },
+            "public_recall_with_views": {
+                labels[k]: {
+                    "before": round(c.recalls_before[k], 4),
+                    "after": round(c.recalls[k], 4),
+                }
+                for k in floor_of
+            },
+        }
 
     source = source_metrics(run)
     seconds = time.time() - t0
@@ -301,18 +410,12 @@ def calibrate_run(
                 "floors_given": floors is not None,
                 "tta": tta,
                 "class_biases": {labels[c]: choice.biases[c] for c in floor_of},
-                "recall_floors": {labels[c]: round(f, 4) for c, f in floor_of.items()},
-                "public_accuracy_with_views": {
-                    "before": round(choice.accuracy_before, 4),
-                    "after": round(choice.accuracy, 4),
-                },
-                "public_recall_with_views": {
-                    labels[c]: {
-                        "before": round(choice.recalls_before[c], 4),
-                        "after": round(choice.recalls[c], 4),
-                    }
-                    for c in floor_of
-                },
+                # the first framing's figures; every framing's under "framings"
+                **summary(choice),
+                "framings": [
+                    {"data": str(path), **summary(c)}
+                    for path, c in zip(publics, choices, strict=True)
+                ],
                 "grid": {"step": step, "max_bias": max_bias, "settings": choice.evaluated},
                 "feasible_settings": choice.feasible,
             },
@@ -356,6 +459,16 @@ def main(argv: list[str] | None = None) -> int:
         default="flip",
         help="test-time views to evaluate with: the --tta python -m export.bundle will use",
     )
+    p.add_argument(
+        "--framing",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DATA",
+        help="choose on the PublicTest of each of these datasets (the same faces framed in "
+        "different ways, e.g. the FER2013 csv and its `python -m training.align` copy): the "
+        "floors hold in each, their mean accuracy decides; default: the run's own data",
+    )
     p.add_argument("--step", type=float, default=0.05, help="grid step of each bias")
     p.add_argument("--max-bias", type=float, default=1.5, help="largest bias tried")
     args = p.parse_args(argv)
@@ -384,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             args.step,
             args.max_bias,
             command=command,
+            framings=args.framing,
         )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

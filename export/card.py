@@ -61,32 +61,33 @@ def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
     if not cal:
         return []
     biases = ", ".join(f"{name} +{b:g}" for name, b in cal["class_biases"].items())
-    recalls = "; ".join(
-        f"{name} {r['before']:.3f} -> {r['after']:.3f} (floor {cal['recall_floors'][name]:.3f})"
-        for name, r in cal["public_recall_with_views"].items()
-    )
-    acc = cal["public_accuracy_with_views"]
     floors = (
         f"the PublicTest recall of {cal['reference']}"
         if cal.get("reference")
         else "given with --floor"
     )
+
+    def recalls(figures: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{name} {r['before']:.3f} -> {r['after']:.3f} "
+            f"(floor {figures['recall_floors'][name]:.3f})"
+            for name, r in figures["public_recall_with_views"].items()
+        )
+
     framings = cal.get("framings") or []
     if len(framings) < 2:
+        acc = cal["public_accuracy_with_views"]
+        where = f" of {cal['data']}" if cal.get("data") else ""
         return [
             f"- Class-bias calibration (`{metrics.get('calibrated_with')}`): logit biases "
-            f"{biases} in the final layer, chosen on PublicTest with `{cal['tta']}` views as the "
-            f"most accurate setting that keeps each protected class's recall at its floor "
-            f"({floors}). PublicTest recall {recalls}; accuracy {acc['before']:.2%} -> "
-            f"{acc['after']:.2%}.",
+            f"{biases} in the final layer, chosen on PublicTest{where} with `{cal['tta']}` views "
+            f"as the most accurate setting that keeps each protected class's recall at its "
+            f"floor ({floors}). PublicTest recall {recalls(cal)}; accuracy "
+            f"{acc['before']:.2%} -> {acc['after']:.2%}.",
         ]
     each = "; ".join(
         f"{f['data']}: accuracy {f['public_accuracy_with_views']['before']:.2%} -> "
-        f"{f['public_accuracy_with_views']['after']:.2%}, recall "
-        + ", ".join(
-            f"{name} {r['before']:.3f} -> {r['after']:.3f} (floor {f['recall_floors'][name]:.3f})"
-            for name, r in f["public_recall_with_views"].items()
-        )
+        f"{f['public_accuracy_with_views']['after']:.2%}, recall {recalls(f)}"
         for f in framings
     )
     return [

@@ -71,7 +71,9 @@ def test_one_setting_keeps_the_floors_in_every_framing() -> None:
     both = [(probs, labels, {1: 0.5}), (other, labels, {1: 0.25})]
     alone = choose_biases(probs, labels, {1: 0.5}, step=0.05, max_bias=0.5)
     assert alone.biases == (0.0, 0.15, 0.0)
-    with pytest.raises(PipelineError, match=r"class 1: 0.000 < 0.500; class 1: 0.000 < 0.250"):
+    with pytest.raises(
+        PipelineError, match=r"framing 1: class 1: 0.000 < 0.500; framing 2: class 1: 0.000 < 0.250"
+    ):
         choose_biases_across(both, step=0.05, max_bias=0.5)
     first, second = choose_biases_across(both, step=0.05, max_bias=1.0)
     assert first.biases == second.biases == (0.0, 0.55, 0.0)
@@ -83,6 +85,45 @@ def test_one_setting_keeps_the_floors_in_every_framing() -> None:
         choose_biases_across([(probs, labels, {1: 0.5}), (other, labels, {2: 0.5})])
     with pytest.raises(PipelineError, match="no framing"):
         choose_biases_across([])
+
+
+def rows(*groups: tuple[int, list[float], int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(1, N, 3)`` one-view probabilities and ``(N,)`` labels from ``(count, row, label)``."""
+    probs = [row for n, row, _ in groups for _ in range(n)]
+    labels = [label for n, _, label in groups for _ in range(n)]
+    return np.array(probs)[None], np.array(labels)
+
+
+def test_the_mean_accuracy_over_framings_decides() -> None:
+    """Class 1 wins a face past a bias of 0.12, 0.51 or 0.85 (log of the odds of 0 over 1).
+
+    Accuracy out of 20 below 0.12 / up to 0.5 / up to 0.8 / beyond: the first framing 13 / 15 /
+    19 / 20, the second 15 / 17 / 14 / 10. Alone, each picks its own best (0.85 and 0.15); the
+    worse of the two would also pick 0.15; their mean (16.5 of 20) picks 0.55.
+    """
+    early, middle, late = [0.45, 0.40, 0.15], [0.50, 0.30, 0.20], [0.56, 0.24, 0.20]
+    first = rows((13, [0.8, 0.1, 0.1], 0), (2, early, 1), (4, middle, 1), (1, late, 1))
+    second = rows(
+        (8, [0.8, 0.1, 0.1], 0),
+        (3, [0.8, 0.1, 0.1], 2),  # never right
+        (2, early, 1),
+        (3, middle, 0),
+        (4, late, 0),
+    )
+    no_floor = {1: 0.0}
+    assert choose_biases(*first, no_floor, max_bias=1.0).biases == (0.0, 0.85, 0.0)
+    assert choose_biases(*second, no_floor, max_bias=1.0).biases == (0.0, 0.15, 0.0)
+    a, b = choose_biases_across([(*first, no_floor), (*second, no_floor)], max_bias=1.0)
+    assert a.biases == b.biases == (0.0, 0.55, 0.0)
+    assert (a.accuracy, b.accuracy) == (19 / 20, 14 / 20)
+    assert (a.accuracy_before, b.accuracy_before) == (13 / 20, 15 / 20)
+
+
+def test_an_unmet_floor_is_named_by_its_framing() -> None:
+    probs, labels = faces()
+    both = [(probs, labels, {1: 0.0}), (probs, labels, {1: 1.0})]
+    with pytest.raises(PipelineError, match=r"\(aligned.npz: class 1: 0.000 < 1.000\)"):
+        choose_biases_across(both, max_bias=0.1, names=["fer2013.csv", "aligned.npz"])
 
 
 def test_floor_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -362,15 +362,24 @@ def test_calibration_keeps_the_floors_in_every_framing(
     out = tmp_path / "cal"
     args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
     args += ["--tta", "flip", "--step", "0.5", "--max-bias", "8"]
-    same = [*args, "--framing", str(FER_CSV), str(FER_CSV)]
-    assert calibrate_main(same) == 2
-    assert "distinct framings of the same PublicTest faces" in capsys.readouterr().err
-    assert not out.exists()
+    fewer = tmp_path / "fewer.npz"
+    assert align_main(["--data", str(FER_CSV), "--out", str(fewer), "--limit", "100"]) == 0
+    for framing, error in [
+        ([str(FER_CSV), str(FER_CSV.resolve())], "names the same file twice"),
+        ([str(FER_CSV), str(fewer)], "holds other faces than the run's"),
+    ]:
+        assert calibrate_main([*args, "--framing", *framing]) == 2
+        assert error in capsys.readouterr().err
+        assert not out.exists()
     assert calibrate_main([*args, "--framing", str(FER_CSV), str(aligned)]) == 0
     cal = json.loads((out / "metrics.json").read_text())["calibration"]
     assert [f["data"] for f in cal["framings"]] == [str(FER_CSV), str(aligned)]
     for framing in cal["framings"]:
         assert framing["recall_floors"] == {"fear": 0.5}
         assert framing["public_recall_with_views"]["fear"]["after"] >= 0.5
-    first = cal["framings"][0]
+    first, second = cal["framings"]
+    assert cal["data"] == first["data"]
     assert cal["public_accuracy_with_views"] == first["public_accuracy_with_views"]
+    mean = cal["mean_public_accuracy_with_views"]["after"]
+    after = [f["public_accuracy_with_views"]["after"] for f in (first, second)]
+    assert mean == pytest.approx(sum(after) / 2, abs=1e-4)

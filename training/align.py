@@ -68,7 +68,7 @@ def align_dataset(
 
     With ``keep_original`` each split holds every face twice, in the dataset's own framing
     (first) and aligned (after it): training on it sees both framings, and selection on its
-    PublicTest weighs both equally.
+    PublicTest weighs both equally. Faces without landmarks appear twice in their own framing.
     """
     from export.template import load_template
     from fer_onnx.yunet import YuNetDetector
@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep-original",
         action="store_true",
-        help="keep every face twice, in its own framing and aligned, to train on both framings",
+        help="keep every face twice, in its own framing and then aligned, to train and select "
+        "on both framings (a run's --limit N then keeps the first N of each split: the "
+        "original framing only; limit here instead)",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -15,9 +15,11 @@ each protected class), the most accurate setting whose recall of every protected
 least the ``--reference`` model's recall of that class (ties: the smallest total bias). The
 evaluation averages the same test-time views (``--tta``) the export will use: run
 ``python -m export.bundle`` with the same ``--tta``. ``--framing A B`` chooses on the
-PublicTest of several framings of the same faces at once (FER2013's csv and its aligned copy
-from ``python -m training.align``, which is how the runtime frames faces): the floors are
-measured and must hold in each framing, and the highest mean accuracy decides. The result is a run folder of its own, like
+PublicTest of several framings of the run's PublicTest faces at once (FER2013's csv and its
+aligned copy from ``python -m training.align``, which is how the runtime frames faces): the
+floors hold in each framing (measured on the reference in each, or the ``--floor`` values in
+all), and the highest mean accuracy over the framings decides. The result is a run folder of
+its own, like
 ``python -m training.average``'s (the source run's record, ``best.keras`` the calibrated model,
 its report on every split: PrivateTest is read there once, and never used to choose).
 """
@@ -113,6 +115,7 @@ def choose_biases_across(
     framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
     step: float = 0.05,
     max_bias: float = 1.5,
+    names: Sequence[str] = (),
 ) -> list[Choice]:
     """One set of biases for several framings of the choosing split at once.
 
@@ -120,7 +123,7 @@ def choose_biases_across(
     faces framed another way, e.g. aligned onto the crop template as the runtime frames
     them). A setting is feasible when every protected class reaches its floor in every
     framing; of those, the one with the highest mean accuracy over the framings wins (ties:
-    the smallest total bias).
+    the smallest total bias). ``names`` name the framings in errors (default: their number).
 
     Returns:
         One :class:`Choice` per framing, all with the same biases.
@@ -175,12 +178,16 @@ def choose_biases_across(
         if best is None or key > (best[0], best[1]):
             best = (accuracy, key[1], biases, predictions)
     if best is None:
-        shown = "; ".join(
-            ", ".join(
-                f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in protected
-            )
-            for (_, labels, floors), base in zip(framings, bases, strict=True)
-        )
+        unmet = []
+        for i, ((_, labels, floors), base) in enumerate(zip(framings, bases, strict=True)):
+            below = [c for c in protected if recall(labels, base, c) < floors[c]]
+            if below:
+                shown = ", ".join(
+                    f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in below
+                )
+                name = names[i] if i < len(names) else f"framing {i + 1}"
+                unmet.append(shown if len(framings) == 1 else f"{name}: {shown}")
+        shown = "; ".join(unmet) or "each floor is met alone, never all at once"
         raise PipelineError(
             f"no bias up to {max_bias} brings every protected class to its floor ({shown}); "
             "raise --max-bias, or protect fewer classes"
@@ -276,8 +283,9 @@ def calibrate_run(
 
     Raises:
         PipelineError: ``out`` already holds files, ``run`` has no finished model, a protected
-            class is not a label, the floors are missing or given twice, or no setting
-            reaches them.
+            class is not a label, the floors are missing or given twice, a framing is given
+            twice or holds other classes or faces than the run's PublicTest, or no setting
+            reaches the floors.
     """
     from training.average import check_new_folder, source_metrics, write_derived_run
     from training.config import TrainConfig
@@ -308,6 +316,13 @@ def calibrate_run(
         )
     publics = {cfg.data: dataset["PublicTest"]}
     if framings:
+        resolved = [Path(f).resolve() for f in framings]
+        if len(set(resolved)) != len(resolved):
+            raise PipelineError(
+                f"--framing names the same file twice: {[str(f) for f in framings]}; give "
+                "each framing of the faces once"
+            )
+        own = set(dataset["PublicTest"].rows.tolist())
         publics = {}
         for path in framings:
             other = load(path)
@@ -317,14 +332,23 @@ def calibrate_run(
                 raise PipelineError(
                     f"--framing {path}: classes {list(other.labels)}, the run's are {labels}"
                 )
-            publics[path] = other["PublicTest"]
-        first = next(iter(publics.values())).labels
-        same = all(np.array_equal(p.labels, first) for p in publics.values())
-        if len(publics) != len(framings) or not same:
-            raise PipelineError(
-                "--framing takes distinct framings of the same PublicTest faces (the same "
-                f"labels in the same order), got {[str(f) for f in framings]}"
-            )
+            public = other["PublicTest"]
+            if set(public.rows.tolist()) != own:
+                raise PipelineError(
+                    f"--framing {path}: its PublicTest ({len(public)} faces) holds other faces "
+                    f"than the run's ({len(dataset['PublicTest'])} faces of {cfg.data}); give "
+                    "framings of the run's own PublicTest faces"
+                )
+            if publics:
+                first = next(iter(publics.values()))
+                if not np.array_equal(public.rows, first.rows) or not np.array_equal(
+                    public.labels, first.labels
+                ):
+                    raise PipelineError(
+                        f"--framing {path}: its PublicTest faces are not in the order of "
+                        f"{framings[0]}'s"
+                    )
+            publics[path] = public
     floors_of: list[dict[int, float]] = []
     for public in publics.values():
         if floors is not None:
@@ -349,6 +373,7 @@ def calibrate_run(
         ],
         step,
         max_bias,
+        names=[str(path) for path in publics],
     )
     choice = choices[0]
     kernel, bias = layer.get_weights()
@@ -410,8 +435,13 @@ def calibrate_run(
                 "floors_given": floors is not None,
                 "tta": tta,
                 "class_biases": {labels[c]: choice.biases[c] for c in floor_of},
-                # the first framing's figures; every framing's under "framings"
+                # the first framing's figures, named by "data"; every framing's under "framings"
+                "data": str(next(iter(publics))),
                 **summary(choice),
+                "mean_public_accuracy_with_views": {
+                    "before": round(float(np.mean([c.accuracy_before for c in choices])), 4),
+                    "after": round(float(np.mean([c.accuracy for c in choices])), 4),
+                },
                 "framings": [
                     {"data": str(path), **summary(c)}
                     for path, c in zip(publics, choices, strict=True)
@@ -465,9 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=[],
         metavar="DATA",
-        help="choose on the PublicTest of each of these datasets (the same faces framed in "
-        "different ways, e.g. the FER2013 csv and its `python -m training.align` copy): the "
-        "floors hold in each, their mean accuracy decides; default: the run's own data",
+        help="choose on the PublicTest of each of these datasets (the run's PublicTest faces "
+        "framed in different ways, e.g. the FER2013 csv and its `python -m training.align` "
+        "copy): the floors hold in each, their mean accuracy decides; default: the run's own "
+        "data",
     )
     p.add_argument("--step", type=float, default=0.05, help="grid step of each bias")
     p.add_argument("--max-bias", type=float, default=1.5, help="largest bias tried")

@@ -230,3 +230,40 @@ def test_card_reads_the_run_record(tmp_path: Path) -> None:
     assert "one 64x64 RGB face, float32 values 0..1" in text
     assert "`train`: trained on `Training`" in text
     assert "calibrated on 200 Training faces" in text
+
+
+def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+
+    run = fake_run(tmp_path, 1)
+    init = tmp_path / "ship64k" / "best.keras"
+    init.parent.mkdir()
+    cfg = TrainConfig(data=Path("fer2013.csv"), out=run, weights="none", init=init)
+    cfg.write(run, "python -m training.train --init ...", {})
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(run, SUMMARY, out)
+    text = out.read_text()
+    assert f"- mobilenetv2 (alpha 1.0), fine-tuned from the trained model `{init}`" in text
+    assert "trained from scratch" not in text
+    assert "from_onnx" not in text  # a plain trained model: nothing more is known of it
+    (init.parent / "from_onnx.json").write_text(
+        json.dumps(
+            {
+                "source": "src/fer_onnx/models/fp32.onnx",
+                "source_sha256": "ab" * 32,
+                "source_metadata": {
+                    "training_command": "python -m training.train --epochs 65",
+                    "training_wall_time_s": "6167.1",
+                },
+                "check": {"agree": 3589, "faces": 3589, "max_probability_gap": 6.8e-06},
+            }
+        )
+    )
+    write_card(run, SUMMARY, out)
+    text = out.read_text()
+    assert (
+        "that model is the network of `fp32.onnx` (SHA-256 abababababab...) rebuilt as Keras by "
+        "`python -m training.from_onnx` (it agrees with the file on 3589 of 3589 PublicTest "
+        "faces, largest probability gap 6.8e-06), which was trained by "
+        "`python -m training.train --epochs 65` in 103 min"
+    ) in text

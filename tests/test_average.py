@@ -13,6 +13,7 @@ from training.average import (
     average_run,
     average_weights,
     choose,
+    interpolate,
     recompute_batchnorm,
     snapshots,
 )
@@ -128,6 +129,33 @@ def test_average_refuses_unfinished_runs_and_other_data(tmp_path: Path) -> None:
     assert not (tmp_path / "avg").exists()
 
 
+def test_interpolate_moves_between_two_models() -> None:
+    ours = [np.zeros((2, 2), np.float32), np.array([4.0], np.float32)]
+    theirs = [np.ones((2, 2), np.float32), np.array([0.0], np.float32)]
+    mixed = interpolate(ours, theirs, 0.25)
+    np.testing.assert_allclose(mixed[0], np.full((2, 2), 0.25))
+    np.testing.assert_allclose(mixed[1], [3.0])
+    assert mixed[0].dtype == np.float32
+    assert [m.tolist() for m in interpolate(ours, theirs, 0.0)] == [o.tolist() for o in ours]
+    with pytest.raises(PipelineError, match="within"):
+        interpolate(ours, theirs, 1.5)
+    with pytest.raises(PipelineError, match="same weights"):
+        interpolate(ours, theirs[:1], 0.5)
+
+
+def test_init_weight_needs_a_run_started_from_a_model(tmp_path: Path) -> None:
+    _, run = fake_run(tmp_path, 10)
+    with pytest.raises(PipelineError, match="not trained with --init"):
+        average_run(run, tmp_path / "avg", None, init_weight=0.5)
+    cfg = TrainConfig(
+        data=tmp_path / "fer2013.csv", out=run, weights="none", epochs=10, init=tmp_path / "a.keras"
+    )
+    cfg.write(run, "python -m training.train --init a.keras", {})
+    with pytest.raises(PipelineError, match=r"within \[0, 1\)"):
+        average_run(run, tmp_path / "avg", None, init_weight=1.0)
+    assert not (tmp_path / "avg").exists()
+
+
 def test_end_at_epoch_checks_and_records(tmp_path: Path) -> None:
     cfg, run = fake_run(tmp_path, 6)
     _, record = TrainConfig.read(run)
@@ -197,3 +225,31 @@ def test_kept_epochs_average_into_a_run_of_their_own(
     assert average_main(args) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_init_weight_moves_a_fine_tune_back_towards_its_start(tmp_path: Path) -> None:
+    """WiSE-FT: (1 - W) x fine-tuned + W x the --init model, statistics re-estimated."""
+    pytest.importorskip("tensorflow")
+    shared_file(FER_CSV)
+    from test_training_run import train
+
+    from training.average import main as average_main
+    from training.model import load_model
+
+    start = tmp_path / "start"
+    train(start, "--epochs", "2")
+    tuned = tmp_path / "tuned"
+    train(tuned, "--epochs", "2", "--init", str(start / "best.keras"), "--keep-epochs", "1")
+    out = tmp_path / "wise"
+    args = ["--run", str(tuned), "--out", str(out), "--last", "1", "--init-weight", "0.25"]
+    assert average_main([*args, "--bn-faces", "64"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["init_weight"], metrics["init"]) == (0.25, str(start / "best.keras"))
+    mixed = load_model(out / "best.keras")
+    a, b = load_model(tuned / snapshot_name(2)), load_model(start / "best.keras")
+    pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)
+    for w, (wa, wb) in zip(mixed.trainable_weights, pairs, strict=True):
+        np.testing.assert_allclose(
+            w.numpy(), 0.75 * wa.numpy() + 0.25 * wb.numpy(), rtol=1e-5, atol=1e-6
+        )

@@ -136,3 +136,78 @@ def test_floor_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None
     assert "not allowed with argument" in capsys.readouterr().err
     assert main([*base, "--floor", "fear=0.4"]) == 2
     assert "has no best.keras" in capsys.readouterr().err
+
+
+def views_model(path: object, tta: str = "flip", average: bool = True) -> np.ndarray:
+    """An ONNX classifier with two views stacked along the batch (the face and a dimmer copy),
+    one Softmax, and the mean over views as its output (or, with ``average=False``, the first
+    view's rows only). Returns its weight."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 0.002, (48 * 48, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["faces"], ["flat"], axis=1),
+        helper.make_node("Mul", ["flat", "dim"], ["dimmed"]),
+        helper.make_node("Concat", ["flat", "dimmed"], ["stacked"], axis=0),
+        helper.make_node("MatMul", ["stacked", "W"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["rows"], axis=1),
+        helper.make_node("Reshape", ["rows", "shape"], ["views"]),
+    ]
+    if average:
+        nodes.append(helper.make_node("ReduceMean", ["views"], ["probabilities"], axes=[0]))
+        nodes[-1].attribute.append(helper.make_attribute("keepdims", 0))
+    else:
+        nodes.append(helper.make_node("Gather", ["views", "zero"], ["probabilities"], axis=0))
+    graph = helper.make_graph(
+        nodes,
+        "views",
+        [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "dim"),
+            numpy_helper.from_array(np.array([2, -1, 3], np.int64), "shape"),
+            numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"tta": tta})
+    onnx.save(model, str(path))
+    return weight
+
+
+def test_per_view_probabilities_of_an_export(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from training.calibrate import onnx_view_probabilities
+
+    path = Path(str(tmp_path)) / "views.onnx"
+    weight = views_model(path)
+    faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48, 1)).astype(np.float32)
+    probs = onnx_view_probabilities(path, faces, "flip", batch_size=2)
+    assert probs.shape == (2, 5, 3)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    flat = faces.reshape(5, -1)
+    np.testing.assert_allclose(probs[0], softmax(flat @ weight), atol=1e-5)
+    np.testing.assert_allclose(probs[1], softmax(0.5 * flat @ weight), atol=1e-5)
+
+    with pytest.raises(PipelineError, match="exported with views 'flip', not --tta 'zoomflip'"):
+        onnx_view_probabilities(path, faces, "zoomflip")
+    with pytest.raises(PipelineError, match="must be one of"):
+        onnx_view_probabilities(path, faces, "sideways")
+    views_model(path, average=False)
+    with pytest.raises(PipelineError, match="not its output"):
+        onnx_view_probabilities(path, faces, "flip")
+    views_model(path, tta="flip+zoom")  # four views named, two in the graph
+    with pytest.raises(PipelineError, match="gives 10 rows for 5 faces and 4 views"):
+        onnx_view_probabilities(path, faces, "flip+zoom")
+    path.write_bytes(b"not onnx")
+    with pytest.raises(PipelineError, match="cannot read it as ONNX"):
+        onnx_view_probabilities(path, faces, "flip")

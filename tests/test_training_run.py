@@ -383,3 +383,43 @@ def test_calibration_keeps_the_floors_in_every_framing(
     mean = cal["mean_public_accuracy_with_views"]["after"]
     after = [f["public_accuracy_with_views"]["after"] for f in (first, second)]
     assert mean == pytest.approx(sum(after) / 2, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_calibration_chooses_on_an_int8_export(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--choose-on: the biases are chosen on the exported int8 file's per-view probabilities."""
+    from export.onnx import export
+    from export.quantize import calibration_faces, quantize
+    from training.calibrate import main as calibrate_main
+    from training.data import load
+    from training.model import OUTPUT_NAME, load_model, with_tta
+
+    def int8_export(model: object, name: str) -> Path:
+        keras_path = tmp_path / f"{name}.keras"
+        with_tta(model, "flip").save(keras_path)
+        fp32 = tmp_path / f"{name}.onnx"
+        export(keras_path, fp32, run_dir=run, extra={"tta": "flip"})
+        int8 = tmp_path / f"{name}-int8.onnx"
+        quantize(fp32, int8, calibration_faces(load(FER_CSV)["Training"].images[:ROWS], 64))
+        return int8
+
+    int8 = int8_export(load_model(run / "best.keras"), "own")
+    out = tmp_path / "cal"
+    args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
+    args += ["--tta", "flip", "--step", "0.5", "--max-bias", "8"]
+    assert calibrate_main([*args, "--choose-on", str(int8)]) == 0, capsys.readouterr().err
+    cal = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert cal["chosen_on"] == str(int8)
+    assert cal["public_recall_with_views"]["fear"]["after"] >= 0.5
+
+    other = load_model(run / "best.keras")  # another network: it calls every face angry
+    layer = other.get_layer(OUTPUT_NAME)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.eye(7, dtype=np.float32)[0] * 50])
+    stranger = int8_export(other, "other")
+    args[3] = str(tmp_path / "cal2")
+    assert calibrate_main([*args, "--choose-on", str(stranger)]) == 2
+    assert "give an export of this run" in capsys.readouterr().err
+    assert not (tmp_path / "cal2").exists()

@@ -13,6 +13,12 @@ averaged): the source run's record (config, contract, state, history) with
 and ``python -m training.ledger add`` then take it like any other run. Whether it replaces the
 run's best checkpoint is decided on PublicTest (``metrics.json`` of both runs); PrivateTest is
 read once, by the report, as for every finished model.
+
+``--init-weight W`` (a run fine-tuned from a trained model with ``--init``) then moves the
+result back towards the model it started from, ``(1 - W) x average + W x init``, before the
+statistics are re-estimated: weight-space ensembling of a fine-tuned model with its start
+(WiSE-FT; Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"), which keeps much of
+what fine-tuning gained while keeping more of the starting model's robustness to other data.
 """
 
 from __future__ import annotations
@@ -96,6 +102,26 @@ def average_weights(weights: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]
             np.asarray(weights[0][i]).dtype
         )
         for i in range(len(weights[0]))
+    ]
+
+
+def interpolate(
+    ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], weight: float
+) -> list[np.ndarray]:
+    """``(1 - weight) x ours + weight x theirs``, weight by weight (same architecture).
+
+    Raises:
+        PipelineError: ``weight`` outside [0, 1], or the weight lists do not match in shape.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise PipelineError(f"the interpolation weight must be within [0, 1], got {weight}")
+    if [np.shape(w) for w in ours] != [np.shape(w) for w in theirs]:
+        raise PipelineError("the models to interpolate do not have the same weights")
+    return [
+        ((1.0 - weight) * np.asarray(a, np.float64) + weight * np.asarray(b, np.float64)).astype(
+            np.asarray(a).dtype
+        )
+        for a, b in zip(ours, theirs, strict=True)
     ]
 
 
@@ -234,15 +260,20 @@ def average_run(
     bn_faces: int = 8192,
     seed: int = 0,
     command: str = "python -m training.average",
+    init_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Average the last ``last`` kept epochs of ``run`` into a new run folder ``out``.
 
     Returns:
         The averaged model's report (``out/metrics.json``).
 
+    Args:
+        init_weight: Share of the run's ``--init`` model in the result (0: none).
+
     Raises:
         PipelineError: ``out`` already holds files, ``run`` has not finished or kept too few
-            epochs, ``data`` is not the run's data, or the data cannot be read.
+            epochs, ``data`` is not the run's data, the data cannot be read, or
+            ``init_weight`` is given for a run without ``--init`` or outside [0, 1).
     """
     from training.config import RunState, TrainConfig
     from training.data import limit_rows, load
@@ -263,6 +294,13 @@ def average_run(
             f"--data {data} is not the data {run} was trained on ({cfg.data}); BatchNorm "
             "statistics and the report must use the run's own faces"
         )
+    if init_weight and cfg.init is None:
+        raise PipelineError(
+            f"--init-weight moves the result towards the model {run} started from, but {run} "
+            "was not trained with --init"
+        )
+    if not 0.0 <= init_weight < 1.0:
+        raise PipelineError(f"--init-weight must be within [0, 1), got {init_weight}")
     chosen = choose(run, last)
     dataset = load(data)
     if cfg.limit:
@@ -276,7 +314,16 @@ def average_run(
     model = models[-1]
     weights = [m.get_weights() for m in models]
     del models
-    model.set_weights(average_weights(weights))
+    averaged = average_weights(weights)
+    if init_weight:
+        assert cfg.init is not None
+        try:
+            start = load_model(cfg.init).get_weights()
+        except (FileNotFoundError, ValueError) as e:
+            raise PipelineError(f"the run's --init model: {e}") from e
+        averaged = interpolate(averaged, start, init_weight)
+        log.info("moved %.2f of the way back to %s", init_weight, cfg.init)
+    model.set_weights(averaged)
     train_faces = dataset["Training"].images
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(train_faces))[: min(bn_faces, len(train_faces))]
@@ -298,6 +345,7 @@ def average_run(
         "averaged_from": str(run),
         "averaged_epochs": [e for e, _ in chosen],
         "batchnorm_faces": int(used),
+        **({"init_weight": init_weight, "init": str(cfg.init)} if init_weight else {}),
         "averaging_s": round(seconds, 1),
         "wall_time_s": round(float(source.get("wall_time_s") or 0.0) + seconds, 1),
         "seconds_per_epoch": source.get("seconds_per_epoch"),
@@ -330,12 +378,27 @@ def main(argv: list[str] | None = None) -> int:
         default=8192,
         help="Training faces for re-estimating BatchNorm statistics",
     )
+    p.add_argument(
+        "--init-weight",
+        type=float,
+        default=0.0,
+        help="for a run fine-tuned with --init: share of that starting model in the result, "
+        "(1 - W) x average + W x init (WiSE-FT), before the statistics are re-estimated",
+    )
     args = p.parse_args(argv)
     try:
         command = shlex.join(
             ["python", "-m", "training.average", *(argv if argv is not None else sys.argv[1:])]
         )
-        average_run(args.run, args.out, args.data, args.last, args.bn_faces, command=command)
+        average_run(
+            args.run,
+            args.out,
+            args.data,
+            args.last,
+            args.bn_faces,
+            command=command,
+            init_weight=args.init_weight,
+        )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,10 @@ evaluation averages the same test-time views (``--tta``) the export will use: ru
 PublicTest of several framings of the run's PublicTest faces at once (FER2013's csv and its
 aligned copy from ``python -m training.align``, which is how the runtime frames faces): the
 floors hold in each framing (measured on the reference in each, or the ``--floor`` values in
-all), and the highest mean accuracy over the framings decides. The result is a run folder of
+all), and the highest mean accuracy over the framings decides. ``--choose-on
+runs/X/candidate/int8.onnx`` chooses on the per-view probabilities of that export of the run
+(the shipped file is int8, and its rounding moves a few faces of a rare class across its floor)
+instead of the Keras model's. The result is a run folder of
 its own, like
 ``python -m training.average``'s (the source run's record, ``best.keras`` the calibrated model,
 its report on every split: PrivateTest is read there once, and never used to choose).
@@ -227,6 +230,70 @@ def view_probabilities(model: Any, faces: np.ndarray, tta: str, batch_size: int 
     return np.stack(out)
 
 
+MIN_EXPORT_AGREEMENT = 0.97
+"""``--choose-on`` must be an export of the run: its predictions (with views) agree with the
+Keras model's on at least this share of PublicTest faces (int8 rounding changes ~1%)."""
+
+
+def onnx_view_probabilities(
+    path: Path, faces: np.ndarray, tta: str, batch_size: int = 256
+) -> np.ndarray:
+    """``(V, N, C)``: per-view probabilities of an exported model with its views in the graph.
+
+    The graph's single Softmax gives ``V x N`` rows (the views stacked along the batch); their
+    mean over views must be the file's output, which checks the layout.
+
+    Raises:
+        PipelineError: The file is unreadable, was exported with other views than ``tta``, or
+            has not exactly one Softmax whose rows average to its output.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from training.model import TTA_VIEWS
+
+    if tta not in TTA_VIEWS:
+        raise PipelineError(f"--tta must be one of {tuple(TTA_VIEWS)}, got {tta!r}")
+    views = len(TTA_VIEWS[tta])
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # onnx raises protobuf's DecodeError, OSError, ...
+        raise PipelineError(f"--choose-on {path}: cannot read it as ONNX: {e}") from e
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("tta", "none") != tta:
+        raise PipelineError(
+            f"--choose-on {path} was exported with views {meta.get('tta', 'none')!r}, not "
+            f"--tta {tta!r}"
+        )
+    softmax = [node for node in proto.graph.node if node.op_type == "Softmax"]
+    if len(softmax) != 1:
+        raise PipelineError(f"--choose-on {path}: {len(softmax)} Softmax nodes, expected one")
+    name = softmax[0].output[0]
+    proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+    per_view, final = [], []
+    for i in range(0, len(faces), batch_size):
+        x = faces[i : i + batch_size].astype(np.float32)
+        out, rows = session.run([output_name, name], {input_name: x})
+        if rows.shape[0] != views * len(x):
+            raise PipelineError(
+                f"--choose-on {path}: its Softmax gives {rows.shape[0]} rows for {len(x)} faces "
+                f"and {views} views"
+            )
+        per_view.append(np.asarray(rows).reshape(views, len(x), -1))
+        final.append(np.asarray(out))
+    probs = np.concatenate(per_view, axis=1)
+    gap = float(np.abs(probs.mean(axis=0) - np.concatenate(final)).max())
+    if gap > 0.02:  # an int8 output is rounded to steps of 1/255
+        raise PipelineError(
+            f"--choose-on {path}: the mean of its Softmax rows over views is not its output "
+            f"(off by {gap:.3f}); the views are not stacked along the batch"
+        )
+    return probs
+
+
 def output_layer(model: Any) -> Any:
     """The final softmax Dense layer, whose bias takes the calibration.
 
@@ -260,6 +327,7 @@ def calibrate_run(
     max_bias: float = 1.5,
     command: str = "python -m training.calibrate",
     framings: Sequence[Path] = (),
+    choose_on: Path | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``run``'s best model into the new run folder ``out`` (see the module doc).
 
@@ -277,6 +345,8 @@ def calibrate_run(
             ways, e.g. FER2013's csv and ``python -m training.align``'s aligned copy): the
             floors hold in each, and the mean accuracy over them decides. Empty: the run's
             own data.
+        choose_on: An export of ``run`` with ``tta`` views (e.g. its int8 candidate) whose
+            per-view probabilities choose the biases, instead of the Keras model's.
 
     Returns:
         The calibrated model's report (``out/metrics.json``).
@@ -365,11 +435,26 @@ def calibrate_run(
 
     model = load_model(run / "best.keras")
     layer = output_layer(model)
+    zero = np.zeros(len(labels))
     probs = [view_probabilities(model, public.images, tta) for public in publics.values()]
+    chosen_on = probs
+    if choose_on is not None:
+        chosen_on = [
+            onnx_view_probabilities(choose_on, public.images, tta) for public in publics.values()
+        ]
+        agree = float(
+            np.mean(adjust(chosen_on[0], zero).argmax(1) == adjust(probs[0], zero).argmax(1))
+        )
+        if agree < MIN_EXPORT_AGREEMENT:
+            raise PipelineError(
+                f"--choose-on {choose_on} agrees with {run}'s model on {agree:.1%} of "
+                f"PublicTest faces (at least {MIN_EXPORT_AGREEMENT:.0%} for an export of it); "
+                "give an export of this run"
+            )
     choices = choose_biases_across(
         [
             (p, public.labels, f)
-            for p, public, f in zip(probs, publics.values(), floors_of, strict=True)
+            for p, public, f in zip(chosen_on, publics.values(), floors_of, strict=True)
         ],
         step,
         max_bias,
@@ -381,7 +466,7 @@ def calibrate_run(
     # The baked-in bias must give what was chosen (softmax per view, then the mean), up to
     # float32 rounding: Keras computes softmax(z + b), the choice softmax(log p + b).
     for public, p in zip(publics.values(), probs, strict=True):
-        check = adjust(view_probabilities(model, public.images, tta), np.zeros(len(labels)))
+        check = adjust(view_probabilities(model, public.images, tta), zero)
         chosen = adjust(p, np.array(choice.biases))
         if not np.allclose(check, chosen, rtol=0.0, atol=1e-4):
             worst = float(np.abs(check - chosen).max())
@@ -434,6 +519,7 @@ def calibrate_run(
                 "reference": None if reference is None else str(reference),
                 "floors_given": floors is not None,
                 "tta": tta,
+                "chosen_on": "keras" if choose_on is None else str(choose_on),
                 "class_biases": {labels[c]: choice.biases[c] for c in floor_of},
                 # the first framing's figures, named by "data"; every framing's under "framings"
                 "data": str(next(iter(publics))),
@@ -500,6 +586,15 @@ def main(argv: list[str] | None = None) -> int:
         "copy): the floors hold in each, their mean accuracy decides; default: the run's own "
         "data",
     )
+    p.add_argument(
+        "--choose-on",
+        type=Path,
+        default=None,
+        metavar="ONNX",
+        help="choose on the per-view probabilities of this export of the run (e.g. "
+        "runs/X/candidate/int8.onnx from python -m export.bundle --tta as given here), not on "
+        "the Keras model's: the shipped file is int8",
+    )
     p.add_argument("--step", type=float, default=0.05, help="grid step of each bias")
     p.add_argument("--max-bias", type=float, default=1.5, help="largest bias tried")
     args = p.parse_args(argv)
@@ -529,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_bias,
             command=command,
             framings=args.framing,
+            choose_on=args.choose_on,
         )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

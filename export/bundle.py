@@ -27,6 +27,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ def latency_ms(model: Path, face: np.ndarray, runs: int = 300) -> float:
     return float(np.median(times) * 1e3)
 
 
-def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
+def add_accuracy_metadata(path: Path, metrics: dict[str, Any], suffix: str = "") -> None:
+    """Write each split's accuracy and macro F1 into ``path``'s metadata
+    (``onnx_<split>_accuracy<suffix>``; ``suffix`` names other data than the run's)."""
     import onnx
 
     from fer_onnx.metadata import ModelInfo
@@ -71,8 +74,8 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any]) -> None:
     info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
     props = dict(info.extra)
     for split, m in metrics["splits"].items():
-        props[f"onnx_{split}_accuracy"] = f"{m['accuracy']:.4f}"
-        props[f"onnx_{split}_macro_f1"] = f"{m['macro_f1']:.4f}"
+        props[f"onnx_{split}_accuracy{suffix}"] = f"{m['accuracy']:.4f}"
+        props[f"onnx_{split}_macro_f1{suffix}"] = f"{m['macro_f1']:.4f}"
     set_metadata(proto, dataclasses.replace(info, extra=props))
     save(proto, path)
 
@@ -143,6 +146,41 @@ def choose_tta(
     return wrapped, info
 
 
+def report_on_data(
+    models: dict[str, Path], labels: Sequence[str], datasets: Sequence[Path], work: Path
+) -> list[dict[str, Any]]:
+    """Each model's PublicTest / PrivateTest accuracy, macro F1 and per-class recall on each
+    of ``datasets`` (e.g. FER2013's csv and its aligned copy, for a run trained on both),
+    also written into each file's metadata (``onnx_<split>_accuracy@<data file name>``).
+
+    Raises:
+        ExportError: A dataset's classes differ from the run's.
+    """
+    from training.data import load
+    from training.evaluate import evaluate
+
+    out: list[dict[str, Any]] = []
+    for i, path in enumerate(datasets):
+        data = load(path)
+        if list(data.labels) != list(labels):
+            raise ExportError(f"--report-on {path}: classes {data.labels}, the run's are {labels}")
+        entry: dict[str, Any] = {"data": str(path)}
+        for name, model in models.items():
+            metrics = evaluate(model, data, work / f"report_{i}", prefix=f"{name}_")
+            add_accuracy_metadata(model, metrics, suffix=f"@{path.name}")
+            splits: dict[str, dict[str, Any]] = metrics["splits"]  # type: ignore[assignment]
+            entry[name] = {
+                split: {
+                    "accuracy": m["accuracy"],
+                    "macro_f1": m["macro_f1"],
+                    "recall": {c: v["recall"] for c, v in m["per_class"].items()},
+                }
+                for split, m in splits.items()
+            }
+        out.append(entry)
+    return out
+
+
 def bundle(
     run: Path,
     data: Path,
@@ -153,6 +191,7 @@ def bundle(
     template: Path | None = None,
     no_template: bool = False,
     card: Path = Path("MODEL_CARD.md"),
+    report_on: Sequence[Path] = (),
 ) -> dict[str, Any]:
     from export.template import load_template
     from training.data import load
@@ -217,6 +256,9 @@ def bundle(
         2,
     )
     summary["int8_accepted"] = bool(drop <= MAX_INT8_DROP)
+    summary["report_on"] = report_on_data(
+        {"fp32": fp32, "int8": int8}, dataset.labels, report_on, work
+    )
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fp32, dest / "fp32.onnx")
     if summary["int8_accepted"]:
@@ -284,6 +326,16 @@ def main(argv: list[str] | None = None) -> int:
         help="where the model card goes (default MODEL_CARD.md; use another path with --dest "
         "when bundling a candidate that may not ship)",
     )
+    p.add_argument(
+        "--report-on",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DATA",
+        help="also report the bundled files on these datasets' PublicTest and PrivateTest "
+        "(e.g. FER2013's csv and its python -m training.align copy, for a run trained on both "
+        "framings); the model card shows them",
+    )
     args = p.parse_args(argv)
     try:
         summary = bundle(
@@ -296,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             args.template,
             args.no_template,
             args.card,
+            args.report_on,
         )
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

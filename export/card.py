@@ -151,6 +151,36 @@ def _origin(args: dict[str, Any]) -> str:
     return text
 
 
+def _report_on_lines(summary: dict[str, Any]) -> list[str]:
+    """The bundled files on each dataset of ``--report-on`` (e.g. each framing of FER2013)."""
+    entries = summary.get("report_on") or []
+    if not entries:
+        return []
+    labels = list(entries[0]["fp32"]["PrivateTest"]["recall"])
+    lines = [
+        "",
+        "### The bundled files on each dataset of `--report-on`",
+        "",
+        "| data | model | PublicTest accuracy | PrivateTest accuracy | PrivateTest macro F1 | "
+        + " | ".join(f"{c} recall" for c in labels)
+        + " |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(labels),
+    ]
+    for entry in entries:
+        for name in ("fp32", "int8"):
+            if name == "int8" and not summary.get("int8_accepted"):
+                continue
+            m = entry[name]
+            private = m["PrivateTest"]
+            lines.append(
+                f"| `{Path(entry['data']).name}` | {name} | {m['PublicTest']['accuracy']:.2%} | "
+                f"{private['accuracy']:.2%} | {private['macro_f1']:.3f} | "
+                + " | ".join(f"{private['recall'][c]:.3f}" for c in labels)
+                + " |"
+            )
+    return lines
+
+
 def _tta_line(tta: dict[str, Any] | None) -> str:
     if not tta:
         return ""
@@ -337,6 +367,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"Per-face latency (batch 1, one thread, this 2-core "
         f"machine): fp32 {summary['fp32']['latency_ms_batch1_1thread']:.2f} ms, int8 "
         f"{summary['int8']['latency_ms_batch1_1thread']:.2f} ms.",
+        *_report_on_lines(summary),
         "",
         f"### Per class, PrivateTest, `{default}` model",
         "",

@@ -225,31 +225,3 @@ def test_kept_epochs_average_into_a_run_of_their_own(
     assert average_main(args) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
-
-
-@pytest.mark.slow
-def test_init_weight_moves_a_fine_tune_back_towards_its_start(tmp_path: Path) -> None:
-    """WiSE-FT: (1 - W) x fine-tuned + W x the --init model, statistics re-estimated."""
-    pytest.importorskip("tensorflow")
-    shared_file(FER_CSV)
-    from test_training_run import train
-
-    from training.average import main as average_main
-    from training.model import load_model
-
-    start = tmp_path / "start"
-    train(start, "--epochs", "2")
-    tuned = tmp_path / "tuned"
-    train(tuned, "--epochs", "2", "--init", str(start / "best.keras"), "--keep-epochs", "1")
-    out = tmp_path / "wise"
-    args = ["--run", str(tuned), "--out", str(out), "--last", "1", "--init-weight", "0.25"]
-    assert average_main([*args, "--bn-faces", "64"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["init_weight"], metrics["init"]) == (0.25, str(start / "best.keras"))
-    mixed = load_model(out / "best.keras")
-    a, b = load_model(tuned / snapshot_name(2)), load_model(start / "best.keras")
-    pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)
-    for w, (wa, wb) in zip(mixed.trainable_weights, pairs, strict=True):
-        np.testing.assert_allclose(
-            w.numpy(), 0.75 * wa.numpy() + 0.25 * wb.numpy(), rtol=1e-5, atol=1e-6
-        )

@@ -241,11 +241,11 @@ def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
     cfg = TrainConfig(data=Path("fer2013.csv"), out=run, weights="none", init=init)
     cfg.write(run, "python -m training.train --init ...", {})
     out = tmp_path / "MODEL_CARD.md"
-    write_card(run, SUMMARY, out)
+    write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
     text = out.read_text()
     assert f"- mobilenetv2 (alpha 1.0), fine-tuned from the trained model `{init}`" in text
     assert "trained from scratch" not in text
-    assert "from_onnx" not in text  # a plain trained model: nothing more is known of it
+    assert "rebuilt as Keras" not in text  # a plain trained model: nothing more is known of it
     (init.parent / "from_onnx.json").write_text(
         json.dumps(
             {
@@ -259,7 +259,7 @@ def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
             }
         )
     )
-    write_card(run, SUMMARY, out)
+    write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
     text = out.read_text()
     assert (
         "that model is the network of `fp32.onnx` (SHA-256 abababababab...) rebuilt as Keras by "
@@ -267,3 +267,41 @@ def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
         "faces, largest probability gap 6.8e-06), which was trained by "
         "`python -m training.train --epochs 65` in 103 min"
     ) in text
+
+
+def test_card_reports_the_files_on_each_report_on_dataset(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, 1)
+
+    def figures(public: float, private: float) -> dict[str, Any]:
+        recall = {name: round(0.1 * (i + 1), 3) for i, name in enumerate(LABELS)}
+        return {
+            "PublicTest": {"accuracy": public, "macro_f1": 0.6, "recall": recall},
+            "PrivateTest": {"accuracy": private, "macro_f1": 0.65, "recall": recall},
+        }
+
+    summary = {
+        **SUMMARY,
+        "report_on": [
+            {
+                "data": "x/fer2013.csv.gz",
+                "fp32": figures(0.668, 0.687),
+                "int8": figures(0.669, 0.690),
+            },
+            {
+                "data": "runs/aligned.npz",
+                "fp32": figures(0.663, 0.679),
+                "int8": figures(0.661, 0.678),
+            },
+        ],
+    }
+    out = tmp_path / "MODEL_CARD.md"
+    write_card(run, summary, out)
+    text = out.read_text()
+    assert "### The bundled files on each dataset of `--report-on`" in text
+    recalls = " | ".join(f"{0.1 * (i + 1):.3f}" for i in range(len(LABELS)))
+    assert f"| `fer2013.csv.gz` | int8 | 66.90% | 69.00% | 0.650 | {recalls} |" in text
+    assert f"| `aligned.npz` | fp32 | 66.30% | 67.90% | 0.650 | {recalls} |" in text
+    write_card(run, {**summary, "int8_accepted": False}, out)
+    assert "| `aligned.npz` | int8 |" not in out.read_text()
+    write_card(run, SUMMARY, out)
+    assert "--report-on" not in out.read_text()

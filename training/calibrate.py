@@ -230,9 +230,10 @@ def view_probabilities(model: Any, faces: np.ndarray, tta: str, batch_size: int 
     return np.stack(out)
 
 
-MIN_EXPORT_AGREEMENT = 0.97
-"""``--choose-on`` must be an export of the run: its predictions (with views) agree with the
-Keras model's on at least this share of PublicTest faces (int8 rounding changes ~1%)."""
+MAX_EXPORT_GAP = 0.05
+"""``--choose-on`` must be an export of the run: over PublicTest, the mean of each face's largest
+probability difference (with views) from the Keras model's stays below this (int8 rounding
+gives ~0.013 for the shipped network; another network gives tenths)."""
 
 
 def onnx_view_probabilities(
@@ -442,14 +443,12 @@ def calibrate_run(
         chosen_on = [
             onnx_view_probabilities(choose_on, public.images, tta) for public in publics.values()
         ]
-        agree = float(
-            np.mean(adjust(chosen_on[0], zero).argmax(1) == adjust(probs[0], zero).argmax(1))
-        )
-        if agree < MIN_EXPORT_AGREEMENT:
+        gap = float(np.abs(adjust(chosen_on[0], zero) - adjust(probs[0], zero)).max(1).mean())
+        if gap > MAX_EXPORT_GAP:
             raise PipelineError(
-                f"--choose-on {choose_on} agrees with {run}'s model on {agree:.1%} of "
-                f"PublicTest faces (at least {MIN_EXPORT_AGREEMENT:.0%} for an export of it); "
-                "give an export of this run"
+                f"--choose-on {choose_on} differs from {run}'s model by {gap:.3f} in a face's "
+                f"probabilities on average over PublicTest (at most {MAX_EXPORT_GAP} for an "
+                "export of it); give an export of this run"
             )
     choices = choose_biases_across(
         [

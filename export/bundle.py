@@ -146,24 +146,47 @@ def choose_tta(
     return wrapped, info
 
 
-def report_on_data(
-    models: dict[str, Path], labels: Sequence[str], datasets: Sequence[Path], work: Path
-) -> list[dict[str, Any]]:
-    """Each model's PublicTest / PrivateTest accuracy, macro F1 and per-class recall on each
-    of ``datasets`` (e.g. FER2013's csv and its aligned copy, for a run trained on both),
-    also written into each file's metadata (``onnx_<split>_accuracy@<data file name>``).
+def load_report_data(paths: Sequence[Path], labels: Sequence[str]) -> list[tuple[Path, Any]]:
+    """Load the ``--report-on`` datasets before anything is exported.
 
     Raises:
-        ExportError: A dataset's classes differ from the run's.
+        ExportError: Two files share a name (the metadata keys use it), a dataset cannot be
+            read, its classes differ from the run's, or it lacks PublicTest or PrivateTest.
     """
     from training.data import load
+
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise ExportError(
+            f"--report-on: two files share a name ({names}); the figures are recorded under "
+            "each file's name, so give each dataset a distinct one"
+        )
+    loaded = []
+    for path in paths:
+        try:
+            data = load(path)
+        except (PipelineError, FileNotFoundError, ValueError) as e:
+            raise ExportError(f"--report-on {path}: {e}") from e
+        if list(data.labels) != list(labels):
+            raise ExportError(f"--report-on {path}: classes {data.labels}, the run's are {labels}")
+        missing = [s for s in ("PublicTest", "PrivateTest") if s not in data.splits]
+        if missing:
+            raise ExportError(f"--report-on {path}: no {' or '.join(missing)} split")
+        loaded.append((path, data))
+    return loaded
+
+
+def report_on_data(
+    models: dict[str, Path], datasets: Sequence[tuple[Path, Any]], work: Path
+) -> list[dict[str, Any]]:
+    """Each model's PublicTest / PrivateTest accuracy, macro F1 and per-class recall on each
+    of ``datasets`` (from :func:`load_report_data`: e.g. FER2013's csv and its aligned copy,
+    for a run trained on both), also written into each file's metadata
+    (``onnx_<split>_accuracy@<data file name>``)."""
     from training.evaluate import evaluate
 
     out: list[dict[str, Any]] = []
-    for i, path in enumerate(datasets):
-        data = load(path)
-        if list(data.labels) != list(labels):
-            raise ExportError(f"--report-on {path}: classes {data.labels}, the run's are {labels}")
+    for i, (path, data) in enumerate(datasets):
         entry: dict[str, Any] = {"data": str(path)}
         for name, model in models.items():
             metrics = evaluate(model, data, work / f"report_{i}", prefix=f"{name}_")
@@ -207,6 +230,7 @@ def bundle(
     work = run / "export"
     work.mkdir(parents=True, exist_ok=True)
     dataset = load(data)
+    reports = load_report_data(report_on, dataset.labels)
     summary: dict[str, Any] = {
         "run": str(run),
         "keras": str(keras_path),
@@ -256,9 +280,7 @@ def bundle(
         2,
     )
     summary["int8_accepted"] = bool(drop <= MAX_INT8_DROP)
-    summary["report_on"] = report_on_data(
-        {"fp32": fp32, "int8": int8}, dataset.labels, report_on, work
-    )
+    summary["report_on"] = report_on_data({"fp32": fp32, "int8": int8}, reports, work)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fp32, dest / "fp32.onnx")
     if summary["int8_accepted"]:

@@ -137,14 +137,15 @@ def _origin(args: dict[str, Any]) -> str:
         record = json.loads((init_path.parent / "from_onnx.json").read_text())
         meta = record["source_metadata"]
         check = record["check"]
-        minutes = float(meta.get("training_wall_time_s", 0)) / 60
+        seconds = meta.get("training_wall_time_s")
+        took = f" in {float(seconds) / 60:.0f} min" if seconds else ""
         text += (
             f"; that model is the network of `{Path(record['source']).name}` (SHA-256 "
             f"{record['source_sha256'][:12]}...) rebuilt as Keras by `python -m "
             f"training.from_onnx` (it agrees with the file on {check['agree']} of "
             f"{check['faces']} PublicTest faces, largest probability gap "
             f"{check['max_probability_gap']:.1e}), which was trained by "
-            f"`{meta.get('training_command')}` in {minutes:.0f} min"
+            f"`{meta.get('training_command')}`{took}"
         )
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a plain trained model: its path is all the record holds

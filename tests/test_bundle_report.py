@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import LABELS
 
-from export.bundle import report_on_data
+from export.bundle import load_report_data, report_on_data
 from export.onnx import ExportError
 from fer_onnx import EmotionRecognizer
 
@@ -17,8 +17,8 @@ from fer_onnx import EmotionRecognizer
 def write_csv(path: Path) -> Path:
     rng = np.random.default_rng(0)
     lines = ["emotion,pixels,Usage"]
-    for usage, n in (("Training", 7), ("PublicTest", 14), ("PrivateTest", 21)):
-        for i in range(n):
+    for n, usage in enumerate(("Training", "PublicTest", "PrivateTest"), start=1):
+        for i in range(7 * n):
             pixels = " ".join(str(v) for v in rng.integers(0, 256, 48 * 48))
             lines.append(f"{i % len(LABELS)},{pixels},{usage}")
     path.write_text("\n".join(lines) + "\n")
@@ -31,14 +31,13 @@ def test_each_file_is_measured_and_the_figures_are_in_its_metadata(
     model = tmp_path / "fp32.onnx"
     shutil.copyfile(tiny_model, model)
     data = write_csv(tmp_path / "other.csv")
-    [entry] = report_on_data({"fp32": model}, LABELS, [data], tmp_path / "work")
+    reports = load_report_data([data], LABELS)
+    [entry] = report_on_data({"fp32": model}, reports, tmp_path / "work")
     assert entry["data"] == str(data)
     public, private = entry["fp32"]["PublicTest"], entry["fp32"]["PrivateTest"]
     assert set(private["recall"]) == set(LABELS)
 
-    from training.data import load
-
-    faces = load(data)
+    faces = reports[0][1]
     with EmotionRecognizer(model, detector=None) as rec:
         for split, figures in (("PublicTest", public), ("PrivateTest", private)):
             s = faces[split]
@@ -49,7 +48,13 @@ def test_each_file_is_measured_and_the_figures_are_in_its_metadata(
     assert extra["onnx_PrivateTest_macro_f1@other.csv"] == f"{private['macro_f1']:.4f}"
 
 
-def test_data_with_other_classes_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+def test_report_data_is_checked_before_anything_is_exported(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "other.csv")
     with pytest.raises(ExportError, match="classes"):
-        report_on_data({"fp32": tiny_model}, ("a", "b"), [data], tmp_path / "work")
+        load_report_data([data], ("a", "b"))
+    (tmp_path / "b").mkdir()
+    twin = shutil.copyfile(data, tmp_path / "b" / "other.csv")
+    with pytest.raises(ExportError, match="share a name"):
+        load_report_data([data, twin], LABELS)
+    with pytest.raises(ExportError, match=r"--report-on .*missing.csv"):
+        load_report_data([tmp_path / "missing.csv"], LABELS)

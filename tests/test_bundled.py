@@ -97,9 +97,8 @@ def test_accuracy_on_public_faces_and_int8_agreement() -> None:
         # measured on the csv's own faces (a model trained on more framings records them
         # under the data's name)
         extra = fp32.info.extra
-        claimed = float(
-            extra.get(f"onnx_PublicTest_accuracy@{FER_CSV.name}", extra["onnx_PublicTest_accuracy"])
-        )
+        key = f"onnx_PublicTest_accuracy@{FER_CSV.name}"
+        claimed = float(extra[key] if key in extra else extra["onnx_PublicTest_accuracy"])
     accuracy = float((p32.argmax(1) == labels).mean())
     majority = float(np.bincount(labels).max() / len(labels))
     # The installed file reproduces the accuracy its metadata claims (export measured the same

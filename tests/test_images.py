@@ -1,3 +1,5 @@
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -5,7 +7,7 @@ import numpy as np
 import pytest
 
 from fer_onnx import Box, ImageNotFoundError, InvalidImageError, load_image
-from fer_onnx.images import crop_faces, to_box
+from fer_onnx.images import crop_faces, declared_size, to_box
 
 
 def test_accepts_arrays_without_copying() -> None:
@@ -118,3 +120,126 @@ def test_crop_with_margin_is_clipped() -> None:
     assert crop.shape == (30, 60)
     (edge,) = crop_faces(image, [Box(0, 0, 40, 40)], margin=0.5)
     assert edge.shape == (60, 60)
+
+
+# -- the decompression-bomb guard reads each format's header, wherever it is ------------------
+
+BOMB = 30000  # 30000x30000 = 900 megapixels, more than MAX_PIXELS
+
+
+def _jpeg_after_big_segment(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header follows a 65,533-byte APP1 segment, its size patched."""
+    data = bytearray(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    app1 = b"\xff\xe1" + struct.pack(">H", 65535) + b"\x00" * 65533
+    return bytes(data[:2]) + app1 + b"junk\xff\xff" + bytes(data[2:])  # garbage, fill bytes
+
+
+def _tiff(width: int, height: int, order: str = "<", big: bool = False) -> bytes:
+    """A TIFF (or BigTIFF) header whose first directory declares ``width`` x ``height``."""
+    tags = [(256, 4, width), (257, 3, height), (258, 3, 8), (273, 4, 200), (279, 4, 10)]
+    mark = b"II" if order == "<" else b"MM"
+    if big:
+        head = mark + struct.pack(order + "HHHQ", 43, 8, 0, 16) + struct.pack(order + "Q", 5)
+        entries = [struct.pack(order + "HHQQ", t, k, 1, v) for t, k, v in tags]
+    else:
+        head = mark + struct.pack(order + "HIH", 42, 8, 5)
+        value = {3: "HH", 4: "I"}
+        entries = [
+            struct.pack(order + "HHI" + value[k], t, k, 1, v, *([0] if k == 3 else []))
+            for t, k, v in tags
+        ]
+    return head + b"".join(entries) + b"\x00" * 64
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+BOMBS = {
+    "jpeg, frame header past 64 KB": _jpeg_after_big_segment(BOMB, BOMB),
+    "png": b"\x89PNG\r\n\x1a\n"
+    + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", BOMB, BOMB, 8, 2, 0, 0, 0))
+    + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000)),
+    "gif": b"GIF89a" + struct.pack("<HHBBB", BOMB, BOMB, 0, 0, 0) + b",\x00\x00\x00\x00;",
+    "bmp": b"BM"
+    + struct.pack("<IHHI", 0, 0, 0, 54)
+    + struct.pack("<IiiHHIIiiII", 40, BOMB, -BOMB, 1, 24, 0, 0, 0, 0, 0, 0),
+    "bmp os/2": b"BM"
+    + struct.pack("<IHHI", 0, 0, 0, 26)
+    + struct.pack("<IHHHH", 12, BOMB, BOMB, 1, 24),
+    "tiff": _tiff(BOMB, BOMB),
+    "tiff big-endian": _tiff(BOMB, BOMB, ">"),
+    "bigtiff": _tiff(BOMB, BOMB, big=True),
+    "ppm": b"P6\n# a comment\n30000 30000\n255\n" + b"\x00" * 64,
+    "pbm": b"P4 30000\n30000\n" + b"\x00" * 64,
+    "pam": b"P7\nWIDTH 30000\nHEIGHT 30000\nDEPTH 3\nMAXVAL 255\nENDHDR\n" + b"\x00" * 64,
+    "pfm": b"PF\n30000 30000\n-1.0\n" + b"\x00" * 64,
+    "sun raster": struct.pack(">8I", 0x59A66A95, BOMB, BOMB, 24, 0, 1, 0, 0),
+    "radiance hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n",
+    "j2k": b"\xff\x4f\xff\x51" + struct.pack(">HHIIII", 47, 0, BOMB, BOMB, 0, 0),
+    "jp2 ihdr": b"\x00\x00\x00\x0cjP  \r\n\x87\n\x00\x00\x00\x16ihdr"
+    + struct.pack(">II", BOMB, BOMB),
+    "webp vp8x": b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00\x00\x00\x00"
+    + (BOMB - 1).to_bytes(3, "little")
+    + (BOMB - 1).to_bytes(3, "little"),
+    "openexr": b"\x76\x2f\x31\x01\x02\x00\x00\x00dataWindow\x00box2i\x00"
+    + struct.pack("<Iiiii", 16, 0, 0, BOMB - 1, BOMB - 1),
+}
+
+
+@pytest.mark.parametrize("data", BOMBS.values(), ids=BOMBS.keys())
+def test_bomb_guard_finds_the_declared_size(
+    data: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert declared_size(data) == (BOMB, BOMB)
+
+    def decoder_reached(*args: object) -> None:
+        raise AssertionError("the guard let a 900-megapixel file through to the decoder")
+
+    monkeypatch.setattr("fer_onnx.images.cv2.imdecode", decoder_reached)
+    path = tmp_path / "bomb.img"
+    path.write_bytes(data)
+    with pytest.raises(InvalidImageError, match="declares 30000x30000 pixels"):
+        load_image(path)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        ".jpg",
+        ".png",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pam",
+        ".pfm",
+        ".sr",
+        ".hdr",
+        ".jp2",
+    ],
+)
+def test_bomb_guard_reads_real_headers(suffix: str, tmp_path: Path) -> None:
+    """Every format the guard knows, as OpenCV writes it: the size it reads is the real one."""
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    if suffix in (".pfm", ".hdr"):
+        image = image.astype(np.float32) / 255
+    elif suffix in (".pgm", ".pbm"):
+        image = image[:, :, 0]
+    ok, data = cv2.imencode(suffix, image)
+    assert ok
+    assert declared_size(data.tobytes()) == (53, 37)
+    path = tmp_path / f"small{suffix}"
+    path.write_bytes(data.tobytes())
+    assert load_image(path).shape[:2] == (37, 53)
+
+
+def test_jpeg_size_past_64_kb_within_limit_still_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(_jpeg_after_big_segment(16, 16))
+    assert declared_size(path.read_bytes()) == (16, 16)
+    assert load_image(path).shape == (16, 16, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,31 +74,209 @@ def _from_pil(image: Any) -> npt.NDArray[np.uint8]:
         ) from e
 
 
-def declared_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` a PNG, JPEG, GIF or BMP header declares, without decoding."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        width, height = struct.unpack("<HH", data[6:10])
-        return int(width), int(height)
-    if data[:2] == b"BM" and len(data) >= 26:
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def _gif_size(data: bytes) -> tuple[int, int] | None:
+    # OpenCV sizes the image by the logical screen (and refuses frames that exceed it).
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 10:
+        return None
+    width, height = struct.unpack("<HH", data[6:10])
+    return int(width), int(height)
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if data[:2] != b"BM" or len(data) < 26:
+        return None
+    if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        width, height = struct.unpack("<HH", data[18:22])
+    else:
         width, height = struct.unpack("<ii", data[18:26])
-        return abs(int(width)), abs(int(height))
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
+    return abs(int(width)), abs(int(height))
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The first frame header's size, wherever it is: walks the segments as libjpeg does.
+
+    Bytes between segments are skipped up to the next ``0xFF`` (libjpeg warns and goes on), a
+    run of ``0xFF`` is fill, ``0xFF00`` is not a marker. A scan or the end of the image before
+    any frame header ends the walk: the decoder refuses such a file.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while True:
+        i = data.find(b"\xff", i)
+        if i < 0:
+            return None
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i + 3 > n:
+            return None
+        marker, i = data[i], i + 1
+        if marker in (0xD9, 0xDA):  # EOI, SOS
+            return None
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            continue
+        if marker in _JPEG_SOF:
+            if i + 7 > n:
                 return None
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return int(width), int(height)
-            i += 2 + length
+            height, width = struct.unpack(">HH", data[i + 3 : i + 7])
+            return int(width), int(height)
+        i += struct.unpack(">H", data[i : i + 2])[0]
+
+
+_TIFF_INTEGERS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+_TIFF_LAYOUTS = {42: ("I", 4, "H", "HHI"), 43: ("Q", 8, "Q", "HHQ")}
+"""Classic TIFF and BigTIFF: directory offset (format, position), entry count, entry head."""
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of the first directory (the page OpenCV decodes)."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        return None
+    layout = _TIFF_LAYOUTS.get(struct.unpack(order + "H", data[2:4])[0])
+    if layout is None:
+        return None
+    offset_fmt, offset_at, count_fmt, head_fmt = layout
+    offset = struct.unpack_from(order + offset_fmt, data, offset_at)[0]
+    count = struct.unpack_from(order + count_fmt, data, offset)[0]  # struct.error past the end
+    head = struct.calcsize(order + head_fmt)
+    entry = head + struct.calcsize(order + offset_fmt)  # the value field is as wide as an offset
+    first = offset + struct.calcsize(order + count_fmt)
+    found: dict[int, int] = {}
+    for at in range(first, min(first + count * entry, len(data) - entry + 1), entry):
+        tag, kind, _ = struct.unpack_from(order + head_fmt, data, at)
+        if tag in (256, 257) and kind in _TIFF_INTEGERS:
+            found[tag] = struct.unpack_from(order + _TIFF_INTEGERS[kind], data, at + head)[0]
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def _header_tokens(data: bytes, start: int, count: int) -> list[int] | None:
+    """``count`` decimal numbers after ``start`` in a Netpbm-style text header (``#`` comments)."""
+    numbers = re.match(rb"(?:(?:\s|#[^\n]*\n?)+(\d+)){%d}" % count, data[start : start + 4096])
+    if numbers is None:
+        return None
+    return [int(v) for v in re.findall(rb"\d+", re.sub(rb"#[^\n]*", b"", numbers.group(0)))]
+
+
+def _netpbm_size(data: bytes) -> tuple[int, int] | None:
+    """PBM, PGM, PPM (``P1``..``P6``), PFM (``PF``, ``Pf``) and PAM (``P7``) headers."""
+    if data[:1] != b"P" or len(data) < 3:
+        return None
+    if data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"F", b"f"):
+        numbers = _header_tokens(data, 2, 2)
+        return None if numbers is None else (numbers[0], numbers[1])
+    if data[1:2] == b"7":
+        head = data[: data.find(b"ENDHDR")] if b"ENDHDR" in data[:4096] else data[:4096]
+        width = re.search(rb"^\s*WIDTH\s+(\d+)", head, re.MULTILINE)
+        height = re.search(rb"^\s*HEIGHT\s+(\d+)", head, re.MULTILINE)
+        if width and height:
+            return int(width.group(1)), int(height.group(1))
+    return None
+
+
+def _sunraster_size(data: bytes) -> tuple[int, int] | None:
+    if data[:4] != b"\x59\xa6\x6a\x95" or len(data) < 12:
+        return None
+    width, height = struct.unpack(">II", data[4:12])
+    return int(width), int(height)
+
+
+def _radiance_size(data: bytes) -> tuple[int, int] | None:
+    """A Radiance HDR header: lines, an empty line, then e.g. ``-Y 480 +X 640``."""
+    if data[:2] != b"#?":
+        return None
+    found = re.search(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)", data[:65536])
+    if found is None:
+        return None
+    first, second = int(found.group(3)), int(found.group(6))
+    return (second, first) if found.group(2) == b"Y" else (first, second)
+
+
+def _jpeg2000_size(data: bytes) -> tuple[int, int] | None:
+    """A J2K codestream's SIZ (also inside a JP2 file) and a JP2 ``ihdr`` box: the larger."""
+    sizes = []
+    siz = data.find(b"\xff\x4f\xff\x51")
+    if (
+        siz >= 0
+        and (data[:4] == b"\xff\x4f\xff\x51" or data[4:8] == b"jP  ")
+        and siz + 24 <= len(data)
+    ):
+        x, y, x0, y0 = struct.unpack(">IIII", data[siz + 8 : siz + 24])
+        sizes.append((max(x - x0, 0), max(y - y0, 0)))
+    ihdr = data.find(b"ihdr")
+    if data[4:8] == b"jP  " and ihdr >= 0 and ihdr + 12 <= len(data):
+        height, width = struct.unpack(">II", data[ihdr + 4 : ihdr + 12])
+        sizes.append((int(width), int(height)))
+    return max(sizes, key=lambda s: s[0] * s[1], default=None)
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The canvas of an extended WebP (simple ones cannot exceed 16384x16384)."""
+    if data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8X" or len(data) < 30:
+        return None
+    return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+
+
+def _openexr_size(data: bytes) -> tuple[int, int] | None:
+    """The ``dataWindow`` attribute of an OpenEXR header."""
+    if data[:4] != b"\x76\x2f\x31\x01":
+        return None
+    at = data.find(b"dataWindow\x00box2i\x00", 8)
+    if at < 0 or at + 37 > len(data):
+        return None
+    x0, y0, x1, y1 = struct.unpack("<iiii", data[at + 21 : at + 37])
+    return max(x1 - x0 + 1, 0), max(y1 - y0 + 1, 0)
+
+
+_HEADER_PARSERS = (
+    _jpeg_size,
+    _png_size,
+    _gif_size,
+    _bmp_size,
+    _tiff_size,
+    _netpbm_size,
+    _sunraster_size,
+    _radiance_size,
+    _jpeg2000_size,
+    _webp_size,
+    _openexr_size,
+)
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` an image file's header declares, read without decoding.
+
+    Knows the formats OpenCV decodes whose size is not bounded by the format itself: JPEG
+    (the frame header is found wherever it is, past segments of any size), PNG, GIF, BMP, TIFF
+    and BigTIFF (first page), PBM/PGM/PPM/PAM/PFM, Sun raster, Radiance HDR, JPEG 2000 (J2K and
+    JP2), extended WebP and OpenEXR. AVIF and simple WebP files cannot declare more than
+    16384x16384 pixels.
+
+    Args:
+        data: The whole file (a header may lie anywhere in it).
+
+    Returns:
+        The declared size, or ``None`` for another format or a header that cannot be followed.
+    """
+    for parse in _HEADER_PARSERS:
+        try:
+            size = parse(data)
+        except struct.error:  # a header cut short
+            size = None
+        if size is not None:
+            return size
     return None
 
 
@@ -119,19 +298,19 @@ def _read_path(path: Path) -> npt.NDArray[np.uint8]:
             f"expected a regular image file, got a special file (device, pipe or socket): {path}"
         )
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
+        raw = path.read_bytes()
     except OSError as e:
         raise InvalidImageError(f"cannot read {path}: {e}") from e
-    if data.size == 0:
+    if not raw:
         raise InvalidImageError(f"{path} is empty (0 bytes), not an image")
-    size = declared_size(data[:65536].tobytes())
+    size = declared_size(raw)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise InvalidImageError(
             f"{path} declares {size[0]}x{size[1]} pixels, more than fer-onnx decodes "
             f"({MAX_PIXELS:,} pixels); shrink it first"
         )
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:
         raise InvalidImageError(f"cannot decode {path}: {str(e).strip()}") from e
     if image is None:

@@ -19,7 +19,7 @@ EXTRA_FILES = {"img/browser-demo.png": ROOT / "examples" / "web" / "screenshot.p
 
 
 def ledger_table() -> str:
-    """The Markdown table of ``training/experiments.json``, as ``python -m training.ledger table``."""
+    """The table of ``training/experiments.json``, as ``python -m training.ledger table``."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from training.ledger import read, table

@@ -9,7 +9,12 @@
 * a special file (``/dev/null``, ``/dev/stdout``, a pipe, a terminal) is never replaced: the
   finished content is copied into it; ``-`` means standard output;
 * an output that is one of the inputs, or a directory, is refused with :class:`OutputError`;
+  so are two outputs that are one file, and two that both write to standard output;
 * the file gets the permissions the umask gives a new file, like any other program's output.
+
+:func:`commit_all` puts several finished outputs in place together: all of them, or none of the
+files (what was written into standard output or a device cannot be taken back, so those are
+written first, before any file is replaced).
 
 A temporary file exists from the moment :class:`AtomicOutput` is constructed; only the ``with``
 block's exit removes it. A signal that arrives between the two (a Python handler that raises,
@@ -20,6 +25,7 @@ enter them separately do both inside :func:`deferred_signals`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -27,14 +33,17 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Literal
 
 from fer_onnx.errors import OutputError
 
-__all__ = ["STDOUT", "AtomicOutput", "check_outputs", "deferred_signals"]
+log = logging.getLogger(__name__)
+
+__all__ = ["STDOUT", "AtomicOutput", "check_outputs", "commit_all", "deferred_signals"]
 
 STDOUT = "-"
 """The output name that means standard output."""
@@ -53,13 +62,31 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _is_stdout(path: Path) -> bool:
+    """Whether ``path`` (e.g. ``/dev/stdout``, ``/dev/fd/1``) is this process's standard output."""
+    try:
+        here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):  # no real stdout (pytest's capture), no file
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def check_outputs(outputs: Iterable[str | os.PathLike[str] | None], inputs: Iterable[Path]) -> None:
-    """Refuse outputs that are an input, or that name the same file twice.
+    """Refuse outputs that are an input, that name the same file twice, or share standard output.
 
     Raises:
-        OutputError: Writing would overwrite an input, or two outputs are one file.
+        OutputError: Writing would overwrite an input, two outputs are one file, or two outputs
+            would both be written to standard output (``-``, ``/dev/stdout``) one after the other.
     """
-    named = [Path(o) for o in outputs if o is not None and os.fspath(o) != STDOUT]
+    given = [os.fspath(o) for o in outputs if o is not None]
+    named = [Path(o) for o in given if o != STDOUT]
+    to_stdout = [o for o in given if o == STDOUT or _is_stdout(Path(o))]
+    if len(to_stdout) > 1:
+        raise OutputError(
+            f"{len(to_stdout)} outputs ({', '.join(map(repr, to_stdout))}) would all go to "
+            "standard output, one after the other, mixed into one stream; send at most one "
+            "there and give the others file names"
+        )
     sources = list(inputs)
     for out in named:
         for source in sources:
@@ -214,6 +241,40 @@ class AtomicOutput:
             self.discard()
         self.committed = True
 
+    def _keep_previous(self) -> Path | None:
+        """Keep the target's current content aside (a hard link, else a copy) for a rollback.
+
+        Returns:
+            The kept copy beside the target, or ``None`` when there is no target yet.
+
+        Raises:
+            OutputError: It cannot be kept (e.g. no room for a copy).
+        """
+        if self.real is None or not self.real.exists():
+            return None
+        backup = self.real.parent / f".fer-onnx-{uuid.uuid4().hex}.previous"
+        try:
+            try:
+                os.link(self.real, backup)
+            except OSError:  # a file system without hard links
+                shutil.copy2(self.real, backup)
+        except OSError as e:
+            backup.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot keep the previous {self.target} aside while the outputs are put in "
+                f"place: {e.strerror or e}; nothing was written"
+            ) from e
+        return backup
+
+    def _roll_back(self, backup: Path | None) -> None:
+        """Undo :meth:`commit` of a regular file: the previous content back, or no file."""
+        assert self.real is not None
+        if backup is not None:
+            os.replace(backup, self.real)
+        else:
+            self.real.unlink(missing_ok=True)
+        self.committed = False
+
     def _copy_into(self, stream: BinaryIO) -> None:
         with open(self.tmp, "rb") as source:
             shutil.copyfileobj(source, stream)
@@ -226,3 +287,59 @@ class AtomicOutput:
 
     def __repr__(self) -> str:
         return f"AtomicOutput({self.target!r}, special={self.special or self.stdout})"
+
+
+def commit_all(outputs: Sequence[AtomicOutput]) -> None:
+    """Put every finished output in place: all the files, or none of them.
+
+    Outputs that are written into (standard output, a device, a pipe) go first, since what they
+    were sent cannot be taken back: if one fails, no file has been touched. Then each regular
+    file replaces its target, the target's previous content kept aside (a hard link) until all
+    are in place; if one fails, or a signal arrives, those already replaced get their previous
+    content back (or are removed, if they are new). Signals are held back meanwhile.
+
+    Args:
+        outputs: Finished outputs (their temporary files complete); committed ones are skipped.
+
+    Raises:
+        OutputError: One cannot be written; the message names it, and says where a previous
+            file's content was kept if even the rollback failed.
+    """
+    pending = [o for o in outputs if not o.committed]
+    with deferred_signals():
+        for output in pending:
+            if not output.is_regular:
+                output.commit()
+        _replace_all([o for o in pending if o.is_regular])
+
+
+def _replace_all(outputs: Sequence[AtomicOutput]) -> None:
+    placed: list[tuple[AtomicOutput, Path | None]] = []
+    try:
+        for output in outputs:
+            placed.append((output, output._keep_previous()))
+            output.commit()
+    except BaseException as e:
+        stranded = _roll_back_all(placed)
+        if stranded and isinstance(e, OutputError):
+            raise OutputError(f"{e}; could not undo {'; '.join(stranded)}") from e
+        raise
+    for _, backup in placed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+
+
+def _roll_back_all(placed: Sequence[tuple[AtomicOutput, Path | None]]) -> list[str]:
+    """Undo the committed outputs, newest first; what could not be undone, in words."""
+    stranded = []
+    for output, backup in reversed(placed):
+        try:
+            if output.committed:
+                output._roll_back(backup)
+            elif backup is not None:
+                backup.unlink(missing_ok=True)
+        except OSError as e:
+            kept = f"its previous content is in {backup}" if backup else "the new file is there"
+            log.error("cannot undo %s (%s): %s", output.target, kept, e)
+            stranded.append(f"{output.target} ({kept})")
+    return stranded

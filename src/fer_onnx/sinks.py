@@ -5,7 +5,7 @@ to complete and check its temporary file, and ``commit()`` to put it in place (s
 :class:`~fer_onnx.outputs.AtomicOutput`: symlinks are followed, special files and ``-``
 (stdout) are written into, inputs are never overwritten). Leaving the ``with`` block without
 ``commit()`` leaves nothing behind. :func:`finish_all` finishes every sink before committing
-any, so one failing output does not leave the others half-done.
+any, then commits them all or none, so one failing output does not leave the others in place.
 
 Example:
     >>> with VideoSource("clip.mp4") as source, CsvSink("faces.csv", rec.labels) as csv:
@@ -29,7 +29,7 @@ import numpy as np
 
 from fer_onnx.draw import draw_faces
 from fer_onnx.errors import OutputError
-from fer_onnx.outputs import AtomicOutput
+from fer_onnx.outputs import AtomicOutput, commit_all
 from fer_onnx.types import FaceEmotion
 from fer_onnx.video import Frame
 from fer_onnx.video_out import (
@@ -75,11 +75,30 @@ class FaceSink(Protocol):
 
 
 def finish_all(sinks: Sequence[FaceSink]) -> None:
-    """Finish every sink, then commit them all (nothing is committed if one fails to finish)."""
+    """Finish every sink, then put them in place: all of their files, or none.
+
+    Nothing is committed if one fails to finish. fer-onnx's sinks are then committed together
+    (:func:`~fer_onnx.outputs.commit_all`): outputs written into (standard output, a device, a
+    pipe) first, as those cannot be taken back, then the files, each put back as it was if a
+    later one fails. Other sinks (any object with ``finish()`` and ``commit()``) are committed
+    before them, in the order given.
+
+    Raises:
+        OutputError: An output cannot be completed or written; no file was put in place.
+    """
     for sink in sinks:
         sink.finish()
+    together: list[AtomicOutput] = []
     for sink in sinks:
-        sink.commit()
+        if isinstance(sink, _Sink) and _Sink.commit is _commit_of(sink):
+            together.append(sink.output)  # its commit() only commits this
+        else:
+            sink.commit()
+    commit_all(together)
+
+
+def _commit_of(sink: _Sink) -> object:
+    return type(sink).commit
 
 
 def face_row(frame: Frame, face: FaceEmotion) -> dict[str, Any]:
@@ -117,21 +136,28 @@ class _Sink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        self.close()
-        self.output.discard()
+        try:
+            self.close()
+        except OSError:
+            if exc is None:
+                raise
+            # The exception on its way out says more than a failed close of a discarded file.
+        finally:
+            self.output.discard()
         return False
 
     def close(self) -> None:
         """Release open handles (the temporary file is kept until commit or exit)."""
 
     def finish(self) -> None:
-        """Complete the temporary file; a write error becomes :class:`OutputError`."""
+        """Complete the temporary file; a write or close error becomes :class:`OutputError`."""
         try:
-            self._finish()
+            try:
+                self._finish()
+            finally:
+                self.close()
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
-        finally:
-            self.close()
 
     def _finish(self) -> None:
         pass
@@ -178,10 +204,10 @@ class CsvSink(_Sink):
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Close the temporary file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the temporary file (once, even if closing fails)."""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 class JsonSink(_Sink):

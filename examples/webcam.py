@@ -1,8 +1,11 @@
 """The webcam loop, done right: tracked faces, smoothed labels, FPS, q or Esc to quit.
 
     python examples/webcam.py [--camera 0] [--model int8]
+    python examples/webcam.py --camera clip.mp4      (replay a video file instead)
 
-Needs a camera and a display (opencv-python with GUI rather than the headless wheel).
+Needs a camera and a display, and OpenCV with windows: pip install fer-onnx brings the
+headless wheel, so swap it first:
+    pip uninstall -y opencv-python-headless && pip install 'opencv-python>=4.8,<5'
 Capture, inference and drawing stay separate; the recognizer and camera are always released.
 """
 
@@ -16,7 +19,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from fer_onnx import EmotionRecognizer, VideoError, VideoRecognizer, draw_faces, open_video
+from fer_onnx import EmotionRecognizer, VideoError, VideoRecognizer, draw_faces
+from fer_onnx.live import DisplayError, check_display, open_camera, parse_camera
 
 
 def run(
@@ -25,8 +29,11 @@ def run(
     show: Callable[[np.ndarray], bool],
     max_frames: int | None = None,
 ) -> int:
-    """Process frames until ``show`` returns False (or ``max_frames``); returns frames shown."""
-    cap, _ = open_video(camera)
+    """Process frames until ``show`` returns False (or ``max_frames``); returns frames shown.
+
+    ``camera`` is a camera index, or the path of a video file to replay.
+    """
+    cap, _ = open_camera(camera)
     shown = 0
     try:
         with EmotionRecognizer(model) as rec:
@@ -61,10 +68,23 @@ def run(
     return shown
 
 
-def show_window(image: np.ndarray) -> bool:
-    """Show a frame; False when q or Esc is pressed."""
-    cv2.imshow("fer-onnx (q or Esc quits)", image)
-    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+def window(title: str = "fer-onnx (q or Esc quits)") -> Callable[[np.ndarray], bool]:
+    """A ``show`` for :func:`run`: each frame in a window; False when q or Esc is pressed.
+
+    The first frame checks that a window can open at all (DisplayError says why not: headless
+    OpenCV or no display, with the fix).
+    """
+    checked = False
+
+    def show(image: np.ndarray) -> bool:
+        nonlocal checked
+        if not checked:
+            check_display()
+            checked = True
+        cv2.imshow(title, image)
+        return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default="default", help="'default', 'fp32', 'int8' or an .onnx path"
     )
     args = parser.parse_args(argv)
-    camera: int | str = int(args.camera) if args.camera.isdigit() else args.camera
     try:
-        run(camera, args.model, show_window)
-    except VideoError as e:
+        run(parse_camera(args.camera), args.model, window())
+    except (VideoError, DisplayError) as e:
         print(f"error: {e}")
         return 2
     except cv2.error as e:

@@ -3,7 +3,7 @@
     fer-onnx image photo.jpg [more.jpg ...] [--json] [--out DIR]
     fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
                             [--plot timeline.png] [--every N]
-    fer-onnx webcam [--camera 0]
+    fer-onnx webcam [--camera 0|clip.mp4]
     fer-onnx batch INPUT... --out faces.parquet [--every N] [--engine local|ray]
                             (photos and videos in bulk; resumable)
     fer-onnx web [--port 8000]                   (the browser demo, examples/web)
@@ -37,12 +37,13 @@ from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
 from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
 from fer_onnx.images import as_uint8, load_image
+from fer_onnx.live import check_display, open_camera, parse_camera
 from fer_onnx.model_tools import add_model_parser
 from fer_onnx.outputs import STDOUT, AtomicOutput, check_outputs, deferred_signals
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.session import Device
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
-from fer_onnx.video import VideoRecognizer, VideoSource, open_video
+from fer_onnx.video import VideoRecognizer, VideoSource
 from fer_onnx.web import add_web_parser
 from fer_onnx.yunet import YuNetDetector
 
@@ -330,25 +331,13 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _has_gui() -> bool:
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        return False
-    try:
-        cv2.namedWindow("fer-onnx-probe", cv2.WINDOW_AUTOSIZE)
-        cv2.destroyWindow("fer-onnx-probe")
-    except cv2.error:
-        return False
+    check_display()  # DisplayError: headless OpenCV or no display, with the fix
     return True
 
 
 def _cmd_webcam(args: argparse.Namespace) -> int:
-    if not _has_gui():
-        raise VideoError(
-            "no display available for the webcam window: run on a desktop session, and install "
-            "opencv-python (with GUI) instead of opencv-python-headless"
-        )
-    cap, _ = open_video(args.camera)
+    _has_gui()
+    cap, _ = open_camera(args.camera)
     window = "fer-onnx (q or Esc quits)"
     try:
         with _recognizer(args) as rec:
@@ -358,6 +347,8 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
             while True:
                 ok, frame = cap.read()
                 if not ok:
+                    if isinstance(args.camera, str):
+                        break  # the replayed file ended
                     raise VideoError(f"camera {args.camera} stopped delivering frames")
                 faces = video.process(as_uint8(frame))
                 image = draw_faces(as_uint8(frame), faces, copy=False)
@@ -410,12 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="video file")
     p.add_argument("--csv", type=Path, default=None, help="write one row per face per frame")
     p.add_argument("--json", type=Path, default=None, help="write the same rows as JSON")
-    p.add_argument("--out", type=Path, default=None, help="write an annotated video (.mp4)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write an annotated video: .mp4 (H.264), .webm, .mkv, .mov, .avi or .gif",
+    )
     p.add_argument(
         "--plot",
         type=Path,
         default=None,
-        help="write a timeline PNG of probabilities per track (needs matplotlib)",
+        help="write a timeline of probabilities per track: .png, .svg or .pdf (needs matplotlib)",
     )
     p.add_argument("--every", type=int, default=1, help="process every N-th frame")
     p.add_argument(
@@ -442,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="live webcam window",
         description="Live window with boxes, labels and FPS; q or Esc quits.",
     )
-    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    p.add_argument(
+        "--camera",
+        type=parse_camera,
+        default=0,
+        help="camera index (default 0), or a video file to replay",
+    )
     p.add_argument("--smoothing", type=float, default=5.0, help="EMA window in frames")
     p.add_argument("--no-smoothing", action="store_true", help="report raw probabilities")
     _common(p)

@@ -358,3 +358,30 @@ def _tensor(images: np.ndarray) -> Any:
     import tensorflow as tf
 
     return tf.constant(images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.pretrained NAME --record FILE``: fetch, convert, check, record."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m training.pretrained", description=__doc__)
+    p.add_argument("name", choices=sorted(SOURCES), help="the pretrained start")
+    p.add_argument(
+        "--record", type=Path, required=True, help="write the start's provenance here (JSON)"
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        _, provenance = faceres_backbone(224)
+    except PretrainedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    args.record.write_text(json.dumps(provenance, indent=2) + "\n")
+    print(json.dumps(provenance, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The recipe runner: steps skipped when done, resumed after a kill, timed, refused when bad."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.errors import PipelineError
+from training.recipe import load_recipe, main, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(f'[vars]\nruns = "{tmp_path.as_posix()}/runs"\n{body}')
+    return path
+
+
+def _touch(path: str) -> list[str]:
+    code = (
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+        "p.parent.mkdir(parents=True, exist_ok=True); "
+        "p.write_text(' '.join(sys.argv[2:]))"
+    )
+    return [sys.executable, "-c", code, path]
+
+
+def _step(name: str, run: list[str], done: str, extra: str = "") -> str:
+    return f"[[step]]\nname = {name!r}\nrun = {json.dumps(run)}\ndone = {done!r}\n{extra}\n"
+
+
+def test_steps_run_in_order_then_are_skipped(tmp_path: Path) -> None:
+    body = _step("a", _touch("{runs}/a.txt"), "{runs}/a.txt") + _step(
+        "b", _touch("{runs}/b.txt"), "{runs}/b.txt"
+    )
+    recipe = load_recipe(_write(tmp_path, body))
+    first = run_recipe(recipe)
+    assert [line.split(":")[0] for line in first] == ["a", "b"]
+    assert all("finished" in line for line in first)
+    times = json.loads((tmp_path / "runs" / "recipe-times.json").read_text())
+    assert set(times) == {"a", "b"}
+    assert times["a"]["runs"] == 1
+    again = run_recipe(recipe)
+    assert all("skipped" in line for line in again)
+
+
+def test_a_killed_step_resumes_with_its_resume_arguments(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "state.json").write_text("{}")
+    extra = 'resume_if = "{runs}/state.json"\nresume = ["--resume"]'
+    body = _step("train", _touch("{runs}/done.txt"), "{runs}/done.txt", extra)
+    run_recipe(load_recipe(_write(tmp_path, body)))
+    assert (tmp_path / "runs" / "done.txt").read_text() == "--resume"
+
+
+def test_a_failing_step_stops_the_recipe(tmp_path: Path) -> None:
+    body = _step("bad", [sys.executable, "-c", "raise SystemExit(3)"], "{runs}/x") + _step(
+        "later", _touch("{runs}/later.txt"), "{runs}/later.txt"
+    )
+    with pytest.raises(PipelineError, match="'bad' failed"):
+        run_recipe(load_recipe(_write(tmp_path, body)))
+    assert not (tmp_path / "runs" / "later.txt").exists()
+
+
+def test_a_step_that_leaves_no_done_file_is_an_error(tmp_path: Path) -> None:
+    body = _step("quiet", [sys.executable, "-c", "pass"], "{runs}/never.txt")
+    with pytest.raises(PipelineError, match="did not write"):
+        run_recipe(load_recipe(_write(tmp_path, body)))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "no \\[\\[step\\]\\]"),
+        (_step("a", ["x"], "{nowhere}/a"), "unknown variable"),
+        (_step("a", [], "a"), "non-empty list"),
+        (_step("a", ["x"], "a", "budget_minutes = 400"), "budget_minutes"),
+        (_step("a", ["x"], "a", "typo = 1"), "unknown keys"),
+        (_step("a", ["x"], "a") + _step("a", ["y"], "b"), "repeat"),
+    ],
+)
+def test_malformed_recipes_are_refused(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        load_recipe(_write(tmp_path, body))
+
+
+def test_main_reports_errors_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_parses_and_starts_with_the_fetch(tmp_path: Path) -> None:
+    recipe = load_recipe(ROOT / "recipes" / "shipped.toml", {"runs": str(tmp_path)})
+    assert recipe.steps[0].name == "fetch-faceres"
+    assert all(step.budget_minutes <= 150 for step in recipe.steps)
+    lines = run_recipe(recipe, dry_run=True)
+    assert len(lines) == len(recipe.steps)
+    assert "training.pretrained" in lines[0]

@@ -9,6 +9,7 @@ there: the warm int8 frame of the timing test (that is how examples/web/screensh
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import MEDIA, ROOT, shared_file
@@ -521,3 +523,84 @@ def test_webcam_loop_runs_on_a_camera(page: Page) -> None:
     assert last["timings"]["totalMs"] > 0
     page.driver.find_element(By.ID, "webcam").click()  # stop
     assert page.driver.find_element(By.ID, "webcam").text == "Start webcam"
+
+
+# -- issue 25 item 13: ports, HEAD, hostile paths, a file that is no classifier -----------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_web_refuses_a_port_out_of_range(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_onnx.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["web", "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a port number 0..65535" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", [99999, -1, True])
+def test_make_server_refuses_a_port_out_of_range(tmp_path: Path, port: int) -> None:
+    site = WebDemoSite.create(_fake_page(tmp_path))
+    with pytest.raises(WebDemoError, match=r"expected a port number 0\.\.65535"):
+        make_server(site, port=port)
+
+
+@pytest.fixture
+def fake_server(tmp_path: Path) -> Iterator[tuple[WebDemoSite, str]]:
+    site = WebDemoSite.create(_fake_page(tmp_path))
+    server = make_server(site, port=0)
+    serve_in_thread(server)
+    try:
+        yield site, server_url(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _raw(url: str, method: str, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request with the path sent as is (urllib would quote it); headers any case."""
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.msg, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/fer-onnx.json", "/models/detector.onnx", "/index.html"])
+def test_head_answers_like_get(fake_server: tuple[WebDemoSite, str], path: str) -> None:
+    _, url = fake_server
+    get_status, get_headers, get_body = _raw(url, "GET", path)
+    head_status, head_headers, head_body = _raw(url, "HEAD", path)
+    assert get_status == head_status == 200
+    assert head_body == b""
+    assert head_headers["Content-Length"] == get_headers["Content-Length"] == str(len(get_body))
+    assert head_headers["Content-Type"] == get_headers["Content-Type"]
+    assert head_headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert _raw(url, "HEAD", "/models/nothing.onnx")[0] == 404
+
+
+@pytest.mark.parametrize("path", ["/%00", "/models/%00.onnx", "/index.html%00.png", "/%ff"])
+def test_hostile_paths_get_an_answer(fake_server: tuple[WebDemoSite, str], path: str) -> None:
+    _, url = fake_server
+    for method in ("GET", "HEAD"):
+        status, _, _ = _raw(url, method, path)
+        assert status in (400, 404)
+    assert _raw(url, "GET", "/fer-onnx.json")[0] == 200  # the server still serves
+
+
+def test_web_model_must_be_an_onnx_classifier(tmp_path: Path) -> None:
+    page = _fake_page(tmp_path / "page")
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(WebDemoError, match="expected an ONNX expression classifier"):
+        WebDemoSite.create(page, model=text)
+    from fer_onnx.yunet import bundled_yunet_path
+
+    with pytest.raises(WebDemoError, match="model stamp"):  # ONNX, but a detector
+        WebDemoSite.create(page, model=bundled_yunet_path())

@@ -5,8 +5,9 @@ server hands it the very model files of the installed package (``/models/NAME.on
 small configuration (``/fer-onnx.json``: the model URLs and :class:`~fer_onnx.yunet.
 YuNetDetector`'s default settings, read from its signature so the two cannot drift apart).
 Every response carries the cross-origin isolation headers that multi-threaded WebAssembly
-needs. The page itself (HTML and JavaScript modules, plus ``node_modules`` from ``npm ci``)
-lives in the source repository, not in the wheel.
+needs. The page (HTML and JavaScript modules) ships in the wheel as ``fer_onnx.web_page``;
+its npm packages (onnxruntime-web, OpenCV.js) are found or fetched as
+:mod:`fer_onnx.web_runtime` says, and served under ``/node_modules/``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from fer_onnx.errors import FerOnnxError, ModelLoadError
-from fer_onnx.recognizer import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+from fer_onnx.recognizer import (
+    BUNDLED_MODELS,
+    DEFAULT_MODEL,
+    EmotionRecognizer,
+    bundled_model_path,
+)
+from fer_onnx.web_runtime import WebDemoError, default_web_root, fetch_runtime, find_runtime
 from fer_onnx.yunet import YuNetDetector, bundled_yunet_path
 
 log = logging.getLogger(__name__)
@@ -39,11 +46,6 @@ __all__ = [
     "make_server",
 ]
 
-_REQUIRED = (
-    "index.html",
-    "node_modules/onnxruntime-web/dist/ort.wasm.min.mjs",
-    "node_modules/@techstark/opencv-js/dist/opencv.js",
-)
 _DETECTOR_SETTINGS = ("score_threshold", "nms_threshold", "top_k", "detect_width")
 _MIME = {
     ".html": "text/html; charset=utf-8",
@@ -56,26 +58,6 @@ _MIME = {
     ".png": "image/png",
     ".map": "application/json",
 }
-
-
-class WebDemoError(FerOnnxError):
-    """The browser demo cannot be served (page or its npm packages missing, bad model)."""
-
-
-def default_web_root() -> Path:
-    """The page's folder (``examples/web`` of a source checkout).
-
-    The checkout this package was installed from in editable mode, else the current directory
-    (a repository clone); the last candidate when neither has the page.
-    """
-    candidates = [
-        Path(__file__).resolve().parents[2] / "examples" / "web",
-        Path.cwd() / "examples" / "web",
-    ]
-    for folder in candidates:
-        if (folder / "index.html").is_file():
-            return folder
-    return candidates[-1]
 
 
 def _camel(name: str) -> str:
@@ -94,19 +76,25 @@ class WebDemoSite:
     """What the server serves.
 
     Attributes:
-        root: The page's folder (``examples/web``), with ``node_modules`` installed.
+        root: The page's folder (the installed ``fer_onnx.web_page``, or ``examples/web``).
         models: Model files by URL name (``int8`` is served as ``/models/int8.onnx``); the
             detector is under ``"detector"``, every other entry is a classifier.
         default: The classifier the page starts with.
+        runtime: The folder whose ``node_modules`` (onnxruntime-web, OpenCV.js) is served
+            under ``/node_modules/``; ``None`` serves ``root/node_modules``.
     """
 
     root: Path
     models: dict[str, Path] = field(default_factory=dict)
     default: str = DEFAULT_MODEL
+    runtime: Path | None = None
 
     @classmethod
     def create(
-        cls, root: str | os.PathLike[str] | None = None, model: str | os.PathLike[str] | None = None
+        cls,
+        root: str | os.PathLike[str] | None = None,
+        model: str | os.PathLike[str] | None = None,
+        runtime: str | os.PathLike[str] | None = None,
     ) -> WebDemoSite:
         """Check the page's folder and collect the bundled models (and ``model``, if given).
 
@@ -114,6 +102,8 @@ class WebDemoSite:
             root: The page's folder; ``None`` uses :func:`default_web_root`.
             model: An extra classifier file (e.g. one made by ``fer-onnx model stamp``),
                 served as ``custom`` and selected first.
+            runtime: A folder holding ``node_modules``; ``None`` searches as
+                :func:`~fer_onnx.web_runtime.find_runtime` says.
 
         Raises:
             WebDemoError: The page, its npm packages or a model file is missing.
@@ -121,16 +111,10 @@ class WebDemoSite:
         folder = default_web_root() if root is None else Path(root)
         if not (folder / "index.html").is_file():
             raise WebDemoError(
-                f"the demo page is not at {folder}: it is part of the fer-onnx source "
-                "repository, not of the installed package. Clone the repository and run "
-                "`fer-onnx web` in it, or pass --root path/to/examples/web."
+                f"the demo page is not at {folder}: pass --root the folder holding index.html "
+                "(examples/web of a source checkout), or reinstall fer-onnx, whose wheel ships it"
             )
-        missing = [name for name in _REQUIRED if not (folder / name).is_file()]
-        if missing:
-            raise WebDemoError(
-                f"{folder} lacks {', '.join(missing)}: run `npm ci` in {folder} "
-                "(Node.js and npm needed) to install onnxruntime-web and OpenCV.js"
-            )
+        node_modules = find_runtime(folder, runtime)
         models = {"detector": bundled_yunet_path()}
         for name in BUNDLED_MODELS:
             try:
@@ -142,12 +126,13 @@ class WebDemoSite:
             path = Path(model)
             if not path.is_file():
                 raise WebDemoError(f"--model {path}: no such file; pass an .onnx classifier")
+            _check_classifier(path)
             models["custom"] = path
             default = "custom"
         for path in models.values():
             if not path.is_file():
                 raise WebDemoError(f"model file missing: {path}; reinstall fer-onnx")
-        return cls(folder.resolve(), models, default)
+        return cls(folder.resolve(), models, default, node_modules.resolve())
 
     def config(self) -> dict[str, Any]:
         """The page's configuration (``/fer-onnx.json``)."""
@@ -162,6 +147,18 @@ class WebDemoSite:
         }
 
 
+def _check_classifier(path: Path) -> None:
+    """Refuse a file the page could not run: not ONNX, or no classifier fer-onnx can use."""
+    try:
+        EmotionRecognizer(path, detector=None, device="cpu").close()
+    except FerOnnxError as e:
+        raise WebDemoError(
+            f"--model {path}: expected an ONNX expression classifier with fer-onnx metadata "
+            f"(labels, input size), and this is not one: {e}. A foreign classifier needs "
+            "`fer-onnx model stamp` first."
+        ) from e
+
+
 class _Handler(SimpleHTTPRequestHandler):
     site: WebDemoSite
 
@@ -170,6 +167,15 @@ class _Handler(SimpleHTTPRequestHandler):
         super().__init__(*args, directory=str(site.root), **kwargs)
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_MIME}  # noqa: RUF012
+
+    def translate_path(self, path: str) -> str:
+        """A file of the page, or of the JavaScript runtime for ``/node_modules/...``."""
+        local = super().translate_path(path)  # under root, ".." already dropped
+        runtime = self.site.runtime
+        relative = Path(os.path.relpath(local, self.directory))
+        if runtime is not None and relative.parts[:1] == ("node_modules",):
+            return str(runtime / relative)
+        return local
 
     def end_headers(self) -> None:
         # Cross-origin isolation: SharedArrayBuffer, hence multi-threaded WebAssembly.
@@ -180,26 +186,51 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """Serve the configuration, a model file, or a file of the page."""
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        """The headers :meth:`do_GET` would send, without the body."""
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
+        if "\x00" in path:
+            self.send_error(HTTPStatus.BAD_REQUEST, "a NUL byte in the path")
+            return
         if path == "/fer-onnx.json":
-            self._send_bytes(json.dumps(self.site.config()).encode(), "application/json")
+            self._send_bytes(json.dumps(self.site.config()).encode(), "application/json", body)
             return
         if path.startswith("/models/"):
-            name = path.removeprefix("/models/").removesuffix(".onnx")
-            model = self.site.models.get(name)
-            if model is None or not path.endswith(".onnx"):
-                self.send_error(HTTPStatus.NOT_FOUND, f"no model {name!r}")
-                return
-            self._send_bytes(model.read_bytes(), "application/octet-stream")
+            self._send_model(path, body)
             return
-        super().do_GET()
+        try:
+            if body:
+                super().do_GET()
+            else:
+                super().do_HEAD()
+        except ValueError:  # a path the file system cannot take (bad UTF-8, ...)
+            self.send_error(HTTPStatus.BAD_REQUEST, "a path that names no file")
 
-    def _send_bytes(self, body: bytes, content_type: str) -> None:
+    def _send_model(self, path: str, body: bool) -> None:
+        name = path.removeprefix("/models/").removesuffix(".onnx")
+        model = self.site.models.get(name)
+        if model is None or not path.endswith(".onnx"):
+            self.send_error(HTTPStatus.NOT_FOUND, f"no model {name!r}")
+            return
+        try:
+            data = model.read_bytes()
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND, f"model {name!r} is no longer there")
+            return
+        self._send_bytes(data, "application/octet-stream", body)
+
+    def _send_bytes(self, data: bytes, content_type: str, body: bool = True) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        if body:
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
@@ -213,13 +244,17 @@ def make_server(
     Call ``serve_forever()`` (e.g. in a thread) and ``shutdown()`` / ``server_close()``.
 
     Raises:
-        WebDemoError: The address cannot be bound (port in use, no permission).
+        WebDemoError: The port is not 0..65535, or the address cannot be bound (port in use,
+            no permission, unknown host).
     """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise WebDemoError(f"expected a port number 0..65535 (0 = any free), got {port!r}")
     try:
         return ThreadingHTTPServer((host, port), partial(_Handler, site=site))
-    except OSError as e:
+    except (OSError, OverflowError) as e:
         raise WebDemoError(
-            f"cannot listen on {host}:{port}: {e.strerror}; choose another --port"
+            f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}; "
+            "choose another --port or --host"
         ) from e
 
 
@@ -238,7 +273,12 @@ def server_url(server: ThreadingHTTPServer) -> str:
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
-    site = WebDemoSite.create(args.root, args.model)
+    if args.fetch_runtime:
+        page = default_web_root() if args.root is None else args.root
+        print("fetching onnxruntime-web and OpenCV.js with npm ci ...", flush=True)
+        args.runtime = fetch_runtime(page, args.runtime)
+        print(f"JavaScript runtime in {args.runtime}", flush=True)
+    site = WebDemoSite.create(args.root, args.model, args.runtime)
     server = make_server(site, args.host, args.port)
     print(f"fer-onnx web demo: {server_url(server)}  (Ctrl-C stops)", flush=True)
     try:
@@ -250,21 +290,47 @@ def _cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number 0..65535 (0 = any free port), got {text!r}"
+        )
+    return port
+
+
 def add_web_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``fer-onnx web`` on the CLI's subparsers (``parser.add_subparsers()``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "web",
         help="serve the browser demo (onnxruntime-web) locally",
-        description="Serve examples/web with the bundled models; open the printed URL. "
-        "Run `npm ci` in examples/web once first.",
+        description="Serve the browser demo page with the bundled models; open the printed URL. "
+        "The page needs its npm packages (onnxruntime-web, OpenCV.js): `--fetch-runtime` "
+        "installs them once with npm (or run `npm ci` in examples/web of a checkout).",
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="the page's folder (default: examples/web of the source checkout)",
+        help="the page's folder (default: the installed page, fer_onnx/web_page)",
+    )
+    p.add_argument(
+        "--runtime",
+        type=Path,
+        default=None,
+        help="a folder holding node_modules with onnxruntime-web and OpenCV.js (default: "
+        "the page's own, then the --fetch-runtime cache; env FER_ONNX_WEB_RUNTIME)",
+    )
+    p.add_argument(
+        "--fetch-runtime",
+        action="store_true",
+        help="install the page's npm packages with `npm ci` (Node.js needed) into the cache, "
+        "or into --runtime, then serve",
     )
     p.add_argument(
         "--model",

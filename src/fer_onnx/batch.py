@@ -49,12 +49,14 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -63,12 +65,14 @@ from typing import Any, Literal, NamedTuple, TextIO
 
 import cv2
 
+from fer_onnx.detectors import Detector, HaarDetector
 from fer_onnx.errors import FerOnnxError, InvalidOptionError, VideoError
 from fer_onnx.outputs import AtomicOutput, deferred_signals
 from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer
 from fer_onnx.session import Device, SessionConfig
 from fer_onnx.types import FaceEmotion
-from fer_onnx.video import VideoRecognizer, open_video, read_frames
+from fer_onnx.video import VideoRecognizer, VideoStats, open_video, read_frames
+from fer_onnx.yunet import YuNetDetector
 
 if sys.platform != "win32":
     import fcntl
@@ -76,6 +80,7 @@ if sys.platform != "win32":
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DETECTOR_OPTIONS",
     "ERROR_COLUMNS",
     "FILE_COLUMNS",
     "IMAGE_EXTENSIONS",
@@ -145,6 +150,7 @@ ERROR_COLUMNS = ("path", "error_type", "message")
 _FORMATS = {".parquet": "parquet", ".csv": "csv"}
 _INT_ROW = frozenset({"frame", "track_id", "face", "x", "y", "width", "height"})
 _STR_ROW = frozenset({"source", "label"})
+_NULLABLE_INT_ROW = frozenset({"frame", "track_id"})  # empty for photos
 _INT_FILE = frozenset({"size", "mtime_ns", "faces", "frames", "corrupt_frames"})
 _JOURNAL_VERSION = 1
 _PART_PREFIX, _PART_SUFFIX, _LOCK = "part-", ".jsonl", "lock"
@@ -228,12 +234,15 @@ class BatchSummary:
         skipped: Files done by an earlier run with the same output, unchanged since.
         skipped_errors: Those of them that failed then (``retry_errors`` reads them again).
         ignored: Files inside searched folders whose names are neither photos nor videos.
-        partial: Videos read in this run with frames that could not be decoded.
+        partial: Videos read in this run that were only partly analysed: frames that could
+            not be decoded, or a stream that ended before the end its container announced
+            (``fer-onnx video`` exits 3 for such a video).
         seconds: Wall time of the run, start-up and writing included.
         engine: The engine that ran it.
         output: The faces table.
         errors_output: The errors table.
         files_output: The files table.
+        skipped_partial: Files done before (``skipped``) that were only partly analysed then.
     """
 
     inputs: int
@@ -249,6 +258,17 @@ class BatchSummary:
     output: Path
     errors_output: Path
     files_output: Path
+    skipped_partial: int = 0
+
+    @property
+    def unread(self) -> int:
+        """Inputs with no results: failed in this run, or failed before and not read again."""
+        return self.errors + self.skipped_errors
+
+    @property
+    def incomplete(self) -> int:
+        """Videos only partly analysed, in this run or before (see ``corrupt_frames``)."""
+        return self.partial + self.skipped_partial
 
     @property
     def accounted(self) -> bool:
@@ -265,11 +285,16 @@ class BatchSummary:
         """Faces found per second of this run."""
         return self.faces / self.seconds if self.seconds > 0 else 0.0
 
-    def describe(self) -> str:
-        """One line for people: what happened to every input, and how fast."""
+    def describe(self, *, retry_hint: str = "retry_errors=True") -> str:
+        """One line for people: what happened to every input, and how fast.
+
+        Args:
+            retry_hint: How the reader asks for failed files to be read again (the command
+                line passes ``--retry-errors``).
+        """
         check = "all accounted for" if self.accounted else "NOT ALL ACCOUNTED FOR"
         earlier = (
-            f" ({self.skipped_errors} of them errors; retry_errors reads them again)"
+            f" ({self.skipped_errors} of them errors; {retry_hint} reads them again)"
             if self.skipped_errors
             else ""
         )
@@ -280,8 +305,11 @@ class BatchSummary:
             f"{self.faces_per_second:.1f} faces/s, "
             f"{self.engine} engine)"
         )
-        if self.partial:
-            line += f"; {self.partial} videos had frames that could not be decoded"
+        if self.incomplete:
+            line += (
+                f"; {self.incomplete} videos only partly analysed, NOT ANALYSED frames counted "
+                f"in corrupt_frames of {self.files_output.name}"
+            )
         if self.ignored:
             line += f"; {self.ignored} other files in the folders ignored (not photos or videos)"
         return line
@@ -672,6 +700,11 @@ def _read_journals(
                 )
                 continue
             if number == 0:
+                if not isinstance(record, dict) or "fer_onnx_batch" not in record:
+                    raise BatchError(
+                        f"{journal} does not start like a journal of fer-onnx batch; delete "
+                        f"{layout.parts} to start afresh"
+                    )
                 if record.get("labels") != list(labels):
                     raise BatchError(
                         f"{journal} holds results of a model with the classes "
@@ -679,10 +712,62 @@ def _read_journals(
                         f"run with its model, or delete {layout.parts}"
                     )
                 continue
+            problem = _record_problem(record, len(labels))
+            if problem is not None:
+                log.warning(
+                    "%s line %d is not a record of a finished file (%s); its file will be read "
+                    "again",
+                    journal,
+                    number,
+                    problem,
+                )
+                continue
             if not rows:
                 record.pop("rows", None)
             records[record["path"]] = record
     return records
+
+
+def _record_problem(record: Any, classes: int) -> str | None:
+    """What is wrong with a journal record (hand-edited, or from another version), or ``None``."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    if not isinstance(record.get("path"), str):
+        return "no 'path'"
+    if record.get("status") not in ("ok", "error"):
+        return f"'status' is {record.get('status')!r}, expected 'ok' or 'error'"
+    for name in _INT_FILE:
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{name!r} is {value!r}, expected an integer"
+    rows = record.get("rows")
+    if not isinstance(rows, list):
+        return "no 'rows' list"
+    width = len(ROW_COLUMNS) - 1 + classes
+    kinds = [_value_kind(name) for name in ROW_COLUMNS[1:]] + ["float"] * classes
+    for row in rows:
+        if not isinstance(row, list) or len(row) != width:
+            return f"a row is not a list of {width} values"
+        for kind, value in zip(kinds, row, strict=True):
+            if value is not None and not _is_kind(value, kind):
+                return f"a row holds {value!r} where a {kind} belongs"
+    return None
+
+
+def _value_kind(name: str) -> str:
+    if name in _STR_ROW:
+        return "str"
+    return "int" if name in _INT_ROW else "float"
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int)
+    return isinstance(value, (int, float))
 
 
 def _write_parquet(
@@ -711,10 +796,46 @@ def _write_parquet(
         keep = pc.invert(pc.is_in(old["source"], value_set=pa.array(list(new), pa.string())))
         table = pa.concat_tables([old.filter(keep), table])
     table = table.sort_by([("source", "ascending"), ("frame", "ascending"), ("face", "ascending")])
-    pq.write_table(table, targets[0])
+    pq.write_table(_with_pandas_types(table, _NULLABLE_INT_ROW), targets[0])
     errors = [{k: f[k] for k in ERROR_COLUMNS} for f in files if f["status"] == "error"]
     pq.write_table(pa.Table.from_pylist(errors, schema=_error_schema(pa)), targets[1])
-    pq.write_table(pa.Table.from_pylist(files, schema=_file_schema(pa)), targets[2])
+    files_table = pa.Table.from_pylist(files, schema=_file_schema(pa))
+    pq.write_table(_with_pandas_types(files_table, _INT_FILE), targets[2])
+
+
+def _with_pandas_types(table: Any, nullable_ints: frozenset[str]) -> Any:
+    """``table`` with the pandas metadata that keeps its integer columns integers.
+
+    A Parquet int64 column with nulls (``frame`` and ``track_id`` of photos) reads into pandas
+    as float64 unless the file says that pandas' nullable ``Int64`` is meant; pyarrow's
+    ``to_pandas`` (and ``pandas.read_parquet``) follow this metadata. Other readers ignore it.
+    """
+    columns = []
+    for f in table.schema:
+        if str(f.type) == "int64":
+            kind, numpy = "int64", ("Int64" if f.name in nullable_ints else "int64")
+        elif str(f.type) == "double":
+            kind, numpy = "float64", "float64"
+        else:
+            kind, numpy = "unicode", "object"
+        columns.append(
+            {
+                "name": f.name,
+                "field_name": f.name,
+                "pandas_type": kind,
+                "numpy_type": numpy,
+                "metadata": None,
+            }
+        )
+    pandas = {
+        "index_columns": [],
+        "column_indexes": [],
+        "columns": columns,
+        "attributes": {},
+        "creator": {"library": "fer-onnx", "version": "1"},
+        "pandas_version": "2.0.0",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas).encode()})
 
 
 def _write_csv(
@@ -866,12 +987,34 @@ class _Job:
     margin: float
     every: int
     smoothing: float
+    providers: tuple[str, ...] | None = None
+    detector_options: tuple[tuple[str, Any], ...] = ()
+
+    def make_detector(self, *, check_only: bool = False) -> Detector | str:
+        """The detector, or its name when it takes the recognizer's defaults.
+
+        With ``check_only`` a YuNet session runs on the CPU: the options are checked here, in
+        the driver, whose providers may differ from the workers'.
+        """
+        options = dict(self.detector_options)
+        if not options and not check_only:
+            return self.detector  # built by the recognizer, on its providers and options
+        if self.detector == "haar":
+            return HaarDetector(**options)
+        return YuNetDetector(
+            None if self.detector == "yunet" else self.detector,
+            device="cpu" if check_only else ("auto" if self.providers else self.device),
+            providers=None if check_only else self.providers,
+            session_config=SessionConfig(intra_op_threads=1),
+            **options,
+        )
 
     def recognizer(self) -> EmotionRecognizer:
         return EmotionRecognizer(
             self.model,
-            detector=self.detector,
-            device=self.device,
+            detector=self.make_detector(),
+            device="auto" if self.providers else self.device,  # providers override device
+            providers=self.providers,
             session_config=SessionConfig(intra_op_threads=1),
             align=self.align,
             margin=self.margin,
@@ -906,7 +1049,7 @@ def _kind(path: str) -> str:
     return "video" if Path(path).suffix.lower() in VIDEO_EXTENSIONS else "image"
 
 
-def _video_rows(rec: EmotionRecognizer, job: _Job, path: str) -> tuple[list[list[Any]], int, int]:
+def _video_rows(rec: EmotionRecognizer, job: _Job, path: str) -> tuple[list[list[Any]], VideoStats]:
     cap, stats = open_video(path)
     rows: list[list[Any]] = []
     try:
@@ -925,7 +1068,16 @@ def _video_rows(rec: EmotionRecognizer, job: _Job, path: str) -> tuple[list[list
         cap.release()
     if stats.read == 0:
         raise VideoError(f"no frame of {path} could be decoded: {stats.summary()}")
-    return rows, stats.read, stats.corrupt
+    return rows, stats
+
+
+def _not_analysed(stats: VideoStats) -> int:
+    """Frames of a video that were not analysed: corrupt ones, and those missing at the end.
+
+    A shortfall at the end that :attr:`VideoStats.complete` takes for an estimated length is
+    not counted, as ``fer-onnx video`` does not count it.
+    """
+    return stats.corrupt + (0 if stats.complete else stats.missing_at_end)
 
 
 def _empty_record(path: str, kind: str) -> dict[str, Any]:
@@ -948,8 +1100,10 @@ def _process_file(rec: EmotionRecognizer, job: _Job, path: str) -> dict[str, Any
         st = os.stat(path)  # before reading: a file changed meanwhile is read again next time
         record.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if record["kind"] == "video":
-            rows, frames, corrupt = _video_rows(rec, job, path)
-            record.update(frames=frames, corrupt_frames=corrupt)
+            rows, stats = _video_rows(rec, job, path)
+            record.update(frames=stats.read, corrupt_frames=_not_analysed(stats))
+            if not stats.complete:  # as `fer-onnx video` says it, which exits 3 for it
+                record.update(message=stats.summary())
         else:
             rows = [
                 [None, None, None, *_face_values(face, i, rec.labels)]
@@ -993,9 +1147,34 @@ class _Reader:
 _READER: _Reader | None = None
 
 
+def _quiet_ffmpeg() -> None:
+    """Keep FFmpeg's raw log lines off a worker's stderr (it must run before the first video).
+
+    OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` once, when it first loads FFmpeg; ``-8`` is
+    ``AV_LOG_QUIET``. What FFmpeg would say is in the error or the frame counts of the tables.
+    Only worker processes (ours) call this; a user's own process is left as it is.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the driver dies (``kill -9``, a crash): no orphan goes on reading."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)  # the driver is gone: nobody wants what this worker would read
+
+    threading.Thread(target=watch, name="fer-onnx-parent-watch", daemon=True).start()
+
+
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: the driver stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+    _quiet_ffmpeg()
     cv2.setNumThreads(1)  # one core per worker process; OpenCV's own threads would compete
 
 
@@ -1025,17 +1204,26 @@ def _chunks(paths: Sequence[str], workers: int, chunk_size: int) -> list[list[st
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool now: cancel what waits, end the workers (they may be mid-file)."""
-    pool.shutdown(wait=False, cancel_futures=True)
+    """Stop a pool now: cancel what waits, end the workers (they may be mid-file), join them.
+
+    The worker processes are taken before ``shutdown``, which forgets them (it sets
+    ``_processes`` to ``None`` on Python 3.11); a worker that ignores SIGTERM is killed.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
     if terminate is not None:
         terminate()
-        return
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):  # already gone
+                process.terminate()
+    deadline = time.monotonic() + 5.0
     for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(5)
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
 
 
 def _run_local(
@@ -1132,6 +1320,52 @@ def _positive(value: object, *, allow_zero: bool = False) -> bool:
     return value >= 0 if allow_zero else value > 0
 
 
+DETECTOR_OPTIONS: dict[str, frozenset[str]] = {
+    "yunet": frozenset({"score_threshold", "nms_threshold", "top_k", "detect_width"}),
+    "haar": frozenset({"scale_factor", "min_neighbors", "min_size", "detect_width", "equalize"}),
+}
+"""The ``detector_options`` of :func:`run` each detector takes (a YuNet file: ``"yunet"``'s)."""
+
+
+def _check_detector_options(
+    detector: str, options: Mapping[str, Any] | None
+) -> tuple[tuple[str, Any], ...]:
+    if options is None:
+        return ()
+    if not isinstance(options, Mapping):
+        raise BatchError(
+            f"detector_options must be a mapping of option names to values, got "
+            f"{type(options).__name__}"
+        )
+    kind = "haar" if detector == "haar" else "yunet"
+    allowed = DETECTOR_OPTIONS[kind]
+    unknown = sorted(str(k) for k in options if k not in allowed)
+    if unknown:
+        raise BatchError(
+            f"detector {detector!r} takes no option {', '.join(unknown)}; its options are "
+            f"{', '.join(sorted(allowed))}"
+        )
+    return tuple(sorted(options.items()))
+
+
+def _check_providers(providers: Sequence[str] | None, device: Device) -> tuple[str, ...] | None:
+    if providers is None:
+        return None
+    if isinstance(providers, str):
+        providers = providers.split(",")
+    names = tuple(providers)
+    if not names or not all(isinstance(p, str) and p.strip() for p in names):
+        raise BatchError(
+            f"providers must be a list of onnxruntime provider names such as "
+            f"['CPUExecutionProvider'], got {providers!r}"
+        )
+    if device != "auto":
+        raise BatchError(
+            f"pass either device={device!r} or providers, not both: providers choose the device"
+        )
+    return tuple(p.strip() for p in names)
+
+
 def _make_job(
     model: str | os.PathLike[str],
     detector: str | os.PathLike[str],
@@ -1140,6 +1374,8 @@ def _make_job(
     margin: float,
     every: int,
     smoothing: float,
+    providers: Sequence[str] | None = None,
+    detector_options: Mapping[str, Any] | None = None,
 ) -> _Job:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise BatchError(f"every must be an integer >= 1, got {every!r}")
@@ -1165,11 +1401,27 @@ def _make_job(
                 ".onnx file"
             )
         detector_name = _absolute(detector_name)
-    return _Job(model_name, detector_name, device, bool(align), float(margin), every, smoothing)
+    return _Job(
+        model_name,
+        detector_name,
+        device,
+        bool(align),
+        float(margin),
+        every,
+        smoothing,
+        _check_providers(providers, device),
+        _check_detector_options(detector_name, detector_options),
+    )
 
 
 def _labels(job: _Job) -> tuple[str, ...]:
-    """The model's classes (the faces table's columns), read once here: a bad model fails now."""
+    """The model's classes (the faces table's columns), read once here: a bad model fails now.
+
+    The detector is built here too (on the CPU), so that a bad option fails once, now, rather
+    than as one error per file in every worker.
+    """
+    if job.detector_options:
+        job.make_detector(check_only=True)
     with EmotionRecognizer(job.model, detector=None, device="cpu") as rec:
         return rec.labels
 
@@ -1192,6 +1444,8 @@ def run(
     retry_errors: bool = False,
     ray: RayOptions | None = None,
     progress: Callable[[BatchProgress], None] | None = None,
+    providers: Sequence[str] | None = None,
+    detector_options: Mapping[str, Any] | None = None,
 ) -> BatchSummary:
     """Recognise every face in a collection of photos and videos; write them to ``out``.
 
@@ -1218,6 +1472,12 @@ def run(
             count as done unless they changed).
         ray: Options of the Ray engine.
         progress: Called with a :class:`BatchProgress` at the start and whenever files finish.
+        providers: onnxruntime execution providers of every recognizer (both models), in
+            order of preference; they choose the device, so leave ``device="auto"``.
+        detector_options: Settings of the detector, as its keyword arguments
+            (:data:`DETECTOR_OPTIONS`): ``score_threshold``, ``nms_threshold``, ``top_k``,
+            ``detect_width`` for YuNet; ``scale_factor``, ``min_neighbors``, ``min_size``,
+            ``detect_width``, ``equalize`` for Haar. ``detect_width=None`` detects at full size.
 
     Returns:
         What the run did (counts of this run, and the paths of the three tables).
@@ -1243,7 +1503,9 @@ def run(
         inputs = [inputs]
     if isinstance(files_from, (str, os.PathLike)):
         files_from = [files_from]
-    job = _make_job(model, detector, device, align, margin, every, smoothing)
+    job = _make_job(
+        model, detector, device, align, margin, every, smoothing, providers, detector_options
+    )
     layout = _layout(out)
     _check_output_path(layout)
     if layout.fmt == "parquet":
@@ -1264,7 +1526,7 @@ def run(
         _check_existing(layout, labels)
         done = _read_files_table(layout) | _read_journals(layout, labels, rows=False)
         todo: list[str] = []
-        skipped = skipped_errors = 0
+        skipped = skipped_errors = skipped_partial = 0
         for path in found.paths:
             old = done.get(path)
             try:
@@ -1279,6 +1541,7 @@ def run(
             if same and old is not None and (old["status"] == "ok" or not retry_errors):
                 skipped += 1
                 skipped_errors += old["status"] != "ok"
+                skipped_partial += bool(old.get("corrupt_frames"))
             else:
                 todo.append(path)
         counts = {"done": 0, "files": 0, "faces": 0, "errors": 0, "partial": 0}
@@ -1347,4 +1610,5 @@ def run(
         output=layout.out,
         errors_output=layout.errors,
         files_output=layout.files,
+        skipped_partial=skipped_partial,
     )

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_onnx.batch import BatchProgress, MissingDependencyError, RayOptions, output_paths, run
+from fer_onnx.batch import (
+    BatchError,
+    BatchProgress,
+    BatchSummary,
+    MissingDependencyError,
+    RayOptions,
+    output_paths,
+    run,
+)
 from fer_onnx.errors import FerOnnxError
 
 __all__ = ["add_batch_parser", "main"]
@@ -29,8 +39,11 @@ plus NAME.errors.* (inputs that could not be read) and NAME.files.* (every input
 
 Inputs are files, folders (searched recursively), glob patterns, or --files-from lists. The
 same command run again resumes: files already done (same path, size and modification time)
-are skipped. Exit codes: 0 every input read; 1 some inputs could not be read (see the errors
-table); 2 bad usage; 130 interrupted (what finished is kept: run the same command again).
+are skipped. Exit codes: 0 every input read; 1 some inputs could not be read, in this run
+or an earlier one (see the errors table; --retry-errors reads them again); 2 bad usage; 3 some
+videos were only partly analysed (frames that could not be decoded, counted in corrupt_frames
+of the files table); 130 interrupted (what finished is kept: run the same command again);
+128 + N signal N (SIGTERM, SIGHUP).
 """
 
 
@@ -149,6 +162,30 @@ def add_batch_parser(subparsers: Any) -> None:
         help="'yunet' (default, bundled), 'haar' or the path of a YuNet .onnx",
     )
     m.add_argument(
+        "--providers",
+        default=None,
+        metavar="LIST",
+        help="comma-separated onnxruntime providers of every worker, overrides --device",
+    )
+    m.add_argument(
+        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
+    )
+    m.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
+    m.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
+    m.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="Haar smallest face, pixels of the detection image",
+    )
+    m.add_argument(
+        "--detect-width",
+        type=int,
+        default=None,
+        metavar="N",
+        help="detect on a copy this wide (0 = full size; default 320)",
+    )
+    m.add_argument(
         "--no-align",
         action="store_true",
         help="crop boxes as they are instead of framing faces like the model's training data",
@@ -167,18 +204,26 @@ def add_batch_parser(subparsers: Any) -> None:
 
 
 class _Bar:
-    """A tqdm bar fed by :class:`BatchProgress`: files/s as its rate, faces/s beside it."""
+    """A tqdm bar fed by :class:`BatchProgress`: files/s as its rate, faces/s beside it.
+
+    The bar appears with the first progress report, once the job has started: a usage error
+    is not preceded by an empty bar.
+    """
 
     def __init__(self) -> None:
         try:
-            tqdm = importlib.import_module("tqdm").tqdm
+            self._tqdm = importlib.import_module("tqdm").tqdm
         except ImportError as e:
             raise MissingDependencyError(
                 "the progress bar needs tqdm: pip install 'fer-onnx[batch]', or pass --no-progress"
             ) from e
-        self.bar = tqdm(total=0, unit="file", dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+        self.bar: Any = None
 
     def __call__(self, p: BatchProgress) -> None:
+        if self.bar is None:
+            self.bar = self._tqdm(
+                total=p.total, unit="file", dynamic_ncols=True, smoothing=0.1, file=sys.stderr
+            )
         if self.bar.total != p.total:
             self.bar.total = p.total
         faces_per_second = p.faces / p.seconds if p.seconds > 0 else 0.0
@@ -188,7 +233,40 @@ class _Bar:
         self.bar.update(p.done - self.bar.n)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+_HAAR_ONLY = ("scale_factor", "min_neighbors", "min_size")
+
+
+def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector settings given on the command line; one for the other detector is refused."""
+    options: dict[str, Any] = {}
+    haar = args.detector == "haar"
+    if args.detect_width is not None:
+        options["detect_width"] = args.detect_width or None  # 0: full size
+    if args.score_threshold is not None:
+        if haar:
+            raise BatchError(
+                "--score-threshold is a YuNet setting; the Haar detector has none (use "
+                "--min-neighbors to make Haar stricter, or --detector yunet)"
+            )
+        options["score_threshold"] = args.score_threshold
+    for name in _HAAR_ONLY:
+        value = getattr(args, name)
+        if value is not None:
+            if not haar:
+                flag = "--" + name.replace("_", "-")
+                raise BatchError(f"{flag} is a Haar setting: add --detector haar, or drop it")
+            options[name] = value
+    return options
+
+
+def _exit_code(summary: BatchSummary) -> int:
+    if summary.unread:
+        return 1
+    return 3 if summary.incomplete else 0
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
@@ -202,7 +280,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             every=args.every,
             model=args.model,
             detector=args.detector,
-            device=args.device,
+            device="auto" if args.providers else args.device,  # --providers overrides --device
             align=not args.no_align,
             margin=args.margin,
             smoothing=0.0 if args.no_smoothing else args.smoothing,
@@ -217,6 +295,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                 batch_size=args.ray_batch_size,
             ),
             progress=bar,
+            providers=args.providers.split(",") if args.providers else None,
+            detector_options=_detector_options(args),
         )
     except KeyboardInterrupt:
         if bar is not None:
@@ -232,25 +312,53 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(summary.describe(), file=sys.stderr)
+    print(summary.describe(retry_hint="--retry-errors"), file=sys.stderr)
     print(
         f"wrote {summary.output} (faces), {summary.errors_output} (errors), "
         f"{summary.files_output} (files)",
         file=sys.stderr,
     )
-    return 1 if summary.errors else 0
+    return _exit_code(summary)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that the pool is stopped and joined."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fer-onnx batch`` on its own (``python -m fer_onnx.batch_cli batch ...``)."""
+    """Run ``fer-onnx batch`` on its own (``python -m fer_onnx.batch_cli batch ...``).
+
+    Returns the exit code (see the module docstring); SIGTERM and SIGHUP stop the workers and
+    keep what finished, as Ctrl-C does.
+    """
     parser = argparse.ArgumentParser(prog="fer-onnx")
     add_batch_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, _on_signal)
     try:
         code: int = args.func(args)
+    except _Terminated as e:
+        print(f"\nstopped by signal {e.signum}", file=sys.stderr)
+        return 128 + e.signum
     except FerOnnxError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 

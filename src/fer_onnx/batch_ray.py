@@ -18,10 +18,12 @@ job runs; nothing else in fer-onnx imports it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -35,6 +37,7 @@ from fer_onnx.batch import (
     _chunks,
     _Done,
     _Job,
+    _quiet_ffmpeg,
     _Reader,
 )
 
@@ -67,7 +70,8 @@ class _RayReader:
     """A Ray actor's state: one recognizer, built once; each call reads a chunk of files."""
 
     def __init__(self, job: _Job) -> None:
-        cv2.setNumThreads(1)  # the actor's process is ours: one core per actor
+        _quiet_ffmpeg()  # the actor's process is ours: FFmpeg's raw lines stay off its log
+        cv2.setNumThreads(1)  # one core per actor
         self.reader = _Reader(job)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
@@ -82,19 +86,91 @@ class _RayReader:
 
 
 def _actors(ray: Any, options: RayOptions, num_gpus: float, chunks: int) -> int:
+    """How many actors to start; refuses a request the cluster cannot meet (it would hang)."""
     resources = ray.cluster_resources()
+    cpus = float(resources.get("CPU", 0.0))
+    gpus = float(resources.get("GPU", 0.0))
+    if num_gpus > 0 and gpus < num_gpus:
+        raise BatchError(
+            f"GPU actors need {num_gpus:g} GPU each and the Ray cluster has {gpus:g}: add GPU "
+            "nodes, or run on CPUs (device='cpu', num_gpus=0)"
+        )
+    if options.num_cpus > cpus:
+        raise BatchError(
+            f"each actor needs {options.num_cpus:g} CPUs (--cpus-per-actor) and the Ray cluster "
+            f"has {cpus:g} in all, so no actor could ever start: ask for at most {cpus:g}"
+        )
+    fits = [int(cpus // options.num_cpus)] if options.num_cpus > 0 else []
     if num_gpus > 0:
-        gpus = float(resources.get("GPU", 0.0))
-        if gpus < num_gpus:
-            raise BatchError(
-                f"GPU actors need {num_gpus:g} GPU each and the Ray cluster has {gpus:g}: add GPU "
-                "nodes, or run on CPUs (device='cpu', num_gpus=0)"
-            )
-        fits = int(gpus // num_gpus)
-    else:
-        cpus = float(resources.get("CPU", 1.0))
-        fits = int(cpus // options.num_cpus) if options.num_cpus > 0 else int(cpus)
-    return max(1, min(options.concurrency or fits, chunks))
+        fits.append(int(gpus // num_gpus))
+    most = min(fits) if fits else max(int(cpus), 1)
+    if options.concurrency is not None and options.concurrency > most:
+        need_cpus, need_gpus = (
+            options.concurrency * options.num_cpus,
+            options.concurrency * num_gpus,
+        )
+        raise BatchError(
+            f"{options.concurrency} actors (--actors) need {need_cpus:g} CPUs and {need_gpus:g} "
+            f"GPUs; the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs, room for {most} actors: "
+            f"ask for at most {most}"
+        )
+    return max(1, min(options.concurrency or most, chunks))
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long :func:`run_ray` tries to reach a cluster named by its address before it gives up."""
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when nothing answers at ``host:port`` or ``ray://...``.
+
+    Ray itself retries an unreachable address for minutes. ``auto``, ``local`` and addresses
+    without a port are left to Ray (they name no socket to try).
+    """
+    target = address.removeprefix("ray://")
+    if target in ("auto", "local") or "://" in target:
+        return
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        return
+    host = host.strip("[]")  # an IPv6 literal
+    port = int(port_text)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise BatchError(
+            f"cannot reach a Ray cluster at {address!r} within {timeout:g} s ({e}); start one "
+            "with `ray start --head`, check the address and port (the head's GCS port, 6379 by "
+            "default, or ray://HOST:10001 for Ray Client), or leave --address out to start a "
+            "local one"
+        ) from e
+
+
+_NOISY_LOGGERS = (
+    "ray._private.authentication",  # "Token authentication is enabled ...": we started it
+    "ray._private.worker",  # "Started a local Ray instance."
+    "ray.data",  # "Starting execution ...", "Progress bars disabled ..."
+)
+
+
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's notices of a normal run down to warnings; ours (the progress bar) say enough.
+
+    Only these loggers, only while the job runs; errors still show. The token notice concerns
+    a local cluster this job starts and stops itself.
+    """
+    saved = []
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def run_ray(
@@ -105,46 +181,74 @@ def run_ray(
 ) -> None:
     """Read ``paths`` on Ray actors; hand each finished batch to ``emit`` (in this process).
 
-    Connects to ``options.address``, or uses the Ray this process is already connected to, or
-    starts a local one (and shuts down only one it started).
+    Connects to ``options.address`` (giving up after :data:`CONNECT_TIMEOUT_S` seconds when
+    nothing answers there), or uses the Ray this process is already connected to, or starts a
+    local one (and shuts down only one it started).
+
+    Each actor runs with ``max_restarts=0``: an actor that dies (a decoder crash, out of
+    memory) ends the run with a :class:`~fer_onnx.batch.BatchError`, the files finished so
+    far kept, instead of Ray reading the same file on a new actor again and again.
 
     Raises:
         MissingDependencyError: Ray Data is not installed.
-        BatchError: GPU actors were asked for and the cluster has too few GPUs.
+        BatchError: The cluster cannot be reached, has too few CPUs or GPUs for the actors
+            asked for, or an actor died.
     """
     ray = _ray()
     started = False
-    if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False)
-        started = True
-    elif options.address is not None:
-        log.info("Ray is already initialised in this process; address %r unused", options.address)
-    data = importlib.import_module("ray.data")
-    context = data.DataContext.get_current()
-    previous = context.enable_progress_bars
-    context.enable_progress_bars = False  # the caller shows progress; restored below
+    with _quiet_ray():
+        if not ray.is_initialized():
+            if options.address is not None:
+                _check_reachable(options.address)
+            ray.init(address=options.address, include_dashboard=False)
+            started = True
+        elif options.address is not None:
+            log.info(
+                "Ray is already initialised in this process; address %r unused", options.address
+            )
+        data = importlib.import_module("ray.data")
+        context = data.DataContext.get_current()
+        previous = context.enable_progress_bars
+        context.enable_progress_bars = False  # the caller shows progress; restored below
+        try:
+            _run(ray, data, paths, job, options, emit)
+        finally:
+            context.enable_progress_bars = previous
+            if started:
+                ray.shutdown()
+
+
+def _run(
+    ray: Any,
+    data: Any,
+    paths: Sequence[str],
+    job: _Job,
+    options: RayOptions,
+    emit: Callable[[Sequence[_Done]], None],
+) -> None:
+    num_gpus = (
+        options.num_gpus if options.num_gpus is not None else (1.0 if job.device == "cuda" else 0.0)
+    )
+    rough = _chunks(paths, 1, options.batch_size)
+    actors = _actors(ray, options, num_gpus, len(rough))
+    chunks = _chunks(paths, actors, options.batch_size)
+    log.info("Ray: %d chunks of files on %d actors", len(chunks), actors)
+    dataset = data.from_items(
+        [{"chunk": json.dumps(chunk)} for chunk in chunks],  # any character in a path
+        override_num_blocks=len(chunks),
+    ).map_batches(
+        _RayReader,
+        fn_constructor_kwargs={"job": job},
+        batch_size=1,
+        batch_format="numpy",
+        compute=data.ActorPoolStrategy(size=actors),
+        num_cpus=options.num_cpus,
+        num_gpus=num_gpus,
+        # No restarts: Ray would retry a file that kills its actor forever; and with restarts
+        # the driver logs a core_worker error line for every actor of a normal run.
+        max_restarts=0,
+    )
     try:
-        num_gpus = (
-            options.num_gpus
-            if options.num_gpus is not None
-            else (1.0 if job.device == "cuda" else 0.0)
-        )
-        rough = _chunks(paths, 1, options.batch_size)
-        actors = _actors(ray, options, num_gpus, len(rough))
-        chunks = _chunks(paths, actors, options.batch_size)
-        log.info("Ray: %d chunks of files on %d actors", len(chunks), actors)
-        dataset = data.from_items(
-            [{"chunk": json.dumps(chunk)} for chunk in chunks],  # any character in a path
-            override_num_blocks=len(chunks),
-        ).map_batches(
-            _RayReader,
-            fn_constructor_kwargs={"job": job},
-            batch_size=1,
-            batch_format="numpy",
-            compute=data.ActorPoolStrategy(size=actors),
-            num_cpus=options.num_cpus,
-            num_gpus=num_gpus,
-        )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             emit(
                 [
@@ -154,7 +258,9 @@ def run_ray(
                     )
                 ]
             )
-    finally:
-        context.enable_progress_bars = previous
-        if started:
-            ray.shutdown()
+    except ray.exceptions.RayError as e:
+        raise BatchError(
+            f"a Ray actor failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            "; the files finished so far are kept. Run the same command again to go on; a file "
+            "that crashes its reader is recorded as an error by --engine local"
+        ) from e

@@ -354,9 +354,14 @@ def open_video(source: str | os.PathLike[str] | int) -> tuple[cv2.VideoCapture, 
         what = str(path)
     if not cap.isOpened():
         cap.release()
+        if isinstance(source, int):
+            raise VideoError(
+                f"cannot open {what}: no such camera, or another program holds it; check the "
+                "camera index (0 is the first camera)"
+            )
         raise VideoError(
-            f"cannot open {what}: not a video OpenCV can decode, or no such camera; "
-            "check the path, the codec (try re-encoding to H.264 MP4) or the camera index"
+            f"cannot open {what}: not a video OpenCV can decode (a truncated or corrupt file, "
+            "or a codec this OpenCV lacks); check the file, or re-encode it to H.264 MP4"
         )
     fps = cap.get(cv2.CAP_PROP_FPS)
     stats = VideoStats(
@@ -369,38 +374,66 @@ def open_video(source: str | os.PathLike[str] | int) -> tuple[cv2.VideoCapture, 
 
 
 def read_frames(
-    cap: cv2.VideoCapture, stats: VideoStats, every: int = 1, max_failures: int = 250
+    cap: cv2.VideoCapture,
+    stats: VideoStats,
+    every: int = 1,
+    max_failures: int = 250,
+    max_gap: int = 1000,
 ) -> Iterator[Frame]:
     """Yield every ``every``-th frame of an opened capture, counting corrupt frames.
 
-    Reading goes on to the end the container announces: a frame that fails to decode before it
-    is counted in ``stats.corrupt`` (with its index) and skipped, however long the corrupt
-    stretch. Timestamps come from the decoder's presentation time when it gives one, so they
-    stay true after a corrupt stretch. Without an announced length (cameras, some streams),
-    reading stops after ``max_failures`` failures in a row.
+    A frame that fails to decode is counted in ``stats.corrupt`` (with its index) and skipped
+    when the stream goes on after it. Reading stops after ``max_gap`` failures in a row when the
+    container announces a length (a header may claim far more frames than the file holds), and
+    after ``max_failures`` in a row when it announces none (cameras, some streams); the frames
+    announced after the last good one are then counted in ``stats.missing_at_end``, never
+    stored one by one. Timestamps come from the decoder's presentation time when it gives one,
+    so they stay true after a corrupt stretch.
+
+    Args:
+        cap: An opened capture (see :func:`open_video`).
+        stats: The capture's statistics; updated as frames are read.
+        every: Yield every ``every``-th frame (the others count in ``stats.skipped``).
+        max_failures: Failures in a row that end a stream of unknown length.
+        max_gap: Failures in a row that end a stream of announced length: a corrupt stretch
+            longer than this is taken for the end of the stream, and what follows it is
+            reported as missing.
+
+    Raises:
+        InvalidOptionError: ``every``, ``max_failures`` or ``max_gap`` is not an integer >= 1.
     """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise InvalidOptionError(f"every must be an integer >= 1, got {every!r}")
+    for name, value in (("every", every), ("max_failures", max_failures), ("max_gap", max_gap)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{name} must be an integer >= 1, got {value!r}")
+    known_end = stats.frame_count
+    bound = max_gap if known_end else max_failures
     index = -1
-    trailing: list[int] = []  # failed frames since the last good one
+    failed_from, failed = 0, 0  # the stretch of failures since the last good frame
     while True:
         ok = cap.grab()
         index += 1
         if not ok:
-            known_end = stats.frame_count
-            if (known_end and index < known_end) or (
-                not known_end and len(trailing) < max_failures
-            ):
-                trailing.append(index)
+            if failed == 0:
+                failed_from = index
+            failed += 1
+            if failed < bound and (not known_end or index < known_end):
                 continue
             # The stream ended: failures with no good frame after them were never there.
-            stats.missing_at_end = len(trailing) if known_end else 0
+            stats.missing_at_end = max(known_end - failed_from, 0) if known_end else 0
+            if known_end and failed >= bound and index < known_end:
+                log.warning(
+                    "%d frames in a row failed to decode after frame %d; reading stopped "
+                    "there, %d frames before the end the container announces",
+                    failed,
+                    failed_from - 1,
+                    stats.missing_at_end,
+                )
             return
-        if trailing:  # a corrupt stretch, and the stream went on after it
-            stats.corrupt += len(trailing)
+        if failed:  # a corrupt stretch, and the stream went on after it
+            stats.corrupt += failed
             room = max(0, 1000 - len(stats.corrupt_indices))
-            stats.corrupt_indices.extend(trailing[:room])
-            trailing = []
+            stats.corrupt_indices.extend(range(failed_from, failed_from + min(failed, room)))
+            failed = 0
         msec = cap.get(cv2.CAP_PROP_POS_MSEC)
         timestamp = (
             msec / 1000.0 if msec and math.isfinite(msec) and msec > 0 else index / stats.fps

@@ -106,7 +106,10 @@ class InvalidImage(InvalidImageError):  # noqa: N818 - fer's name, kept for drop
 
 
 def _decode(data: bytes, what: str) -> npt.NDArray[np.uint8]:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        image = None
     if image is None:
         raise InvalidImage(f"{what} does not hold an image OpenCV can decode")
     return np.asarray(image, dtype=np.uint8)

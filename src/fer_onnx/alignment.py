@@ -27,15 +27,40 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fer_onnx.errors import InvalidImageError, InvalidOptionError
 from fer_onnx.types import Box, Landmarks
 
-__all__ = ["KEY_CROP_TEMPLATE", "CropTemplate", "align_face", "crop_to_template", "similarity"]
+__all__ = [
+    "KEY_CROP_TEMPLATE",
+    "CropTemplate",
+    "align_face",
+    "crop_to_template",
+    "landmarks_problem",
+    "similarity",
+]
 
 LANDMARK_GRID = 8
 """Landmarks are rounded to ``1 / LANDMARK_GRID`` px (half to even) before alignment."""
 
 KEY_CROP_TEMPLATE = "fer_onnx.crop_template"
 """Metadata key of a model's :class:`CropTemplate` (JSON)."""
+
+TEMPLATE_POINT_RANGE = (-0.5, 1.5)
+"""Where a template's landmarks may lie, as fractions of the frame (a face is in or near it)."""
+TEMPLATE_MIN_SPREAD = 0.05
+"""Smallest RMS distance of a template's landmarks from their centre (fraction of the frame)."""
+TEMPLATE_MIN_EYES = 0.02
+"""Smallest distance between a template's eyes (fraction of the frame)."""
+TEMPLATE_BOX_SIZE = (0.2, 2.0)
+"""Range of a template box's width and height (fractions of the frame): the cut region is
+between half and five times the detector's box."""
+MIN_LANDMARK_SPREAD_PX = 1.0
+"""Smallest RMS distance of a face's landmarks from their centre, in pixels."""
+MIN_LANDMARK_SPREAD = 0.05
+"""... and as a fraction of the face box's smaller side (a real face's is about 0.25)."""
+MAX_CROP_PIXELS = 1 << 24
+"""Largest region :func:`crop_to_template` returns at full resolution (~16.8 megapixels);
+a larger one (a huge box on a huge image) is shrunk before its border is padded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +79,9 @@ class CropTemplate:
     box: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        points = tuple((float(x), float(y)) for x, y in self.landmarks)
-        if len(points) != 5 or not all(math.isfinite(v) for p in points for v in p):
-            raise ValueError(f"a crop template needs 5 finite (x, y) points, got {self.landmarks}")
-        if np.linalg.norm(np.subtract(points[0], points[1])) < 1e-3:
-            raise ValueError("the template's eyes coincide")
-        object.__setattr__(self, "landmarks", points)
+        object.__setattr__(self, "landmarks", _template_points(self.landmarks))
         if self.box is not None:
-            box = tuple(float(v) for v in self.box)
-            if len(box) != 4 or not all(math.isfinite(v) for v in box) or min(box[2:]) <= 0:
-                raise ValueError(f"template box must be finite (x, y, w, h), w, h > 0: {self.box}")
-            object.__setattr__(self, "box", box)
+            object.__setattr__(self, "box", _template_box(self.box))
 
     def to_json(self) -> str:
         """Serialise for the model's metadata."""
@@ -80,7 +97,8 @@ class CropTemplate:
         """Parse :meth:`to_json`'s output.
 
         Raises:
-            ValueError: The text is not a valid template.
+            InvalidOptionError: The text is not a valid, plausible template (also a
+                ``ValueError``).
         """
         try:
             data = json.loads(text)
@@ -89,12 +107,127 @@ class CropTemplate:
                 tuple((float(x), float(y)) for x, y in data["landmarks"]),
                 None if box is None else (box[0], box[1], box[2], box[3]),
             )
-        except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as e:
-            raise ValueError(f"malformed crop template {text!r}: {e}") from e
+        except InvalidOptionError as e:
+            raise InvalidOptionError(f"implausible crop template {_short(text)}: {e}") from e
+        except (
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            ValueError,
+            OverflowError,
+            RecursionError,
+        ) as e:
+            raise InvalidOptionError(f"malformed crop template {_short(text)}: {e}") from e
 
     def points(self, width: int, height: int) -> npt.NDArray[np.float64]:
         """The template's landmarks in pixels of a ``width`` x ``height`` frame, ``(5, 2)``."""
         return np.asarray(self.landmarks, np.float64) * np.array([width, height], np.float64)
+
+
+def _short(text: object) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
+
+
+def _template_points(landmarks: object) -> tuple[tuple[float, float], ...]:
+    """A template's 5 landmarks as floats, refused when they cannot frame a face."""
+    try:
+        points = tuple((float(x), float(y)) for x, y in landmarks)  # type: ignore[attr-defined]
+    except (TypeError, ValueError, OverflowError):
+        points = ()
+    if len(points) != 5 or not all(math.isfinite(v) for p in points for v in p):
+        raise InvalidOptionError(
+            f"a crop template needs 5 finite (x, y) points, got {_short(landmarks)}"
+        )
+    low, high = TEMPLATE_POINT_RANGE
+    if not all(low <= v <= high for p in points for v in p):
+        raise InvalidOptionError(
+            f"crop template landmarks must lie within {low:g}..{high:g} of the frame (fractions "
+            f"of its width and height), got {points}"
+        )
+    array = np.asarray(points)
+    if np.linalg.norm(array[0] - array[1]) < TEMPLATE_MIN_EYES:
+        raise InvalidOptionError(
+            f"the template's eyes (nearly) coincide: {points[0]} and {points[1]}; they must be "
+            f"at least {TEMPLATE_MIN_EYES:g} of the frame apart"
+        )
+    spread = float(np.sqrt(((array - array.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    if spread < TEMPLATE_MIN_SPREAD:
+        raise InvalidOptionError(
+            f"the template's landmarks (nearly) coincide (spread {spread:.3g} of the frame, "
+            f"at least {TEMPLATE_MIN_SPREAD:g} needed): every face would be warped to one blur"
+        )
+    return points
+
+
+def _template_box(box: object) -> tuple[float, float, float, float]:
+    """A template box as floats, refused when it would cut an absurd region."""
+    try:
+        values = tuple(float(v) for v in box)  # type: ignore[attr-defined]
+    except (TypeError, ValueError, OverflowError):
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InvalidOptionError(
+            f"a template box must be 4 finite numbers (x, y, w, h), got {_short(box)}"
+        )
+    x, y, w, h = values
+    low, high = TEMPLATE_BOX_SIZE
+    if not (low <= w <= high and low <= h <= high):
+        raise InvalidOptionError(
+            f"template box width and height must be within {low:g}..{high:g} of the frame, "
+            f"got {w:g} x {h:g}"
+        )
+    if not (-1.0 <= x < 1.0 and -1.0 <= y < 1.0 and x + w > 0 and y + h > 0):
+        raise InvalidOptionError(
+            f"the template box ({x:g}, {y:g}, {w:g}, {h:g}) must overlap the frame, with x and "
+            "y within -1..1"
+        )
+    return x, y, w, h
+
+
+def landmarks_problem(
+    landmarks: object, box: Box | None = None, image_size: tuple[int, int] | None = None
+) -> str | None:
+    """Why ``landmarks`` cannot be used to align a face, or ``None`` when they can.
+
+    Landmarks are refused when they are not 5 finite points, when they (nearly) coincide
+    (a spread below :data:`MIN_LANDMARK_SPREAD_PX`, or below :data:`MIN_LANDMARK_SPREAD` of
+    ``box``'s smaller side), or when a point lies far from the face: outside ``box`` grown by
+    its own size on every side, or outside the ``(height, width)`` image grown likewise.
+    A warp onto such points would be degenerate (a blur, or a region far from the face).
+
+    Args:
+        landmarks: The face's 5 ``(x, y)`` points, in image pixels.
+        box: The face's box, when known.
+        image_size: ``(height, width)`` of the image, when known.
+    """
+    try:
+        array = np.asarray(landmarks, np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return f"landmarks must be 5 (x, y) points, got {_short(landmarks)}"
+    if array.shape != (5, 2) or not np.isfinite(array).all():
+        return f"landmarks must be 5 finite (x, y) points, got {_short(landmarks)}"
+    areas = []
+    if box is not None:
+        areas.append(("its box", box.x, box.y, box.width, box.height))
+    if image_size is not None:
+        areas.append(("the image", 0, 0, image_size[1], image_size[0]))
+    for name, x, y, w, h in areas:
+        if not (
+            (array[:, 0] >= x - w).all()
+            and (array[:, 0] <= x + 2 * w).all()
+            and (array[:, 1] >= y - h).all()
+            and (array[:, 1] <= y + 2 * h).all()
+        ):
+            return f"a landmark lies far outside {name}: {array.tolist()}"
+    spread = float(np.sqrt(((array - array.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    least = MIN_LANDMARK_SPREAD_PX
+    if box is not None:
+        least = max(least, MIN_LANDMARK_SPREAD * min(box.width, box.height))
+    if spread < least:
+        return f"the landmarks (nearly) coincide (spread {spread:.3g} px, at least {least:.3g})"
+    return None
 
 
 def similarity(
@@ -138,7 +271,14 @@ def align_face(
     Returns:
         The aligned face, ``size`` pixels, same channels as ``image``; pixels from outside
         the image repeat its border.
+
+    Raises:
+        InvalidOptionError: The landmarks cannot frame a face (see :func:`landmarks_problem`):
+            the warp would be degenerate.
     """
+    problem = landmarks_problem(landmarks, None, (image.shape[0], image.shape[1]))
+    if problem is not None:
+        raise InvalidOptionError(f"cannot align the face: {problem}")
     height, width = size
     # Landmarks snap to 1/8 px (far below their own noise) so that a warp does not depend on
     # the last float bits of the detector, which differ between CPU kernels and runtimes.
@@ -174,21 +314,46 @@ def crop_to_template(
 ) -> npt.NDArray[np.uint8]:
     """Cut the region that puts ``box`` where the template's box lies in the frame.
 
-    Without a template box this is the plain box crop. Parts of the region outside the image
-    repeat its border, so the face keeps its place in the frame.
+    The box is first clipped to the image (the part of a face outside it cannot be seen).
+    Without a template box this is the plain crop of the clipped box. Parts of the region
+    outside the image repeat its border, so the face keeps its place in the frame. A region
+    over :data:`MAX_CROP_PIXELS` that needs such padding is shrunk first (area interpolation),
+    so the result stays bounded whatever the box.
+
+    Raises:
+        InvalidImageError: The box lies wholly outside the image.
     """
-    if template.box is None:
-        return image[box.y : box.y2, box.x : box.x2]
-    tx, ty, tw, th = template.box
-    crop_w, crop_h = box.width / tw, box.height / th
-    x0 = int(round(box.x - tx * crop_w))
-    y0 = int(round(box.y - ty * crop_h))
-    x1, y1 = x0 + max(1, int(round(crop_w))), y0 + max(1, int(round(crop_h)))
     height, width = image.shape[:2]
+    inside = box.clip(width, height)
+    if inside is None:
+        raise InvalidImageError(
+            f"box {box.to_tuple()} lies outside the {width}x{height} image; boxes must be in "
+            "pixels of the image they were found in"
+        )
+    if template.box is None:
+        return image[inside.y : inside.y2, inside.x : inside.x2]
+    tx, ty, tw, th = template.box
+    crop_w, crop_h = inside.width / tw, inside.height / th
+    x0 = int(round(inside.x - tx * crop_w))
+    y0 = int(round(inside.y - ty * crop_h))
+    x1, y1 = x0 + max(1, int(round(crop_w))), y0 + max(1, int(round(crop_h)))
     pads = (max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0))
     inner = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
-    if any(pads):
-        return np.asarray(
-            cv2.copyMakeBorder(inner, *pads, borderType=cv2.BORDER_REPLICATE), np.uint8
+    if inner.size == 0:  # cannot happen with a valid template; never pad an empty image
+        raise InvalidImageError(f"box {box.to_tuple()} leaves nothing of the image to crop")
+    if not any(pads):
+        return inner
+    area = (x1 - x0) * (y1 - y0)
+    if area > MAX_CROP_PIXELS:
+        scale = math.sqrt(MAX_CROP_PIXELS / area)
+        small_w = max(1, round(inner.shape[1] * scale))
+        small_h = max(1, round(inner.shape[0] * scale))
+        small = cv2.resize(inner, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        inner = np.asarray(small, np.uint8).reshape(small_h, small_w, *inner.shape[2:])
+        pads = (
+            round(pads[0] * scale),
+            round(pads[1] * scale),
+            round(pads[2] * scale),
+            round(pads[3] * scale),
         )
-    return inner
+    return np.asarray(cv2.copyMakeBorder(inner, *pads, borderType=cv2.BORDER_REPLICATE), np.uint8)

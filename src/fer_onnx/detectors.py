@@ -12,9 +12,11 @@ the optional :class:`RegionDetector` protocol; both bundled detectors do.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,10 +25,26 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx._checks import check_int, check_number
-from fer_onnx.errors import DetectorError
+from fer_onnx.alignment import landmarks_problem
+from fer_onnx.errors import DetectorError, FerOnnxError
+from fer_onnx.images import load_image
 from fer_onnx.types import Box, Detection
 
-__all__ = ["Detector", "HaarDetector", "RegionDetector", "as_detection", "scale_boxes"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_DETECT_PIXELS",
+    "Detector",
+    "HaarDetector",
+    "RegionDetector",
+    "as_detection",
+    "fit_detections",
+    "scale_boxes",
+]
+
+MAX_DETECT_PIXELS = 1 << 23
+"""Most pixels (~8.4 megapixels, a 4K UHD frame) a bundled detector searches at once: a larger
+image (or ``detect_width=None`` on one) is shrunk to this many pixels first."""
 
 
 @runtime_checkable
@@ -73,6 +91,78 @@ def as_detection(item: Detection | Box) -> Detection:
     )
 
 
+def _what(value: object) -> str:
+    return "None" if value is None else f"an object of type {type(value).__name__}"
+
+
+def fit_detections(
+    found: object,
+    width: int,
+    height: int,
+    *,
+    source: str = "the detector",
+    error: type[FerOnnxError] = DetectorError,
+) -> list[Detection]:
+    """Check faces found by a detector (or given by a caller) against the image they are in.
+
+    The one place where faces enter the crop/align stage:
+
+    * ``found`` must be a sequence (list, tuple) of :class:`Detection` or :class:`Box`;
+    * each box is clipped to the ``width`` x ``height`` image; a box with no part inside it
+      (wholly outside, or only touching an edge) is refused: a detector that returns one
+      works in other coordinates than the image it was given, and a face that cannot be
+      seen gets no emotion;
+    * landmarks that cannot frame a face (:func:`fer_onnx.alignment.landmarks_problem`: 5
+      (nearly) identical points, or points far from the box) are dropped with a warning in
+      the log, so the face is cut at its box, never warped onto a degenerate frame.
+
+    Args:
+        found: What the detector returned.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        source: Who produced ``found``, for error messages.
+        error: The error class to raise.
+
+    Returns:
+        The detections, with boxes inside the image, in the same order.
+
+    Raises:
+        FerOnnxError: ``error`` (a :class:`~fer_onnx.DetectorError` by default): ``found`` is
+            not a sequence of Detection or Box objects, or a box lies outside the image.
+    """
+    if isinstance(found, (str, bytes, bytearray)) or not isinstance(found, Sequence):
+        raise error(
+            f"{source} returned {_what(found)}; expected a list of Detection or Box objects "
+            "(an empty list when there is no face)"
+        )
+    out = []
+    for index, item in enumerate(found):
+        if isinstance(item, Box):
+            item = Detection(item)
+        elif not isinstance(item, Detection):
+            raise error(
+                f"{source} returned {_what(item)} as item {index}; expected Detection or Box "
+                "objects"
+            )
+        box = item.box.clip(width, height)
+        if box is None:
+            raise error(
+                f"{source} returned box {item.box.to_tuple()} (item {index}), which lies "
+                f"outside the {width}x{height} image; boxes must be in pixels of the image "
+                "searched"
+            )
+        landmarks = item.landmarks
+        if landmarks is not None:
+            problem = landmarks_problem(landmarks, item.box)
+            if problem is not None:
+                log.warning("%s: face %d is cut at its box: %s", source, index, problem)
+                landmarks = None
+        if box is not item.box or landmarks is not item.landmarks:
+            item = replace(item, box=box, landmarks=landmarks)
+        out.append(item)
+    return out
+
+
 def to_gray(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Return a uint8 gray, BGR or BGRA image as 2-D grey (gray input is returned as is)."""
     if image.ndim == 2:
@@ -92,18 +182,32 @@ def to_bgr(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return image
 
 
+def detect_scale(width: int, height: int, detect_width: int | None) -> float:
+    """Scale (<= 1) that shrinks an image to ``detect_width`` and :data:`MAX_DETECT_PIXELS`."""
+    scale = 1.0
+    if detect_width is not None and width > detect_width:
+        scale = detect_width / width
+    if width * height * scale * scale > MAX_DETECT_PIXELS:
+        scale = math.sqrt(MAX_DETECT_PIXELS / (width * height))
+    return scale
+
+
 def downscale(
     image: npt.NDArray[np.uint8], detect_width: int | None
 ) -> tuple[npt.NDArray[np.uint8], float]:
-    """Shrink ``image`` to ``detect_width`` pixels wide (never enlarge); return it and the scale."""
-    width = image.shape[1]
-    if detect_width is None or width <= detect_width:
+    """Shrink ``image`` to ``detect_width`` pixels wide (never enlarge); return it and the scale.
+
+    An image of more than :data:`MAX_DETECT_PIXELS` is shrunk to that many pixels, whatever
+    ``detect_width`` says.
+    """
+    height, width = image.shape[:2]
+    scale = detect_scale(width, height, detect_width)
+    if scale >= 1.0:
         return image, 1.0
-    scale = detect_width / width
-    height = max(1, int(round(image.shape[0] * scale)))
-    return np.asarray(
-        cv2.resize(image, (detect_width, height), interpolation=cv2.INTER_AREA)
-    ), scale
+    new_w = max(1, int(round(width * scale)))
+    new_h = max(1, int(round(height * scale)))
+    small = np.asarray(cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA), np.uint8)
+    return small, new_w / width
 
 
 def _resize_by(image: npt.NDArray[np.uint8], scale: float) -> tuple[npt.NDArray[np.uint8], float]:
@@ -163,7 +267,8 @@ class HaarDetector:
             false positives.
         min_size: Smallest face searched for, in pixels of the *detection* image.
         detect_width: Detect on a copy downscaled to this width (``None``: full size).
-            Boxes are mapped back to input pixels.
+            Boxes are mapped back to input pixels. An image of more than
+            :data:`MAX_DETECT_PIXELS` is shrunk to that many pixels either way.
         equalize: Histogram-equalise the grey image before detection.
         cascade: Path to another cascade XML (default: the frontal-face cascade shipped in
             ``cv2.data``).
@@ -243,16 +348,25 @@ class HaarDetector:
         return classifier
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Find faces in a uint8 gray, BGR or BGRA image (boxes only, see the class doc)."""
-        return [Detection(box) for box in self.detect_gray(to_gray(image))]
+        """Find faces in a uint8 gray, BGR or BGRA image (boxes only, see the class doc).
+
+        Raises:
+            InvalidImageError: ``image`` is not a valid image.
+        """
+        return [Detection(box) for box in self.detect_gray(to_gray(load_image(image)))]
 
     def detect_region(self, region: npt.NDArray[np.uint8], face_width: float) -> list[Detection]:
         """Search ``region`` for a face about ``face_width`` px wide (video mode).
 
         The region is shrunk so that the face is about ``region_face_size`` px wide and only
         faces of 0.7x to 1.4x that size are searched.
+
+        Raises:
+            InvalidImageError: ``region`` is not a valid image.
+            InvalidOptionError: ``face_width`` is not a positive number.
         """
-        gray = to_gray(region)
+        gray = to_gray(load_image(region))
+        face_width = check_number("face_width", face_width, 0.0, math.inf, low_open=True)
         scale = min(1.0, self.region_face_size / max(face_width, 1.0))
         small, scale = _resize_by(gray, scale)
         face = face_width * scale

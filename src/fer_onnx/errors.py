@@ -13,6 +13,7 @@ __all__ = [
     "ImageNotFoundError",
     "InvalidImageError",
     "InvalidOptionError",
+    "InvalidTypeError",
     "ModelLoadError",
     "ModelOutputError",
     "NoDetectorError",
@@ -29,6 +30,14 @@ class FerOnnxError(Exception):
 
 class InvalidOptionError(FerOnnxError, ValueError):
     """An option (threshold, size, count, ...) is out of range or of the wrong type."""
+
+
+class InvalidTypeError(InvalidOptionError, TypeError):
+    """An argument is of the wrong type (e.g. ``model=None``, ``detector=5``).
+
+    Also a ``TypeError`` (and a ``ValueError``, through :class:`InvalidOptionError`), so code
+    written against the built-in exceptions keeps working.
+    """
 
 
 class ModelLoadError(FerOnnxError):

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
-from fer_onnx.errors import ModelLoadError
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError, ModelLoadError
 from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
 
 __all__ = [
@@ -44,6 +44,90 @@ OUTPUT_KINDS = ("probabilities", "logits")
 
 REQUIRED_KEYS = (KEY_LABELS, KEY_INPUT_SIZE, KEY_COLOR, KEY_VALUE_RANGE)
 
+MAX_LABELS = 1000
+"""Most classes a model may have."""
+MAX_LABEL_CHARS = 100
+"""Longest class name."""
+MAX_INPUT_VALUE = 65535.0
+"""Largest magnitude of either end of a model's input value range (16-bit pixels)."""
+MIN_VALUE_SPAN = 1e-3
+"""Smallest ``high - low`` of a value range (a narrower one flattens every face)."""
+
+
+def check_labels(labels: object) -> tuple[str, ...]:
+    """Return ``labels`` as a tuple if they are plausible class names.
+
+    They must be a list or tuple of 1 to :data:`MAX_LABELS` distinct, non-blank, printable
+    strings of at most :data:`MAX_LABEL_CHARS` characters.
+
+    Raises:
+        InvalidOptionError: They are not (also a ``ValueError``).
+    """
+    if not isinstance(labels, (list, tuple)) or not 1 <= len(labels) <= MAX_LABELS:
+        raise InvalidOptionError(
+            f"labels must be a list of 1 to {MAX_LABELS} class names, got "
+            f"{type(labels).__name__}"
+            + (f" of {len(labels)}" if isinstance(labels, (list, tuple)) else "")
+        )
+    for label in labels:
+        if (
+            not isinstance(label, str)
+            or not label.strip()
+            or len(label) > MAX_LABEL_CHARS
+            or not label.isprintable()
+        ):
+            shown = repr(label) if len(repr(label)) <= 60 else repr(label)[:57] + "..."
+            raise InvalidOptionError(
+                f"each label must be a non-blank printable string of at most {MAX_LABEL_CHARS} "
+                f"characters, got {shown}"
+            )
+    if len(set(labels)) != len(labels):
+        raise InvalidOptionError(f"labels must be distinct, got {list(labels)}")
+    return tuple(labels)
+
+
+def check_value_range(value_range: object) -> tuple[float, float]:
+    """Return ``(low, high)`` as floats if it is a plausible input value range.
+
+    Both ends finite, within +-:data:`MAX_INPUT_VALUE`, and ``high - low`` at least
+    :data:`MIN_VALUE_SPAN` (``(0, 1)``, ``(-1, 1)``, ``(0, 255)`` all pass).
+
+    Raises:
+        InvalidOptionError: It is not (also a ``ValueError``).
+    """
+    try:
+        low, high = (float(v) for v in value_range)  # type: ignore[attr-defined]
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidOptionError(
+            f"value range must be two numbers (low, high), got {value_range!r}"
+        ) from e
+    if not (
+        math.isfinite(low)
+        and math.isfinite(high)
+        and low >= -MAX_INPUT_VALUE
+        and high <= MAX_INPUT_VALUE
+        and high - low >= MIN_VALUE_SPAN
+    ):
+        raise InvalidOptionError(
+            f"value range must be finite with low < high, within +-{MAX_INPUT_VALUE:g} and "
+            f"high - low >= {MIN_VALUE_SPAN:g} (e.g. 0 1, -1 1 or 0 255), got {low:g} {high:g}"
+        )
+    return low, high
+
+
+def _json_ints(text: str, count: int) -> tuple[int, ...]:
+    values = json.loads(text)
+    if (
+        not isinstance(values, list)
+        or len(values) != count
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+            for v in values
+        )
+    ):
+        raise ValueError(f"expected a JSON list of {count} integers, got {text[:100]!r}")
+    return tuple(int(v) for v in values)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
@@ -58,6 +142,10 @@ class ModelInfo:
             ``fer_onnx.crop_template``); ``None``: faces are cropped at their box.
         output: What the model returns: ``"probabilities"`` or ``"logits"`` (optional key
             ``fer_onnx.output``; the runtime applies softmax to logits).
+
+    Raises:
+        InvalidOptionError: A field is implausible (see :meth:`from_metadata`); a field of
+            the wrong type raises its subclass :class:`~fer_onnx.errors.InvalidTypeError`.
     """
 
     labels: tuple[str, ...]
@@ -66,6 +154,25 @@ class ModelInfo:
     extra: Mapping[str, str]
     template: CropTemplate | None = None
     output: str = "probabilities"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", check_labels(self.labels))
+        if not isinstance(self.input, InputSpec):
+            raise InvalidTypeError(
+                f"ModelInfo.input must be an InputSpec, got {type(self.input).__name__}"
+            )
+        object.__setattr__(self, "value_range", check_value_range(self.value_range))
+        if not isinstance(self.extra, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.extra.items()
+        ):
+            raise InvalidTypeError("ModelInfo.extra must map strings to strings")
+        if self.template is not None and not isinstance(self.template, CropTemplate):
+            raise InvalidTypeError(
+                f"ModelInfo.template must be a CropTemplate or None, got "
+                f"{type(self.template).__name__}"
+            )
+        if self.output not in OUTPUT_KINDS:
+            raise InvalidOptionError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
 
     def to_metadata(self) -> dict[str, str]:
         """Serialise to the string map stored in ``metadata_props``."""
@@ -84,12 +191,17 @@ class ModelInfo:
     def from_metadata(cls, props: Mapping[str, str], source: str = "model") -> ModelInfo:
         """Parse the string map read from a model.
 
+        Every field is checked for plausibility: labels (:func:`check_labels`), input size
+        (:class:`~fer_onnx.InputSpec`: 1 to 1024 pixels per side), value range
+        (:func:`check_value_range`), colour mode, output kind and crop template
+        (:class:`~fer_onnx.alignment.CropTemplate`), so a model that loads also runs.
+
         Args:
             props: The ``custom_metadata_map`` of an onnxruntime session.
             source: Name of the model, used in error messages.
 
         Raises:
-            ModelLoadError: If a key is missing or malformed.
+            ModelLoadError: If a key is missing, malformed or implausible.
         """
         missing = [key for key in REQUIRED_KEYS if key not in props]
         if missing:
@@ -99,19 +211,12 @@ class ModelInfo:
                 "metadata_props (see fer_onnx.metadata)."
             )
         try:
-            labels = json.loads(props[KEY_LABELS])
-            height, width = (int(v) for v in json.loads(props[KEY_INPUT_SIZE]))
-            low, high = (float(v) for v in json.loads(props[KEY_VALUE_RANGE]))
+            labels = check_labels(json.loads(props[KEY_LABELS]))
+            height, width = _json_ints(props[KEY_INPUT_SIZE], 2)
+            value_range = check_value_range(json.loads(props[KEY_VALUE_RANGE]))
             color = props[KEY_COLOR]
             if color not in COLOR_MODES:
                 raise ValueError(f"{KEY_COLOR} must be one of {COLOR_MODES}, got {color!r}")
-            if (
-                not isinstance(labels, list)
-                or not labels
-                or not all(isinstance(label, str) for label in labels)
-                or len(set(labels)) != len(labels)
-            ):
-                raise ValueError(f"{KEY_LABELS} must be a JSON list of distinct strings")
             spec = InputSpec(height, width, _color(color))
             template = (
                 CropTemplate.from_json(props[KEY_CROP_TEMPLATE])
@@ -121,13 +226,11 @@ class ModelInfo:
             output = props.get(KEY_OUTPUT, "probabilities")
             if output not in OUTPUT_KINDS:
                 raise ValueError(f"{KEY_OUTPUT} must be one of {OUTPUT_KINDS}, got {output!r}")
-            if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise ValueError(f"{KEY_VALUE_RANGE} must be finite with low < high")
-        except (ValueError, TypeError) as e:
+            known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE, KEY_OUTPUT)
+            extra = {k: v for k, v in props.items() if k not in known}
+            return cls(labels, spec, value_range, extra, template, output)
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
             raise ModelLoadError(f"{source} has malformed fer-onnx metadata: {e}") from e
-        known = (*REQUIRED_KEYS, KEY_CROP_TEMPLATE, KEY_OUTPUT)
-        extra = {k: v for k, v in props.items() if k not in known}
-        return cls(tuple(labels), spec, (low, high), extra, template, output)
 
 
 def check_input(source: str, elem_type: str, shape: Sequence[object]) -> None:

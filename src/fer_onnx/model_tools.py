@@ -29,23 +29,26 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.alignment import CropTemplate
-from fer_onnx.errors import InvalidOptionError, ModelLoadError, ModelOutputError
+from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError, ModelLoadError, ModelOutputError
 from fer_onnx.metadata import (
     KEY_COLOR,
     KEY_INPUT_SIZE,
     KEY_LABELS,
     KEY_OUTPUT,
     KEY_VALUE_RANGE,
+    MAX_INPUT_VALUE,
     OUTPUT_KINDS,
     REQUIRED_KEYS,
     ModelInfo,
     are_probabilities,
     check_input,
+    check_labels,
+    check_value_range,
 )
 from fer_onnx.outputs import AtomicOutput, check_outputs, deferred_signals
 from fer_onnx.preprocessing import COLOR_MODES, ColorMode, InputSpec
-from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer, bundled_model_path
+from fer_onnx.recognizer import EmotionRecognizer, resolve_model
 from fer_onnx.session import SessionConfig, create_session
 from fer_onnx.yunet import STRIDES
 
@@ -257,7 +260,8 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelReport:
     """Report what fer-onnx knows of an ONNX file: inputs, outputs, metadata, what is missing.
 
     Args:
-        path: Any ONNX file.
+        path: Any ONNX file, or a bundled model's name (``"default"``, ``"fp32"``, ``"int8"``)
+            as everywhere else.
 
     Returns:
         The report; ``report.usable`` says whether :class:`~fer_onnx.EmotionRecognizer` runs
@@ -265,8 +269,9 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelReport:
 
     Raises:
         ModelLoadError: The file is missing or onnxruntime cannot load it.
+        InvalidTypeError: ``path`` is neither a ``str`` nor an ``os.PathLike``.
     """
-    model = Path(path)
+    model = resolve_model(path)
     session = create_session(model, ["CPUExecutionProvider"], SessionConfig(log_severity=3))
     inputs = _tensors(session.get_inputs())
     outputs = _tensors(session.get_outputs())
@@ -321,15 +326,40 @@ def _import_onnx() -> Any:
 
 
 def _template_from(source: str | os.PathLike[str]) -> CropTemplate:
-    name = os.fspath(source)
-    path = bundled_model_path(name) if name == "default" or name in BUNDLED_MODELS else Path(name)
-    report = inspect_model(path)
-    if report.info is None or report.info.template is None:
+    path = resolve_model(source)
+    session = create_session(path, ["CPUExecutionProvider"], SessionConfig(log_severity=3))
+    text = session.get_modelmeta().custom_metadata_map.get(KEY_CROP_TEMPLATE)
+    del session
+    if text is None:
         raise InvalidOptionError(
-            f"{path} has no crop template (metadata key fer_onnx.crop_template) to copy; "
+            f"{path} has no crop template (metadata key {KEY_CROP_TEMPLATE}) to copy; "
             "name a fer-onnx model that has one, e.g. 'default'"
         )
-    return report.info.template
+    try:
+        return CropTemplate.from_json(text)
+    except InvalidOptionError as e:
+        raise InvalidOptionError(
+            f"{path}: its crop template cannot be copied: {e}; name a model with a plausible "
+            "one, e.g. 'default'"
+        ) from e
+
+
+def _input_size(input_size: object) -> tuple[int, int]:
+    """``(height, width)`` as ints; whole floats (``48.0``) pass, anything else is refused."""
+    try:
+        pair = list(input_size)  # type: ignore[call-overload]
+        if len(pair) != 2:
+            raise ValueError("not two values")
+        values = (float(pair[0]), float(pair[1]))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidOptionError(
+            f"input size must be two integers (height, width), got {input_size!r}"
+        ) from e
+    if not all(math.isfinite(v) and v.is_integer() for v in values):
+        raise InvalidOptionError(
+            f"input size must be two integers (height, width), got {input_size!r}"
+        )
+    return int(values[0]), int(values[1])
 
 
 def _check_stats(
@@ -337,16 +367,23 @@ def _check_stats(
 ) -> npt.NDArray[np.float32] | None:
     if values is None:
         return None
-    array = np.asarray([float(v) for v in values], np.float64)
+    count = "one finite value" if channels == 1 else f"one or {channels} finite values"
+    try:
+        array = np.asarray([float(v) for v in values], np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidOptionError(f"{name} needs {count}, got {values!r}") from e
     if array.size == 1:
         array = np.repeat(array, channels)
     if array.size != channels or not np.isfinite(array).all():
-        count = "one finite value" if channels == 1 else f"one or {channels} finite values"
         raise InvalidOptionError(
             f"{name} needs {count} (one per channel of the model's colour mode), got {list(values)}"
         )
-    if name == "std" and (array <= 0).any():
-        raise InvalidOptionError(f"std must be > 0, got {list(values)}")
+    if (np.abs(array) > MAX_INPUT_VALUE).any():
+        raise InvalidOptionError(
+            f"{name} must lie within +-{MAX_INPUT_VALUE:g}, got {list(values)}"
+        )
+    if name == "std" and (array < 1e-6).any():
+        raise InvalidOptionError(f"std must be > 0 (at least 1e-6), got {list(values)}")
     return array.astype(np.float32)
 
 
@@ -434,23 +471,31 @@ def stamp_model(
     The runtime feeds faces as float32 ``0..255`` mapped linearly onto ``value_range``, in the
     layout the input shape says (NHWC or NCHW).
 
+    Every option is checked for plausibility before anything is written, as the runtime
+    checks the metadata when it loads a model (:meth:`fer_onnx.metadata.ModelInfo.from_metadata`):
+    a stamped file always loads and runs.
+
     Args:
         source: The foreign ONNX classifier: one float32 4-D image input with a dynamic batch
             dimension, a ``(batch, classes)`` output.
-        target: Where to write the stamped copy (replaced atomically; never ``source``).
-        labels: Class names in the order of the model's output.
-        input_size: ``(height, width)`` of one face.
+        target: Where to write the stamped copy (replaced atomically; never ``source``, never
+            ``"-"``: a model is not written to standard output).
+        labels: Class names in the order of the model's output (1 to 1000 distinct,
+            printable names of at most 100 characters).
+        input_size: ``(height, width)`` of one face, 1 to 1024 pixels each.
         color: ``"gray"``, ``"rgb"`` or ``"bgr"`` (channel order the model was trained on).
         value_range: ``(low, high)`` input range the model was trained on, e.g. ``(0, 1)``
-            for ``torchvision.transforms.ToTensor``.
+            for ``torchvision.transforms.ToTensor`` (finite, within +-65535, ``high - low``
+            at least 0.001).
         softmax: The model outputs logits (or log-probabilities): the runtime applies softmax
             (metadata ``fer_onnx.output = logits``).
         mean: Per-channel means subtracted after scaling to ``value_range``
             (``transforms.Normalize``); one value or one per channel. Added to the graph.
         std: Per-channel standard deviations to divide by, with ``mean``.
         crop_template: How the model's training data framed faces: a :class:`CropTemplate`,
-            or a model to copy it from (``"default"``, ``"fp32"``, ``"int8"`` or a path).
-            Without one, faces are cropped at their detector box.
+            or a model to copy it from (``"default"``, ``"fp32"``, ``"int8"`` or a path; its
+            template must be plausible, see :class:`CropTemplate`). Without one, faces are
+            cropped at their detector box.
 
     Returns:
         The report of the stamped file (``report.usable`` is ``True``).
@@ -458,29 +503,30 @@ def stamp_model(
     Raises:
         ModelLoadError: The source is missing, not loadable, or not an image classifier the
             runtime can feed (input type, rank, fixed batch, shape not matching the options).
-        InvalidOptionError: An option is malformed (labels, size, colour, range, mean/std).
+        InvalidOptionError: An option is malformed or implausible (labels, size, colour, range,
+            mean/std, crop template), or ``target`` is ``"-"``.
         ModelOutputError: The outputs contradict ``softmax`` (probabilities stamped as logits,
             or logits stamped as probabilities) or do not match the labels.
         OutputError: ``target`` cannot be written, or is the source.
     """
+    if isinstance(target, (str, os.PathLike)) and os.fspath(target) in ("-", ""):
+        raise InvalidOptionError(
+            f"OUT must be the path of the .onnx file to write, got {os.fspath(target)!r}: a "
+            "model is not written to standard output"
+        )
+    if isinstance(target, (bytes, bytearray)) or not isinstance(target, (str, os.PathLike)):
+        raise InvalidTypeError(f"target must be a path, got {type(target).__name__}")
     onnx = _import_onnx()
-    src, dst = Path(source), Path(target)
-    if not src.is_file():
-        raise ModelLoadError(f"model file not found: {src}")
+    src, dst = resolve_model(source), Path(target)
     check_outputs([dst], [src])
-    names = tuple(str(label) for label in labels)
-    if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
-        raise InvalidOptionError(f"labels must be distinct non-empty names, got {list(labels)}")
-    if color not in COLOR_MODES:
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise InvalidTypeError(f"labels must be a list of class names, got {type(labels).__name__}")
+    names = check_labels(tuple(str(label) for label in labels))
+    if not isinstance(color, str) or color not in COLOR_MODES:
         raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {color!r}")
     mode: ColorMode = "gray" if color == "gray" else "rgb" if color == "rgb" else "bgr"
-    try:
-        spec = InputSpec(int(input_size[0]), int(input_size[1]), mode)
-    except (ValueError, TypeError, IndexError) as e:
-        raise InvalidOptionError(f"input size must be (height, width) > 0: {e}") from e
-    low, high = (float(v) for v in value_range)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidOptionError(f"value range must be finite with low < high, got {value_range}")
+    spec = InputSpec(*_input_size(input_size), mode)
+    low, high = check_value_range(value_range)
     mean_array = _check_stats("mean", mean, spec.channels)
     std_array = _check_stats("std", std, spec.channels)
     if (mean_array is None) != (std_array is None):
@@ -625,7 +671,7 @@ def add_model_parser(subparsers: Any) -> argparse.ArgumentParser:
         "lacks. Exit code 0 when EmotionRecognizer can run it (or it is a YuNet detector), "
         "1 when not.",
     )
-    p.add_argument("path", type=Path, help="an .onnx file")
+    p.add_argument("path", help="an .onnx file, or a bundled model: 'default', 'fp32' or 'int8'")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
 
@@ -635,8 +681,10 @@ def add_model_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Copy IN to OUT with the fer-onnx metadata, check that the runtime accepts "
         "it and that its outputs are what you said (probabilities, or logits with --softmax).",
     )
-    p.add_argument("source", type=Path, metavar="IN", help="the foreign .onnx classifier")
-    p.add_argument("target", type=Path, metavar="OUT", help="the stamped copy to write")
+    p.add_argument("source", metavar="IN", help="the foreign .onnx classifier")
+    p.add_argument(
+        "target", type=Path, metavar="OUT", help="the stamped copy to write (a file, not '-')"
+    )
     p.add_argument(
         "--labels",
         nargs="+",

@@ -17,12 +17,21 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.errors import InvalidImageError
+from fer_onnx.errors import InvalidImageError, InvalidOptionError, InvalidTypeError
 
 ColorMode = Literal["gray", "rgb", "bgr"]
 COLOR_MODES: tuple[ColorMode, ...] = ("gray", "rgb", "bgr")
+MAX_INPUT_SIDE = 1024
+"""Largest face height or width a model may take (expression CNNs and ViTs take 48 to 512)."""
 
-__all__ = ["COLOR_MODES", "ColorMode", "InputSpec", "prepare_faces", "to_color_mode"]
+__all__ = [
+    "COLOR_MODES",
+    "MAX_INPUT_SIDE",
+    "ColorMode",
+    "InputSpec",
+    "prepare_faces",
+    "to_color_mode",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +39,14 @@ class InputSpec:
     """What a model expects for each face.
 
     Attributes:
-        height: Face height in pixels.
-        width: Face width in pixels.
+        height: Face height in pixels, 1 to :data:`MAX_INPUT_SIDE`.
+        width: Face width in pixels, 1 to :data:`MAX_INPUT_SIDE`.
         color: ``"gray"`` (1 channel) or ``"rgb"`` / ``"bgr"`` (3 channels).
+
+    Raises:
+        InvalidOptionError: A size is out of range, or the colour mode unknown (also a
+            ``ValueError``; :class:`~fer_onnx.errors.InvalidTypeError` for a size that is not
+            an ``int``).
     """
 
     height: int
@@ -40,10 +54,21 @@ class InputSpec:
     color: ColorMode
 
     def __post_init__(self) -> None:
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
-        if self.color not in COLOR_MODES:
-            raise ValueError(f"color must be one of {COLOR_MODES}, got {self.color!r}")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise InvalidTypeError(
+                    f"input {name} must be an int, got {type(value).__name__} {value!r}"
+                )
+        if not (0 < self.height <= MAX_INPUT_SIDE and 0 < self.width <= MAX_INPUT_SIDE):
+            raise InvalidOptionError(
+                f"input size must be positive and at most {MAX_INPUT_SIDE} pixels per side, "
+                f"got {self.height}x{self.width}"
+            )
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", int(self.width))
+        if not isinstance(self.color, str) or self.color not in COLOR_MODES:
+            raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {self.color!r}")
 
     @property
     def channels(self) -> int:

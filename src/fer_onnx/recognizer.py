@@ -17,10 +17,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from fer_onnx.alignment import align_face, crop_to_template
-from fer_onnx.detectors import Detector, HaarDetector, as_detection
+from fer_onnx.detectors import Detector, HaarDetector, fit_detections
 from fer_onnx.errors import (
     InvalidImageError,
     InvalidOptionError,
+    InvalidTypeError,
     ModelLoadError,
     ModelOutputError,
     NoDetectorError,
@@ -38,16 +39,22 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BUNDLED_MODELS",
     "DEFAULT_MODEL",
+    "MAX_BATCH",
     "DetectorSpec",
     "EmotionRecognizer",
     "bundled_model_path",
     "make_detector",
+    "resolve_model",
 ]
 
 BUNDLED_MODELS = ("fp32", "int8")
 """Names of the models shipped inside the package (``model="fp32"`` / ``model="int8"``)."""
 BUFFER_BYTES = 32 << 20
 """Most bytes of input buffers a recognizer keeps per thread (larger batches allocate anew)."""
+MAX_BATCH = 64
+"""Most faces per session run: more faces (a crowd, 10,000 boxes, a long list of crops) are
+cut, prepared and classified in chunks of this many, so memory stays bounded whatever the
+count. A chunk also holds at most :data:`BUFFER_BYTES` of input (fewer faces for large inputs)."""
 DEFAULT_MODEL = "int8"
 """The bundled model used by ``EmotionRecognizer()``: the faster one that keeps accuracy.
 
@@ -66,6 +73,11 @@ def bundled_model_path(name: str) -> Path:
     Raises:
         ModelLoadError: The name is unknown or the file is not in this installation.
     """
+    if not isinstance(name, str):
+        raise InvalidTypeError(
+            f"a bundled model name must be a str ('default', 'fp32', 'int8'), got "
+            f"{type(name).__name__}"
+        )
     if name == "default":
         name = DEFAULT_MODEL if _bundled_file(DEFAULT_MODEL).is_file() else "fp32"
     if name not in BUNDLED_MODELS:
@@ -79,6 +91,39 @@ def bundled_model_path(name: str) -> Path:
             f"the bundled {name!r} model is not in this installation ({path} is missing). "
             "Reinstall fer-onnx, or pass model='path/to/model.onnx' exported with "
             "`python -m export.onnx`."
+        )
+    return path
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """The file ``model`` names: a bundled model or the path of an existing ONNX file.
+
+    Bundled models are named by a ``str``: ``"default"``, ``"fp32"`` or ``"int8"``.
+
+    Every entry point that takes a model (``EmotionRecognizer``, ``fer-onnx model inspect``,
+    ``model stamp``'s input and ``--crop-template-from``) resolves it here.
+
+    Raises:
+        InvalidTypeError: ``model`` is neither a ``str`` nor an ``os.PathLike``.
+        ModelLoadError: The bundled model is not installed, or the file does not exist.
+    """
+    if isinstance(model, str) and (model == "default" or model in BUNDLED_MODELS):
+        return bundled_model_path(model)
+    if isinstance(model, (bytes, bytearray)) or not isinstance(model, (str, os.PathLike)):
+        raise InvalidTypeError(
+            f"model must be {('default', *BUNDLED_MODELS)} or the path of an .onnx file "
+            f"(str or os.PathLike), got {type(model).__name__}"
+        )
+    path = Path(model)
+    if str(model) in ("", "-"):
+        raise ModelLoadError(
+            f"model {str(model)!r} is not a file: give the path of an .onnx file or one of "
+            f"the bundled models {('default', *BUNDLED_MODELS)}"
+        )
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model file not found: {path}. Pass an existing .onnx path or one of the "
+            f"bundled models {('default', *BUNDLED_MODELS)}."
         )
     return path
 
@@ -110,9 +155,10 @@ def make_detector(
                 f"Detector object; {str(detector)!r} is none of these (no such file)"
             )
         return YuNetDetector(path, providers=providers, session_config=session_config)
-    if not isinstance(detector, Detector):
-        raise TypeError(
-            "detector must have a detect(image) -> Sequence[Detection | Box] method, got "
+    if not isinstance(detector, Detector) or not callable(getattr(detector, "detect", None)):
+        raise InvalidTypeError(
+            "detector must be 'yunet', 'haar', the path of a YuNet .onnx file, None, or an "
+            "object with a detect(image) -> Sequence[Detection | Box] method; got "
             f"{type(detector).__name__}"
         )
     return detector
@@ -146,7 +192,10 @@ class EmotionRecognizer:
             crop (not used for faces framed by the template).
 
     Raises:
-        ModelLoadError: The model is missing, corrupt, or lacks fer-onnx metadata.
+        ModelLoadError: The model is missing, corrupt, or lacks fer-onnx metadata (or has
+            implausible metadata, see :meth:`~fer_onnx.metadata.ModelInfo.from_metadata`).
+        InvalidTypeError: ``model`` or ``detector`` is of the wrong type.
+        InvalidOptionError: ``margin`` or ``device`` is out of range.
         ProviderError: A requested execution provider is not available.
         DetectorError: The face detector cannot be created.
     """
@@ -174,15 +223,7 @@ class EmotionRecognizer:
                 f"pass either device={device!r} or providers=[...], not both: providers "
                 "already say where to run"
             )
-        if isinstance(model, str) and (model == "default" or model in BUNDLED_MODELS):
-            path = bundled_model_path(model)
-        else:
-            path = Path(model)
-            if not path.is_file():
-                raise ModelLoadError(
-                    f"model file not found: {path}. Pass an existing .onnx path or one of the "
-                    f"bundled models {('default', *BUNDLED_MODELS)}."
-                )
+        path = resolve_model(model)
         self.model_path = path
         self.margin = margin
         chosen = resolve_providers(device, providers)
@@ -257,7 +298,17 @@ class EmotionRecognizer:
     ) -> list[FaceEmotion]:
         """Find faces in an image and classify their expressions.
 
-        All faces go through one batched session run.
+        Faces go through batched session runs of at most :data:`MAX_BATCH` faces (one run
+        for a typical photo).
+
+        Boxes, the detector's or the caller's, are clipped to the image: a face partly
+        outside is cut at the edge and its result's ``box`` is the clipped one. A box wholly
+        outside the image is refused (a caller's with
+        :class:`~fer_onnx.InvalidImageError`, a detector's with
+        :class:`~fer_onnx.DetectorError`): no emotion is ever given for a face that cannot
+        be seen. A detector's landmarks that cannot frame a face (5 (nearly) identical
+        points, points far from the box) are dropped with a logged warning: that face is cut
+        at its box and its result has ``landmarks=None``.
 
         Args:
             image: A path, a numpy image (HxW gray, HxWx1, HxWx3 BGR, HxWx4 BGRA; uint8) or
@@ -271,6 +322,8 @@ class EmotionRecognizer:
 
         Raises:
             InvalidImageError: The image (or a box) is not valid; the message says why.
+            DetectorError: The detector returned something other than a list of Detection or
+                Box objects, or a box outside the image.
             FerOnnxError: The recognizer is closed, or has no detector and no boxes were given.
         """
         self._check_open()
@@ -286,7 +339,9 @@ class EmotionRecognizer:
                 )
             # Reading order (left to right, then top to bottom) makes results deterministic.
             found = sorted(
-                (as_detection(d) for d in detector.detect(array)),
+                fit_detections(
+                    detector.detect(array), width, height, source="the detector's detect()"
+                ),
                 key=lambda d: (d.box.x, d.box.y),
             )
         else:
@@ -297,7 +352,7 @@ class EmotionRecognizer:
             found = [Detection(to_box(b, width, height, i)) for i, b in enumerate(boxes)]
         if not found:
             return []
-        probs = self._run(self.cut_faces(array, found))
+        probs = np.concatenate([self._run(self._cut(array, part)) for part in self._chunks(found)])
         return [
             FaceEmotion(d.box, *self._top(p), detection_score=d.score, landmarks=d.landmarks)
             for d, p in zip(found, probs, strict=True)
@@ -310,8 +365,33 @@ class EmotionRecognizer:
 
         With ``align`` and a model that carries a crop template, faces with landmarks are
         warped onto it at the model's input size and box-only faces are cut to match its box;
-        otherwise each box is cropped as it is, grown by ``margin``.
+        otherwise each box is cropped as it is, grown by ``margin``. Detections are checked
+        as :meth:`recognize` checks a detector's: boxes are clipped to the image, landmarks
+        that cannot frame a face are ignored (the face is cut at its box).
+
+        Args:
+            image: The image the detections were found in.
+            detections: :class:`~fer_onnx.Detection` (or :class:`~fer_onnx.Box`) objects in
+                pixels of ``image``.
+
+        Returns:
+            One uint8 face image per detection, in order.
+
+        Raises:
+            InvalidImageError: ``image`` is not a valid image.
+            InvalidOptionError: ``detections`` is not a list of Detection or Box objects, or
+                a box lies outside the image.
         """
+        array = load_image(image)
+        height, width = array.shape[:2]
+        found = fit_detections(
+            detections, width, height, source="cut_faces()", error=InvalidOptionError
+        )
+        return self._cut(array, found)
+
+    def _cut(
+        self, image: npt.NDArray[np.uint8], detections: Sequence[Detection]
+    ) -> list[npt.NDArray[np.uint8]]:
         template = self.info.template if self.align else None
         if template is None:
             return crop_faces(image, [d.box for d in detections], self.margin)
@@ -324,7 +404,10 @@ class EmotionRecognizer:
         ]
 
     def classify(self, crops: Sequence[ImageInput] | npt.NDArray[Any]) -> list[Emotion]:
-        """Classify already-cropped faces of any size in one batched session run.
+        """Classify already-cropped faces of any size in batched session runs.
+
+        Crops are read (paths decoded), prepared and classified :data:`MAX_BATCH` at a time,
+        so memory stays bounded however many there are.
 
         Args:
             crops: A sequence of face images (each a path, numpy image or PIL image), or a
@@ -336,11 +419,7 @@ class EmotionRecognizer:
         Raises:
             InvalidImageError: A crop is not a valid image; the message names its index.
         """
-        self._check_open()
-        images = _as_crops(crops, "classify")
-        if not images:
-            return []
-        return [Emotion(*self._top(p)) for p in self._run(images)]
+        return [Emotion(*self._top(p)) for p in self._predict_items(crops, "classify")]
 
     def close(self) -> None:
         """Release the onnxruntime sessions and buffers.
@@ -394,14 +473,42 @@ class EmotionRecognizer:
     def predict(self, faces: Sequence[ImageInput] | npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Class probabilities for face crops, as an ``(N, K)`` array.
 
-        The low-level batch entry point (no result objects): one session run for all faces.
-        Accepts what :meth:`classify` accepts, and rejects what it rejects.
+        The low-level batch entry point (no result objects): session runs of at most
+        :data:`MAX_BATCH` faces. Accepts what :meth:`classify` accepts, and rejects what it
+        rejects.
         """
+        return self._predict_items(faces, "predict")
+
+    def _predict_items(self, crops: Any, method: str) -> npt.NDArray[np.float32]:
+        """:meth:`predict` with the method named in error messages (``classify``/``predict``)."""
         self._check_open()
-        images = _as_crops(faces, "predict")
-        if not images:
-            return np.zeros((0, len(self.labels)), np.float32)
-        return self._run(images)
+        items = _as_crops(crops, method)
+        parts = [np.zeros((0, len(self.labels)), np.float32)]
+        for start, chunk in self._chunks_at(items):
+            images = []
+            for i, crop in enumerate(chunk, start):
+                try:
+                    images.append(load_image(crop))
+                except InvalidImageError as e:
+                    raise type(e)(f"crop {i}: {e}") from e
+            parts.append(self._run(images))
+        return np.concatenate(parts)
+
+    def _batch_size(self) -> int:
+        """Faces per session run: :data:`MAX_BATCH`, fewer when one face's input is large."""
+        spec = self.info.input
+        per_face = spec.height * spec.width * spec.channels * 4
+        return max(1, min(MAX_BATCH, BUFFER_BYTES // per_face))
+
+    def _chunks(self, items: Sequence[Detection]) -> list[Sequence[Detection]]:
+        size = self._batch_size()
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    def _chunks_at(
+        self, items: Sequence[Any] | npt.NDArray[Any]
+    ) -> list[tuple[int, Sequence[Any] | npt.NDArray[Any]]]:
+        size = self._batch_size()
+        return [(i, items[i : i + size]) for i in range(0, len(items), size)]
 
     def _buffer(self, n: int) -> npt.NDArray[np.float32]:
         """A per-thread input buffer for ``n`` faces; at most :data:`BUFFER_BYTES` are kept."""
@@ -449,8 +556,8 @@ class EmotionRecognizer:
         return values
 
 
-def _as_crops(crops: Any, method: str) -> list[npt.NDArray[np.uint8]]:
-    """Validate a batch of crops for ``classify`` / ``predict``; one clear error otherwise."""
+def _as_crops(crops: Any, method: str) -> Sequence[Any] | npt.NDArray[Any]:
+    """Check the container of crops for ``classify`` / ``predict`` (each crop is read later)."""
     if crops is None:
         raise InvalidImageError(f"{method}() expects a sequence of face crops, got None")
     if isinstance(crops, np.ndarray) and not (crops.ndim == 1 and crops.dtype == object):
@@ -471,10 +578,4 @@ def _as_crops(crops: Any, method: str) -> list[npt.NDArray[np.uint8]]:
             f"{method}() takes a list of crops (paths, numpy or PIL images), got {what}; wrap "
             "one crop as [crop]"
         )
-    images = []
-    for i, crop in enumerate(crops):
-        try:
-            images.append(load_image(crop))
-        except InvalidImageError as e:
-            raise type(e)(f"crop {i}: {e}") from e
-    return images
+    return crops if isinstance(crops, np.ndarray) else list(crops)

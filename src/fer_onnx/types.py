@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError
+
 __all__ = ["Box", "Detection", "Emotion", "FaceEmotion", "Landmarks"]
 
 Landmarks = tuple[tuple[float, float], ...]
@@ -37,9 +39,12 @@ class Box:
         for name in ("x", "y", "width", "height"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Box.{name} must be an int, got {type(value).__name__}")
+                raise InvalidTypeError(
+                    f"Box.{name} must be an int, got {type(value).__name__}; round pixel "
+                    "coordinates first, e.g. Box(*(int(round(v)) for v in (x, y, w, h)))"
+                )
         if self.width <= 0 or self.height <= 0:
-            raise ValueError(f"Box width and height must be positive, got {self}")
+            raise InvalidOptionError(f"Box width and height must be positive, got {self}")
 
     @property
     def x2(self) -> int:
@@ -65,6 +70,20 @@ class Box:
         inter = w * h
         return inter / (self.area + other.area - inter)
 
+    def clip(self, width: int, height: int) -> Box | None:
+        """The part of this box inside a ``width`` x ``height`` image, or ``None`` if none is.
+
+        A box that lies partly outside the image is cut at its edges; one that lies wholly
+        outside (or only touches an edge) has no part inside.
+        """
+        x1, y1 = max(self.x, 0), max(self.y, 0)
+        x2, y2 = min(self.x2, width), min(self.y2, height)
+        if x2 <= x1 or y2 <= y1:
+            return None
+        if (x1, y1, x2, y2) == (self.x, self.y, self.x2, self.y2):
+            return self
+        return Box(x1, y1, x2 - x1, y2 - y1)
+
     def to_tuple(self) -> tuple[int, int, int, int]:
         """``(x, y, width, height)``."""
         return (self.x, self.y, self.width, self.height)
@@ -77,15 +96,21 @@ class Box:
 def _check_landmarks(landmarks: Landmarks | None) -> Landmarks | None:
     if landmarks is None:
         return None
-    points = tuple((float(x), float(y)) for x, y in landmarks)
+    try:
+        points = tuple((float(x), float(y)) for x, y in landmarks)
+    except (TypeError, ValueError, OverflowError):
+        points = ()
     if len(points) != 5 or not all(math.isfinite(v) for p in points for v in p):
-        raise ValueError(f"landmarks must be 5 finite (x, y) points, got {landmarks!r}")
+        raise InvalidOptionError(
+            f"landmarks must be 5 finite (x, y) points or None, got {landmarks!r}"
+        )
     return points
 
 
 def _check_score(score: float | None) -> None:
-    if score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0):
-        raise ValueError(f"detection score must be within 0..1, got {score}")
+    number = score is not None and isinstance(score, (int, float)) and not isinstance(score, bool)
+    if score is not None and not (number and math.isfinite(score) and 0.0 <= score <= 1.0):
+        raise InvalidOptionError(f"detection score must be a number within 0..1, got {score!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +131,10 @@ class Detection:
 
     def __post_init__(self) -> None:
         if not isinstance(self.box, Box):
-            raise TypeError(f"Detection.box must be a Box, got {type(self.box).__name__}")
+            raise InvalidTypeError(
+                f"Detection.box must be a Box, got {type(self.box).__name__}; build it with "
+                "Box(x, y, width, height)"
+            )
         _check_score(self.score)
         object.__setattr__(self, "landmarks", _check_landmarks(self.landmarks))
 
@@ -120,15 +148,21 @@ class Detection:
 
 
 def _check_probabilities(probabilities: Mapping[str, float], label: str, score: float) -> None:
-    if not probabilities:
-        raise ValueError("probabilities must not be empty")
-    total = math.fsum(probabilities.values())
+    if not isinstance(probabilities, Mapping) or not probabilities:
+        raise InvalidOptionError(
+            f"probabilities must be a non-empty mapping of label to float, got {probabilities!r}"
+        )
+    try:
+        total = math.fsum(probabilities.values())
+        close = math.isclose(probabilities.get(label, math.nan), score, abs_tol=1e-6)
+    except (TypeError, ValueError) as e:
+        raise InvalidOptionError(f"probabilities and score must be numbers: {e}") from e
     if not math.isclose(total, 1.0, abs_tol=1e-3):
-        raise ValueError(f"probabilities must sum to 1, got {total:.6f}")
+        raise InvalidOptionError(f"probabilities must sum to 1, got {total:.6f}")
     if label not in probabilities:
-        raise ValueError(f"label {label!r} is not one of {list(probabilities)}")
-    if not math.isclose(probabilities[label], score, abs_tol=1e-6):
-        raise ValueError(f"score {score} differs from probabilities[{label!r}]")
+        raise InvalidOptionError(f"label {label!r} is not one of {list(probabilities)}")
+    if not close:
+        raise InvalidOptionError(f"score {score} differs from probabilities[{label!r}]")
 
 
 @dataclass(frozen=True, slots=True)

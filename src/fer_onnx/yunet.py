@@ -14,6 +14,7 @@ then scaled to fill that size (``detect_width`` does not apply) and padded.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -25,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx._checks import check_int, check_number
-from fer_onnx.detectors import to_bgr
-from fer_onnx.errors import DetectorError, ModelLoadError
+from fer_onnx.detectors import MAX_DETECT_PIXELS, detect_scale, to_bgr
+from fer_onnx.errors import DetectorError, InvalidTypeError, ModelLoadError
+from fer_onnx.images import load_image
 from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
 from fer_onnx.types import Box, Detection
 
@@ -112,6 +114,9 @@ class YuNetDetector:
         detect_width: Detect on a copy shrunk to this width in pixels (never enlarged);
             ``None`` detects at full size. Smaller is faster and misses more small faces.
             A model with a fixed input size ignores it: images are scaled to fill that size.
+            Either way an image is searched at most at
+            :data:`~fer_onnx.detectors.MAX_DETECT_PIXELS` pixels (shrunk to that when larger),
+            so a huge image cannot exhaust memory.
         region_face_size: Video mode's region search shrinks a tracked face to about this
             width in pixels (never enlarges).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``; ignored when ``providers`` is given.
@@ -122,6 +127,8 @@ class YuNetDetector:
 
     Raises:
         DetectorError: The file is missing or is not a YuNet model onnxruntime can run.
+        InvalidTypeError: ``model`` is not a path (``str`` or ``os.PathLike``) or ``None``.
+        InvalidOptionError: A threshold or size is out of range.
         ProviderError: A requested execution provider is not available.
     """
 
@@ -149,6 +156,13 @@ class YuNetDetector:
             None if detect_width is None else check_int("detect_width", detect_width, 32, 100_000)
         )
         self.region_face_size = check_int("region_face_size", region_face_size, 16, 4096)
+        if model is not None and (
+            isinstance(model, (bytes, bytearray)) or not isinstance(model, (str, os.PathLike))
+        ):
+            raise InvalidTypeError(
+                f"model must be the path of a YuNet .onnx file (str or os.PathLike) or None for "
+                f"the bundled one, got {type(model).__name__}"
+            )
         self.model_path = bundled_yunet_path() if model is None else Path(model)
         if not self.model_path.is_file():
             raise DetectorError(
@@ -188,18 +202,26 @@ class YuNetDetector:
         return list(self._session.get_providers())
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Find faces in a uint8 gray, BGR or BGRA image, best score first."""
-        width = image.shape[1]
-        scale = 1.0
-        if self.detect_width is not None and width > self.detect_width:
-            scale = self.detect_width / width
-        return self._detect(image, scale)
+        """Find faces in a uint8 gray, BGR or BGRA image, best score first.
+
+        Raises:
+            InvalidImageError: ``image`` is not a valid image.
+        """
+        image = load_image(image)
+        height, width = image.shape[:2]
+        return self._detect(image, detect_scale(width, height, self.detect_width))
 
     def detect_region(self, region: npt.NDArray[np.uint8], face_width: float) -> list[Detection]:
         """Search ``region`` for a face about ``face_width`` px wide (video mode).
 
         The region is shrunk so that the face is about ``region_face_size`` px wide.
+
+        Raises:
+            InvalidImageError: ``region`` is not a valid image.
+            InvalidOptionError: ``face_width`` is not a positive number.
         """
+        region = load_image(region)
+        face_width = check_number("face_width", face_width, 0.0, math.inf, low_open=True)
         return self._detect(region, min(1.0, self.region_face_size / max(face_width, 1.0)))
 
     def _detect(self, image: npt.NDArray[np.uint8], scale: float) -> list[Detection]:
@@ -207,6 +229,8 @@ class YuNetDetector:
         height, width = bgr.shape[:2]
         if self._fixed is not None:  # fill the fixed input (detect_width cannot apply)
             scale = min(self._fixed[0] / height, self._fixed[1] / width)
+        elif width * height * scale * scale > MAX_DETECT_PIXELS:
+            scale = math.sqrt(MAX_DETECT_PIXELS / (width * height))
         small_w = max(1, round(width * scale))
         small_h = max(1, round(height * scale))
         if (small_w, small_h) != (width, height):

@@ -112,7 +112,8 @@ class WebDemoSite:
         if not (folder / "index.html").is_file():
             raise WebDemoError(
                 f"the demo page is not at {folder}: pass --root the folder holding index.html "
-                "(examples/web of a source checkout), or reinstall fer-onnx, whose wheel ships it"
+                "(examples/web of the fer-onnx source repository), or reinstall fer-onnx, whose "
+                "wheel ships it"
             )
         node_modules = find_runtime(folder, runtime)
         models = {"detector": bundled_yunet_path()}

@@ -422,6 +422,10 @@ def test_analyze_tempfile_is_moved_into_place(detector: FER, tmp_path: Path) -> 
     video.analyze(detector, output="csv", save_frames=False)
     assert not temp.exists()
     assert frame_count(tmp_path / "out" / "blank_output.avi") == 6
+    temp.write_bytes(b"stale")  # not this run's: left alone when no video is written
+    video.analyze(detector, save_frames=False, save_video=False)
+    assert temp.read_bytes() == b"stale"
+    assert frame_count(tmp_path / "out" / "blank_output.avi") == 6
 
 
 @pytest.mark.filterwarnings(FALLBACK)

@@ -71,7 +71,15 @@ from fer_onnx.session import Device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FER", "FER_LABELS", "FaceResult", "InvalidImage", "Video", "draw_annotations"]
+__all__ = [
+    "FER",
+    "FER_LABELS",
+    "FaceResult",
+    "InvalidImage",
+    "Video",
+    "draw_annotations",
+    "read_image",
+]
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The labels of ``fer``'s results, in its order (``FER._get_labels()``).
@@ -588,7 +596,9 @@ class Video:
                     break
             if sink is not None:
                 finish_all([sink])
-        self._close(outfile, written, display, save_frames and zip_images)
+                if self.tempfile:
+                    os.replace(self.tempfile, outfile)
+        self._close(written, display, save_frames and zip_images)
         return self.to_format(data, output)
 
     def _frequency(self, frequency: int | None, save_fps: float | None) -> int:
@@ -619,11 +629,9 @@ class Video:
         size = (first.shape[1], first.shape[0])
         return VideoSink(self.tempfile or outfile, source.stats.fps, size)
 
-    def _close(self, outfile: str, written: list[Path], display: bool, zip_images: bool) -> None:
+    def _close(self, written: list[Path], display: bool, zip_images: bool) -> None:
         if display:
             cv2.destroyAllWindows()
-        if self.tempfile and os.path.isfile(self.tempfile):
-            os.replace(self.tempfile, outfile)
         if zip_images:
             with zipfile.ZipFile(Path(self.outdir) / "images.zip", "w") as archive:
                 for path in sorted(written):

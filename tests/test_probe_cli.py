@@ -142,3 +142,157 @@ def test_close_error_of_a_sink_is_an_output_error(tmp_path: Path) -> None:
         with pytest.raises(OutputError, match="Input/output error"):
             sink.finish()
     assert leftovers(tmp_path) == []
+
+
+# -- issue 25 item 14: a closed standard output, an empty path ---------------------------------
+
+
+def test_image_into_a_closed_pipe_is_not_an_error(tiny_model: Path, tmp_path: Path) -> None:
+    """``fer-onnx image a.png b.png | head -1``: the reader has gone before anything is written.
+
+    The run still does everything else it was asked (the annotated copies) and exits 0.
+    """
+    photos = []
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((60, 80, 3), 128, np.uint8))
+        photos.append(str(tmp_path / name))
+    out = tmp_path / "annotated"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, "-m", "fer_onnx.cli", "image", *photos, "--model", str(tiny_model)]
+    for extra in ([], ["--json"], ["--out", str(out)]):
+        with subprocess.Popen(
+            [*argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        ) as process:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            process.stdout.close()  # like `head` that has read its line and quit
+            err = process.stderr.read().decode()
+            assert process.wait(timeout=120) == 0, err
+        assert "Broken pipe" not in err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_fer.png", "b_fer.png"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["image", ""],
+        ["image", "x.png", "--out", ""],
+        ["video", ""],
+        ["video", "clip.mp4", "--csv", ""],
+        ["video", "clip.mp4", "--plot", ""],
+    ],
+)
+def test_empty_path_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "an empty path; name a file" in err
+    assert "directory" not in err
+
+
+# -- issue 26 item 9: what a new user meets on the command line --------------------------------
+
+
+def test_image_table_stays_aligned_for_long_paths(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = tmp_path / "a.png"
+    long = tmp_path / ("a-photo-with-a-rather-long-name-" * 2 + ".png")
+    for path in (short, long):
+        cv2.imwrite(str(path), np.full((60, 80, 3), 128, np.uint8))
+    out = tmp_path / "annotated"
+    argv = ["image", str(short), str(long), "--model", str(tiny_model), "--out", str(out)]
+    assert main(argv) == 0
+    stdout, stderr = capsys.readouterr()
+    lines = stdout.splitlines()
+    assert len(lines) == 3  # header and one row per image; no `wrote` lines in the table
+    assert len(str(long)) > 32
+    # The face column is right-aligned: each row's "-" ends where the header's "face" ends.
+    ends = {line.index(" -  no face found") + 2 for line in lines[1:]}
+    assert ends == {lines[0].index(" face ") + 5}
+    assert stderr.count("wrote ") == 2
+
+
+def test_image_run_where_every_image_fails_prints_no_header(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("no image")
+    assert main(["image", str(bad), "--model", str(tiny_model)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "bad.jpg: cannot decode" in err
+
+
+def test_image_points_folders_to_batch_and_videos_to_video(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    assert main(["image", str(tmp_path), str(clip), "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert f"use `fer-onnx batch {tmp_path} --out faces.parquet`" in err
+    assert f"use `fer-onnx video {clip} --csv faces.csv`" in err
+
+
+def test_video_without_an_output_is_refused(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    assert main(["video", str(clip), "--model", str(tiny_model), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to write" in err
+    for option in ("--csv", "--json", "--out", "--plot"):
+        assert option in err
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (["--detector", "haar", "--score-threshold", "0.5"], "--score-threshold is a YuNet option"),
+        (["--scale-factor", "1.2"], "--scale-factor is a Haar option"),
+        (["--min-neighbors", "3", "--min-size", "20"], "--min-neighbors, --min-size are Haar"),
+    ],
+)
+def test_options_of_the_other_detector_are_refused(
+    tiny_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    match: str,
+) -> None:
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((60, 80, 3), 128, np.uint8))
+    assert main(["image", str(photo), "--model", str(tiny_model), *options]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_top_level_help_is_plain_text_with_every_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out
+    for code in ("0 success", "1 some input failed", "2 bad usage", "3 a video", "130"):
+        assert code in out
+
+
+def test_video_summary_counts_in_words(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    argv = ["video", str(clip), "--csv", str(tmp_path / "f.csv"), "--no-progress"]
+    assert main([*argv, "--model", str(tiny_model)]) == 0
+    err = capsys.readouterr().err
+    assert "0 faces, 0 tracks" in err
+
+
+def test_plural() -> None:
+    from fer_onnx.cli import _plural
+
+    assert [_plural(n, "track") for n in (0, 1, 2)] == ["0 tracks", "1 track", "2 tracks"]

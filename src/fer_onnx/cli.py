@@ -1,4 +1,4 @@
-"""The ``fer-onnx`` command line: images, videos and the webcam.
+"""The fer-onnx command line: images, videos and the webcam.
 
     fer-onnx image photo.jpg [more.jpg ...] [--json] [--out DIR]
     fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
@@ -12,8 +12,12 @@
                             --value-range 0 1 [--softmax]   (make a foreign classifier usable)
 
 Outputs are written to a temporary file beside the target and renamed when complete, so an
-interrupted run (Ctrl-C) leaves no half-written file. Exit codes: 0 success, 1 some input
-failed, 2 bad usage or unusable input/output, 130 interrupted.
+interrupted run (Ctrl-C) leaves no half-written file, and a run with several outputs puts all of
+them in place or none.
+
+Exit codes: 0 success; 1 some input failed; 2 bad usage or unusable input/output; 3 a video
+only partly analysed (frames that could not be decoded; its outputs are written); 130
+interrupted (Ctrl-C); 128+N stopped by signal N (143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -32,10 +37,17 @@ from typing import Any
 
 import cv2
 
+from fer_onnx.batch import VIDEO_EXTENSIONS
 from fer_onnx.batch_cli import add_batch_parser
 from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
-from fer_onnx.errors import DetectorError, FerOnnxError, OutputError, VideoError
+from fer_onnx.errors import (
+    DetectorError,
+    FerOnnxError,
+    InvalidOptionError,
+    OutputError,
+    VideoError,
+)
 from fer_onnx.images import as_uint8, load_image
 from fer_onnx.live import check_display, open_camera, parse_camera
 from fer_onnx.model_tools import add_model_parser
@@ -103,14 +115,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_HAAR_OPTIONS = ("scale_factor", "min_neighbors", "min_size")
+
+
+def _check_detector_options(args: argparse.Namespace) -> None:
+    """Refuse options of the other detector: they would be silently ignored."""
+    haar = [f"--{n.replace('_', '-')}" for n in _HAAR_OPTIONS if getattr(args, n) is not None]
+    if args.detector == "haar" and args.score_threshold is not None:
+        raise InvalidOptionError(
+            "--score-threshold is a YuNet option, and --detector haar has no face score; "
+            "tune Haar with --scale-factor, --min-neighbors or --min-size, or drop it"
+        )
+    if args.detector != "haar" and haar:
+        raise InvalidOptionError(
+            f"{', '.join(haar)} {'is a Haar option' if len(haar) == 1 else 'are Haar options'}, "
+            f"and the detector is {args.detector!r}; add --detector haar, or drop "
+            f"{'it' if len(haar) == 1 else 'them'} (YuNet takes --score-threshold)"
+        )
+
+
 def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
+    _check_detector_options(args)
     kwargs: dict[str, Any] = {}
     if args.detect_width is not None:
         kwargs["detect_width"] = args.detect_width or None
     providers = args.providers.split(",") if args.providers else None
     detector: HaarDetector | YuNetDetector
     if args.detector == "haar":
-        for name in ("scale_factor", "min_neighbors", "min_size"):
+        for name in _HAAR_OPTIONS:
             if getattr(args, name) is not None:
                 kwargs[name] = getattr(args, name)
         detector = HaarDetector(**kwargs)
@@ -158,6 +190,76 @@ def _annotated_name(path: Path, out: Path, taken: set[Path]) -> Path:
     return target
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _stdout_gone() -> None:
+    """The reader of standard output went away (``| head``): send the rest nowhere."""
+    with contextlib.suppress(OSError, ValueError):  # no real stdout (captured)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _emit(text: str) -> None:
+    """Print ``text`` on standard output; once its reader has gone, go on without it."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def _not_an_image_hint(path: Path) -> str:
+    """Where to turn when ``path`` is a folder or a video rather than a photo."""
+    if path.is_dir():
+        return (
+            f"; for every photo and video in a folder use "
+            f"`fer-onnx batch {shlex.quote(str(path))} --out faces.parquet`"
+        )
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return f"; for a video use `fer-onnx video {shlex.quote(str(path))} --csv faces.csv`"
+    return ""
+
+
+class _Table:
+    """The image command's table, file column as wide as the longest name.
+
+    The header comes before the first row: a run without rows prints none.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.width = max([len("file"), *(len(str(p)) for p in paths)])
+        self.started = False
+
+    def rows(self, path: Path, faces: Sequence[Any]) -> None:
+        w = self.width
+        if not self.started:
+            self.started = True
+            _emit(
+                f"{'file':<{w}} {'face':>4} {'x':>5} {'y':>5} {'w':>5} {'h':>5}  {'label':<9} score"
+            )
+        if not faces:
+            _emit(f"{path!s:<{w}} {'-':>4}  no face found")
+        for i, f in enumerate(faces):
+            b = f.box
+            _emit(
+                f"{path!s:<{w}} {i:>4} {b.x:>5} {b.y:>5} {b.width:>5} {b.height:>5}  "
+                f"{f.label:<9} {f.score:.3f}"
+            )
+
+
+def _write_annotated(path: Path, faces: Sequence[Any], target: Path) -> None:
+    ok, data = cv2.imencode(target.suffix, draw_faces(load_image(path), faces))
+    if not ok:
+        raise OutputError(f"cannot encode {target.suffix} images")
+    with contextlib.ExitStack() as stack:
+        with deferred_signals():
+            output = stack.enter_context(AtomicOutput(target))
+        output.tmp.write_bytes(data.tobytes())
+        output.commit()
+
+
 def _cmd_image(args: argparse.Namespace) -> int:
     if args.out is not None:
         if args.out.exists() and not args.out.is_dir():
@@ -166,48 +268,29 @@ def _cmd_image(args: argparse.Namespace) -> int:
     failed = 0
     report = []
     taken: set[Path] = set()
+    table = _Table(args.paths)
     with _recognizer(args) as rec:
-        if not args.json:
-            print(
-                f"{'file':<32} {'face':>4} {'x':>5} {'y':>5} {'w':>5} {'h':>5}  {'label':<9} score"
-            )
         for path in args.paths:
             try:
                 faces = rec.recognize(path)
             except FerOnnxError as e:
-                print(f"error: {path}: {e}", file=sys.stderr)
+                print(f"error: {path}: {e}{_not_an_image_hint(path)}", file=sys.stderr)
                 failed += 1
                 continue
             report.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
             if not args.json:
-                if not faces:
-                    print(f"{path!s:<32} {'-':>4}  no face found")
-                for i, f in enumerate(faces):
-                    b = f.box
-                    print(
-                        f"{path!s:<32} {i:>4} {b.x:>5} {b.y:>5} {b.width:>5} {b.height:>5}  "
-                        f"{f.label:<9} {f.score:.3f}"
-                    )
+                table.rows(path, faces)
             if args.out is not None:
                 target = _annotated_name(path, args.out, taken)
                 try:
-                    ok, data = cv2.imencode(target.suffix, draw_faces(load_image(path), faces))
-                    if not ok:
-                        raise OutputError(f"cannot encode {target.suffix} images")
-                    with contextlib.ExitStack() as stack:
-                        with deferred_signals():
-                            output = stack.enter_context(AtomicOutput(target))
-                        output.tmp.write_bytes(data.tobytes())
-                        output.commit()
+                    _write_annotated(path, faces, target)
                 except (FerOnnxError, cv2.error, OSError) as e:
                     print(f"error: {path}: annotated copy not written: {e}", file=sys.stderr)
                     failed += 1
                     continue
-                if not args.json:
-                    print(f"{'':<32} wrote {target}")
+                print(f"wrote {target}", file=sys.stderr)
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
+        _emit(json.dumps(report, indent=2))
     return 1 if failed else 0
 
 
@@ -282,6 +365,11 @@ def _cmd_video(args: argparse.Namespace) -> int:
     check_outputs((args.csv, args.json, args.out, args.plot), [args.path])
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(VideoSource(args.path, every=args.every))
+        if all(o is None for o in (args.csv, args.json, args.out, args.plot)):
+            raise InvalidOptionError(
+                "nothing to write: name at least one output, --csv FILE or --json FILE "
+                "('-' for standard output), --out VIDEO or --plot IMAGE"
+            )
         rec = stack.enter_context(_recognizer(args))
         sinks = _sinks(args, rec.labels, source, stack)
         video = VideoRecognizer(
@@ -313,7 +401,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
         progress.close()
         finish_all(sinks)
     print(
-        f"{source.name}: {stats.summary()}; {faces_total} faces, {len(tracks)} tracks",
+        f"{source.name}: {stats.summary()}; {_plural(faces_total, 'face')}, "
+        f"{_plural(len(tracks), 'track')}",
         file=sys.stderr,
     )
     for name, path in (
@@ -370,6 +459,13 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
 # -- entry point ------------------------------------------------------------------------------
 
 
+def _path(text: str) -> Path:
+    """A path argument: ``Path("")`` would silently be the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; name a file")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fer-onnx``."""
     parser = argparse.ArgumentParser(
@@ -387,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="faces and expressions in images",
         description="Print each face (box, label, score) of each image.",
     )
-    p.add_argument("paths", nargs="+", type=Path, help="image files")
+    p.add_argument("paths", nargs="+", type=_path, help="image files")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--out", type=Path, default=None, help="folder for annotated copies")
+    p.add_argument("--out", type=_path, default=None, help="folder for annotated copies")
     _common(p)
     p.set_defaults(func=_cmd_image)
 
@@ -398,18 +494,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="faces, tracks and expressions in a video file",
         description="Process a video: per-face rows, annotated video, timeline.",
     )
-    p.add_argument("path", type=Path, help="video file")
-    p.add_argument("--csv", type=Path, default=None, help="write one row per face per frame")
-    p.add_argument("--json", type=Path, default=None, help="write the same rows as JSON")
+    p.add_argument("path", type=_path, help="video file")
+    p.add_argument("--csv", type=_path, default=None, help="write one row per face per frame")
+    p.add_argument("--json", type=_path, default=None, help="write the same rows as JSON")
     p.add_argument(
         "--out",
-        type=Path,
+        type=_path,
         default=None,
         help="write an annotated video: .mp4 (H.264), .webm, .mkv, .mov, .avi or .gif",
     )
     p.add_argument(
         "--plot",
-        type=Path,
+        type=_path,
         default=None,
         help="write a timeline of probabilities per track: .png, .svg or .pdf (needs matplotlib)",
     )
@@ -484,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[signum] = signal.signal(signum, _on_signal)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader of standard output went away (`... | head`)
+        _stdout_gone()
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted (Ctrl-C)", file=sys.stderr)
         return 130

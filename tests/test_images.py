@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fer_onnx import Box, ImageNotFoundError, InvalidImageError, load_image
-from fer_onnx.images import crop_faces, declared_size, to_box
+from fer_onnx.images import crop_faces, declared_size, decode_image, to_box
 
 
 def test_accepts_arrays_without_copying() -> None:
@@ -243,3 +243,17 @@ def test_jpeg_size_past_64_kb_within_limit_still_decodes(tmp_path: Path) -> None
     path.write_bytes(_jpeg_after_big_segment(16, 16))
     assert declared_size(path.read_bytes()) == (16, 16)
     assert load_image(path).shape == (16, 16, 3)
+
+
+def test_decode_image_applies_the_guard_to_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes from elsewhere (a URL, base64) pass the same guard as files."""
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", image)[1].tobytes()
+    np.testing.assert_array_equal(decode_image(png, "upload"), image)
+    with pytest.raises(InvalidImageError, match=r"upload is empty \(0 bytes\)"):
+        decode_image(b"", "upload")
+    with pytest.raises(InvalidImageError, match="cannot decode upload"):
+        decode_image(b"not an image", "upload")
+    monkeypatch.setattr("fer_onnx.images.cv2.imdecode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(InvalidImageError, match="upload declares 30000x30000 pixels"):
+        decode_image(BOMBS["jpeg, frame header past 64 KB"], "upload")

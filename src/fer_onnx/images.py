@@ -26,6 +26,8 @@ __all__ = [
     "ImageNotFoundError",
     "as_uint8",
     "crop_faces",
+    "declared_size",
+    "decode_image",
     "load_image",
     "to_box",
 ]
@@ -301,21 +303,40 @@ def _read_path(path: Path) -> npt.NDArray[np.uint8]:
         raw = path.read_bytes()
     except OSError as e:
         raise InvalidImageError(f"cannot read {path}: {e}") from e
-    if not raw:
-        raise InvalidImageError(f"{path} is empty (0 bytes), not an image")
-    size = declared_size(raw)
+    return decode_image(raw, str(path))
+
+
+def decode_image(data: bytes, name: str = "the image data") -> npt.NDArray[np.uint8]:
+    """Decode an encoded image (the bytes of a JPEG, PNG, ... file) to BGR, guarded.
+
+    The size its header declares is checked first (:func:`declared_size`): a file that
+    declares more than :data:`MAX_PIXELS` is refused before the decoder allocates anything.
+
+    Args:
+        data: The whole encoded file.
+        name: What to call it in error messages (a path, "the URL ...").
+
+    Returns:
+        An HxWx3 BGR ``uint8`` array.
+
+    Raises:
+        InvalidImageError: It is empty, declares too many pixels, or OpenCV cannot decode it.
+    """
+    if not data:
+        raise InvalidImageError(f"{name} is empty (0 bytes), not an image")
+    size = declared_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise InvalidImageError(
-            f"{path} declares {size[0]}x{size[1]} pixels, more than fer-onnx decodes "
+            f"{name} declares {size[0]}x{size[1]} pixels, more than fer-onnx decodes "
             f"({MAX_PIXELS:,} pixels); shrink it first"
         )
     try:
-        image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:
-        raise InvalidImageError(f"cannot decode {path}: {str(e).strip()}") from e
+        raise InvalidImageError(f"cannot decode {name}: {str(e).strip()}") from e
     if image is None:
         raise InvalidImageError(
-            f"cannot decode {path} as an image; expected a file OpenCV reads "
+            f"cannot decode {name} as an image; expected a file OpenCV reads "
             "(JPEG, PNG, BMP, TIFF, WebP, ...)"
         )
     return np.asarray(image, dtype=np.uint8)

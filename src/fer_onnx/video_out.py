@@ -4,16 +4,14 @@ PyAV (``pip install 'fer-onnx[video]'``, FFmpeg's libraries in a wheel) writes e
 below. Without it, OpenCV's writer is the fallback for the suffixes it can serve, and a
 :class:`VideoFallbackWarning` says what it writes instead; the others are refused.
 
-=========================  ===============================  ====================================
-suffix                     with PyAV                        without PyAV (OpenCV fallback)
-=========================  ===============================  ====================================
-``.mp4`` ``.m4v`` ``.mov``  H.264 (yuv420p, fast start)     MPEG-4 Part 2 (``mp4v``): browsers
-                                                            and most chat apps cannot play it
-``.mkv``                   H.264                            MPEG-4 Part 2 (``mp4v``)
-``.webm``                  VP9                              refused
-``.avi``                   MPEG-4 Part 2                    Motion JPEG
-``.gif``                   GIF (256 fixed colours)           refused
-=========================  ===============================  ====================================
+Suffix: what PyAV writes / what the OpenCV fallback writes without PyAV.
+
+* ``.mp4``, ``.m4v``, ``.mov``: H.264 (yuv420p, index first) / MPEG-4 Part 2 (``mp4v``),
+  which browsers and most chat apps cannot play;
+* ``.mkv``: H.264 / MPEG-4 Part 2 (``mp4v``);
+* ``.webm``: VP9 / refused;
+* ``.avi``: MPEG-4 Part 2 / Motion JPEG;
+* ``.gif``: GIF (256 fixed colours) / refused.
 
 A name without a suffix (``-`` for standard output, ``/dev/null``) gets MP4. Any other suffix
 is refused with :class:`~fer_onnx.errors.OutputError` listing these. H.264 and VP9 store

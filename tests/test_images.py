@@ -257,3 +257,22 @@ def test_decode_image_applies_the_guard_to_bytes(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("fer_onnx.images.cv2.imdecode", lambda *a: pytest.fail("decoded"))
     with pytest.raises(InvalidImageError, match="upload declares 30000x30000 pixels"):
         decode_image(BOMBS["jpeg, frame header past 64 KB"], "upload")
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (b"P6" + b"#" * 100_000 + b"\n30000 30000\n255\n", (BOMB, BOMB)),  # one long comment
+        (b"P6\n" + b"#\n" * 100_000 + b"30000 30000\n255\n", (BOMB, BOMB)),  # many comments
+        (b"P6" + b" " * 100_000 + b"x", None),
+        (b"P7\n" + b"\n" * 100_000 + b"WIDTH 30000\nHEIGHT 30000\nENDHDR\n", (BOMB, BOMB)),
+        (b"P7\nWIDTH 3x\nHEIGHT 4\nENDHDR\n", None),
+        (b"#?RADIANCE\n" + b"A=1\n" * 100_000 + b"\n-Y 30000 +X 30000\n", (BOMB, BOMB)),
+        (b"\xff\xd8" + b"\xff" * 100_000, None),
+        (b"\xff\xd8" + b"\x00" * 100_000, None),
+    ],
+)
+def test_long_headers_are_read_to_the_end(data: bytes, size: tuple[int, int] | None) -> None:
+    """Headers padded far past 64 KB are followed (in linear time: these would hang a
+    backtracking parser)."""
+    assert declared_size(data) == size

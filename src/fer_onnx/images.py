@@ -164,27 +164,43 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _header_tokens(data: bytes, start: int, count: int) -> list[int] | None:
-    """``count`` decimal numbers after ``start`` in a Netpbm-style text header (``#`` comments)."""
-    numbers = re.match(rb"(?:(?:\s|#[^\n]*\n?)+(\d+)){%d}" % count, data[start : start + 4096])
-    if numbers is None:
-        return None
-    return [int(v) for v in re.findall(rb"\d+", re.sub(rb"#[^\n]*", b"", numbers.group(0)))]
+def _header_numbers(data: bytes, start: int, count: int) -> list[int] | None:
+    """``count`` decimal numbers after ``start`` in a Netpbm text header (``#`` comments)."""
+    numbers: list[int] = []
+    i, end = start, len(data)
+    while len(numbers) < count:
+        while i < end and (data[i] == 0x23 or data[i] in b" \t\r\n\v\f"):
+            if data[i] == 0x23:  # a comment runs to the end of its line
+                line_end = data.find(b"\n", i)
+                i = end if line_end < 0 else line_end + 1
+            else:
+                i += 1
+        j = i
+        while j < end and 0x30 <= data[j] <= 0x39:
+            j += 1
+        if j == i:
+            return None
+        numbers.append(int(data[i:j]))
+        i = j
+    return numbers
 
 
 def _netpbm_size(data: bytes) -> tuple[int, int] | None:
     """PBM, PGM, PPM (``P1``..``P6``), PFM (``PF``, ``Pf``) and PAM (``P7``) headers."""
-    if data[:1] != b"P" or len(data) < 3:
-        return None
-    if data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"F", b"f"):
-        numbers = _header_tokens(data, 2, 2)
+    kind = data[:2]
+    if kind in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"PF", b"Pf"):
+        numbers = _header_numbers(data, 2, 2)
         return None if numbers is None else (numbers[0], numbers[1])
-    if data[1:2] == b"7":
-        head = data[: data.find(b"ENDHDR")] if b"ENDHDR" in data[:4096] else data[:4096]
-        width = re.search(rb"^\s*WIDTH\s+(\d+)", head, re.MULTILINE)
-        height = re.search(rb"^\s*HEIGHT\s+(\d+)", head, re.MULTILINE)
-        if width and height:
-            return int(width.group(1)), int(height.group(1))
+    if kind == b"P7":
+        end = data.find(b"ENDHDR")
+        fields = dict(
+            line.split()[:2]
+            for line in data[2 : max(end, 2)].splitlines()
+            if len(line.split()) >= 2
+        )
+        width, height = fields.get(b"WIDTH", b""), fields.get(b"HEIGHT", b"")
+        if width.isdigit() and height.isdigit():
+            return int(width), int(height)
     return None
 
 
@@ -195,11 +211,14 @@ def _sunraster_size(data: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+_RADIANCE_SIZE = re.compile(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)")
+
+
 def _radiance_size(data: bytes) -> tuple[int, int] | None:
     """A Radiance HDR header: lines, an empty line, then e.g. ``-Y 480 +X 640``."""
     if data[:2] != b"#?":
         return None
-    found = re.search(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)", data[:65536])
+    found = _RADIANCE_SIZE.search(data)
     if found is None:
         return None
     first, second = int(found.group(3)), int(found.group(6))

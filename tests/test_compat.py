@@ -204,7 +204,7 @@ def test_invalid_image_is_a_fer_onnx_error() -> None:
         (np.zeros((8, 8, 3), np.float64), "uint8"),
         ("no/such/photo.jpg", "not"),
         ("data:image/png;base64,bm90IGFuIGltYWdl", "decode"),
-        ("data:image/png;base64,@@@", "decode"),
+        ("data:image/png;base64,@@@", "empty"),
         ("http://127.0.0.1:9/face.jpg", "download"),
     ],
 )

@@ -254,7 +254,8 @@ def test_server_serves_page_models_and_isolation_headers(site: WebDemoSite, url:
     info.value.close()
 
 
-def test_site_says_what_is_missing(tmp_path: Path) -> None:
+def test_site_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FER_ONNX_WEB_RUNTIME", raising=False)
     with pytest.raises(WebDemoError, match="source repository"):
         WebDemoSite.create(tmp_path)
     (tmp_path / "index.html").write_text("<!doctype html>")

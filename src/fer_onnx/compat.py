@@ -67,6 +67,7 @@ from fer_onnx import (
     load_image,
     open_video,
 )
+from fer_onnx.images import decode_image
 from fer_onnx.session import Device
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,11 @@ class InvalidImage(InvalidImageError):  # noqa: N818 - fer's name, kept for drop
 
 
 def _decode(data: bytes, what: str) -> npt.NDArray[np.uint8]:
+    """Decode through the library's guarded decoder (declared size checked before decoding)."""
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    except cv2.error:
-        image = None
-    if image is None:
-        raise InvalidImage(f"{what} does not hold an image OpenCV can decode")
-    return np.asarray(image, dtype=np.uint8)
+        return decode_image(data, what)
+    except InvalidImageError as e:
+        raise InvalidImage(str(e)) from e
 
 
 def _from_base64(uri: str) -> npt.NDArray[np.uint8]:

@@ -1266,38 +1266,56 @@ def _run_local(
                 while queue and len(pending) < 2 * workers:
                     chunk = queue.popleft()
                     pending[pool.submit(_read_chunk, job, chunk)] = chunk
-            lost: list[str] = []
-            finished = wait(pending, return_when=FIRST_COMPLETED).done
-            while finished:
-                for future in finished:
-                    chunk = pending.pop(future)
-                    try:
-                        emit(future.result())
-                    except BrokenProcessPool:
-                        lost += chunk
-                # Once the pool is broken every other future fails too (or has just finished).
-                finished = wait(pending).done if lost else set()
+            lost = _collect(pending, emit)
             if not lost:
                 continue
             _stop(pool)
             if ping.exception() is not None:  # resolved: a broken pool fails all its futures
                 raise BatchError(_WORKERS_DIE)
-            culprits = [path for path in lost if path in alone]
-            for path in culprits:
-                log.warning("%s killed its worker process when read alone", path)
-            if culprits:
-                emit([_done(_error_record(path, "WorkerCrash", _CRASH)) for path in culprits])
-            suspects.extend(path for path in lost if path not in alone)
-            if suspects:
-                log.warning(
-                    "a worker process died; %d files it may have held are read again one by one",
-                    len(suspects),
-                )
+            _after_crash(lost, alone, suspects, emit)
             pool, ping = new_pool()
     except BaseException:
         _stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _collect(
+    pending: dict[Future[list[_Done]], list[str]], emit: Callable[[Sequence[_Done]], None]
+) -> list[str]:
+    """Wait for some chunks and emit them; returns the files of chunks a broken pool lost."""
+    lost: list[str] = []
+    finished = wait(pending, return_when=FIRST_COMPLETED).done
+    while finished:
+        for future in finished:
+            chunk = pending.pop(future)
+            try:
+                emit(future.result())
+            except BrokenProcessPool:
+                lost += chunk
+        # Once the pool is broken every other future fails too (or has just finished).
+        finished = wait(pending).done if lost else set()
+    return lost
+
+
+def _after_crash(
+    lost: list[str],
+    alone: set[str],
+    suspects: deque[str],
+    emit: Callable[[Sequence[_Done]], None],
+) -> None:
+    """A file that killed its worker when read alone is an error; the others are read again."""
+    culprits = [path for path in lost if path in alone]
+    for path in culprits:
+        log.warning("%s killed its worker process when read alone", path)
+    if culprits:
+        emit([_done(_error_record(path, "WorkerCrash", _CRASH)) for path in culprits])
+    suspects.extend(path for path in lost if path not in alone)
+    if suspects:
+        log.warning(
+            "a worker process died; %d files it may have held are read again one by one",
+            len(suspects),
+        )
 
 
 _CRASH = (
@@ -1426,6 +1444,77 @@ def _labels(job: _Job) -> tuple[str, ...]:
         return rec.labels
 
 
+def _check_engine(engine: object, workers: object, chunk_size: object) -> None:
+    if engine not in ("local", "ray"):
+        raise BatchError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise BatchError(f"workers must be an integer >= 1 (or None), got {workers!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise BatchError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+
+
+@dataclass
+class _Plan:
+    """The files a run reads, and those done before that it skips."""
+
+    todo: list[str] = field(default_factory=list)
+    skipped: int = 0
+    skipped_errors: int = 0
+    skipped_partial: int = 0
+
+
+def _plan(paths: Iterable[str], done: dict[str, dict[str, Any]], retry_errors: bool) -> _Plan:
+    """Skip the files done before, unchanged since (and failed ones unless ``retry_errors``)."""
+    plan = _Plan()
+    for path in paths:
+        old = done.get(path)
+        try:
+            st = os.stat(path)
+            same = (
+                old is not None and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns
+            )
+        except OSError:
+            same = False
+        if same and old is not None and (old["status"] == "ok" or not retry_errors):
+            plan.skipped += 1
+            plan.skipped_errors += old["status"] != "ok"
+            plan.skipped_partial += bool(old.get("corrupt_frames"))
+        else:
+            plan.todo.append(path)
+    return plan
+
+
+class _Counts:
+    """What finished so far: journals each result, counts it, reports progress."""
+
+    def __init__(
+        self,
+        total: int,
+        journal: _Journal,
+        progress: Callable[[BatchProgress], None] | None,
+        start: float,
+    ) -> None:
+        self.total, self.journal, self.progress, self.start = total, journal, progress, start
+        self.done = self.files = self.faces = self.errors = self.partial = 0
+
+    def emit(self, results: Sequence[_Done]) -> None:
+        self.journal.add([r.line for r in results])
+        for r in results:
+            self.done += 1
+            self.files += r.ok
+            self.errors += not r.ok
+            self.faces += r.faces
+            self.partial += r.partial
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            seconds = time.perf_counter() - self.start
+            self.progress(BatchProgress(self.total, self.done, self.faces, self.errors, seconds))
+
+
 def run(
     inputs: Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -1491,14 +1580,7 @@ def run(
         FerOnnxError: The model or detector cannot be loaded (in the workers too).
     """
     start = time.perf_counter()
-    if engine not in ("local", "ray"):
-        raise BatchError(f"engine must be 'local' or 'ray', got {engine!r}")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise BatchError(f"workers must be an integer >= 1 (or None), got {workers!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise BatchError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    _check_engine(engine, workers, chunk_size)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if isinstance(files_from, (str, os.PathLike)):
@@ -1525,47 +1607,12 @@ def run(
     with _Lock(layout):
         _check_existing(layout, labels)
         done = _read_files_table(layout) | _read_journals(layout, labels, rows=False)
-        todo: list[str] = []
-        skipped = skipped_errors = skipped_partial = 0
-        for path in found.paths:
-            old = done.get(path)
-            try:
-                st = os.stat(path)
-                same = (
-                    old is not None
-                    and old["size"] == st.st_size
-                    and old["mtime_ns"] == st.st_mtime_ns
-                )
-            except OSError:
-                same = False
-            if same and old is not None and (old["status"] == "ok" or not retry_errors):
-                skipped += 1
-                skipped_errors += old["status"] != "ok"
-                skipped_partial += bool(old.get("corrupt_frames"))
-            else:
-                todo.append(path)
-        counts = {"done": 0, "files": 0, "faces": 0, "errors": 0, "partial": 0}
-        total = len(todo) + len(found.missing)
-
+        plan = _plan(found.paths, done, retry_errors)
+        todo = plan.todo
+        skipped = plan.skipped
         journal = _Journal(layout, labels)
-
-        def emit(results: Sequence[_Done]) -> None:
-            journal.add([r.line for r in results])
-            for r in results:
-                counts["done"] += 1
-                counts["files" if r.ok else "errors"] += 1
-                counts["faces"] += r.faces
-                counts["partial"] += r.partial
-            if progress is not None:
-                progress(
-                    BatchProgress(
-                        total,
-                        counts["done"],
-                        counts["faces"],
-                        counts["errors"],
-                        time.perf_counter() - start,
-                    )
-                )
+        counts = _Counts(len(todo) + len(found.missing), journal, progress, start)
+        emit = counts.emit
 
         log.info(
             "%d inputs: %d to read, %d done before, %d missing",
@@ -1575,8 +1622,7 @@ def run(
             len(found.missing),
         )
         try:
-            if progress is not None:
-                progress(BatchProgress(total, 0, 0, 0, time.perf_counter() - start))
+            counts.report()
             missing = [_error_record(name, "FileNotFoundError", why) for name, why in found.missing]
             if missing:
                 emit([_done(record) for record in missing])
@@ -1598,17 +1644,17 @@ def run(
         _finalise(layout, labels)
     return BatchSummary(
         inputs=len(found.paths) + len(found.missing),
-        files=counts["files"],
-        faces=counts["faces"],
-        errors=counts["errors"],
+        files=counts.files,
+        faces=counts.faces,
+        errors=counts.errors,
         skipped=skipped,
-        skipped_errors=skipped_errors,
+        skipped_errors=plan.skipped_errors,
         ignored=found.ignored,
-        partial=counts["partial"],
+        partial=counts.partial,
         seconds=time.perf_counter() - start,
         engine=engine,
         output=layout.out,
         errors_output=layout.errors,
         files_output=layout.files,
-        skipped_partial=skipped_partial,
+        skipped_partial=plan.skipped_partial,
     )

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import socket
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -173,6 +175,19 @@ def _quiet_ray() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _no_restarts(map_batches: Callable[..., Any]) -> dict[str, Any]:
+    """``max_restarts=0`` for the actors, where this Ray still takes it.
+
+    With restarts (Ray Data's default: forever, each task retried forever) a file that kills
+    its actor is read again on a new actor without end, and the driver logs a core_worker
+    error line for every actor of a normal run.
+    """
+    parameters = inspect.signature(map_batches).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return {"max_restarts": 0}
+    return {}
+
+
 def run_ray(
     paths: Sequence[str],
     job: _Job,
@@ -233,21 +248,24 @@ def _run(
     actors = _actors(ray, options, num_gpus, len(rough))
     chunks = _chunks(paths, actors, options.batch_size)
     log.info("Ray: %d chunks of files on %d actors", len(chunks), actors)
-    dataset = data.from_items(
+    items = data.from_items(
         [{"chunk": json.dumps(chunk)} for chunk in chunks],  # any character in a path
         override_num_blocks=len(chunks),
-    ).map_batches(
-        _RayReader,
-        fn_constructor_kwargs={"job": job},
-        batch_size=1,
-        batch_format="numpy",
-        compute=data.ActorPoolStrategy(size=actors),
-        num_cpus=options.num_cpus,
-        num_gpus=num_gpus,
-        # No restarts: Ray would retry a file that kills its actor forever; and with restarts
-        # the driver logs a core_worker error line for every actor of a normal run.
-        max_restarts=0,
     )
+    with warnings.catch_warnings():
+        # Ray Data names no parameter for max_restarts; passing it among the remote args is
+        # deprecated (and ours to decide: see _no_restarts).
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        dataset = items.map_batches(
+            _RayReader,
+            fn_constructor_kwargs={"job": job},
+            batch_size=1,
+            batch_format="numpy",
+            compute=data.ActorPoolStrategy(size=actors),
+            num_cpus=options.num_cpus,
+            num_gpus=num_gpus,
+            **_no_restarts(items.map_batches),
+        )
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             emit(

@@ -403,8 +403,7 @@ def read_frames(
         InvalidOptionError: ``every``, ``max_failures`` or ``max_gap`` is not an integer >= 1.
     """
     for name, value in (("every", every), ("max_failures", max_failures), ("max_gap", max_gap)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidOptionError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_count(name, value)
     known_end = stats.frame_count
     bound = max_gap if known_end else max_failures
     index = -1
@@ -419,15 +418,7 @@ def read_frames(
             if failed < bound and (not known_end or index < known_end):
                 continue
             # The stream ended: failures with no good frame after them were never there.
-            stats.missing_at_end = max(known_end - failed_from, 0) if known_end else 0
-            if known_end and failed >= bound and index < known_end:
-                log.warning(
-                    "%d frames in a row failed to decode after frame %d; reading stopped "
-                    "there, %d frames before the end the container announces",
-                    failed,
-                    failed_from - 1,
-                    stats.missing_at_end,
-                )
+            _ended(stats, failed_from, failed, cut=failed >= bound and index < known_end)
             return
         if failed:  # a corrupt stretch, and the stream went on after it
             stats.corrupt += failed
@@ -449,6 +440,29 @@ def read_frames(
             continue
         stats.read += 1
         yield Frame(index, timestamp, np.asarray(image, dtype=np.uint8))
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _ended(stats: VideoStats, failed_from: int, failed: int, *, cut: bool) -> None:
+    """Record the end of a stream whose last ``failed`` grabs, from ``failed_from``, failed.
+
+    ``cut``: reading gave up before the end the container announces (too many failures in a
+    row); the frames announced after the last good one are reported missing either way.
+    """
+    known_end = stats.frame_count
+    stats.missing_at_end = max(known_end - failed_from, 0) if known_end else 0
+    if known_end and cut:
+        log.warning(
+            "%d frames in a row failed to decode after frame %d; reading stopped there, %d "
+            "frames before the end the container announces",
+            failed,
+            failed_from - 1,
+            stats.missing_at_end,
+        )
 
 
 class VideoSource:

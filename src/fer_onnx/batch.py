@@ -12,6 +12,15 @@ extension of ``out``:
 * ``faces.errors.parquet``: ``path, error_type, message`` for every input that could not be read;
 * ``faces.files.parquet``: one row per input: ``path, kind, size, mtime_ns, status`` (``ok`` or
   ``error``), ``faces``, ``frames`` and ``corrupt_frames`` (videos), ``error_type, message``.
+  ``corrupt_frames`` counts the frames of a video that were not analysed: those that failed to
+  decode, and those its container announced after the stream ended (a truncated file; a short
+  shortfall that looks like an estimated length is not counted). Such a video is ``ok`` with
+  what could be read, and its ``message`` says what was not analysed, as ``fer-onnx video``
+  says it.
+
+Integer columns are int64; in the Parquet tables the nullable ones (``frame`` and ``track_id``,
+empty for photos; the files table's counts) are marked for pandas' ``Int64``, so that
+``pandas.read_parquet`` keeps them integers.
 
 Every input ends up in the files table as ``ok`` or ``error``; nothing is dropped silently.
 

@@ -138,15 +138,47 @@ def build_model(
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     resolved = resolve_weights(weights)
     registry = registry_source(weights)
+    _check_registry_fits(registry, arch, alpha)
+    bases = [
+        _load_backbone(arch, image_size, alpha, weights, resolved, members, i)
+        for i in range(members)
+    ]
+    _set_batchnorm_behaviour(bases, registry, bn_momentum)
+    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+    x = _input_stem(inputs, spec, image_size, registry)
+    outputs = [
+        _member_branch(x, base, i, members, num_classes, dense, dropout, pooling)
+        for i, base in enumerate(bases)
+    ]
+    name = f"fer_{arch}" if members == 1 else f"fer_{arch}_x{members}"
+    return keras.Model(inputs, outputs[0] if members == 1 else outputs, name=name), bases
+
+
+def _check_registry_fits(registry: PretrainedSource | None, arch: str, alpha: float) -> None:
+    """Refuse a registry start (``--weights faceres``) asked for with another backbone.
+
+    A registry start is one fixed network, so ``arch`` and ``alpha`` must be its own; any
+    other ``--weights`` choice (``registry`` is ``None``) fits every architecture.
+
+    Raises:
+        WeightsUnavailableError: ``arch`` or ``alpha`` differ from the registry start's.
+    """
     if registry is not None and (arch, alpha) != (registry.arch, registry.alpha):
         raise WeightsUnavailableError(
             f"--weights {registry.name} is a {registry.arch} with alpha {registry.alpha}; "
             f"pass --arch {registry.arch} --alpha {registry.alpha}"
         )
-    bases = [
-        _load_backbone(arch, image_size, alpha, weights, resolved, members, i)
-        for i in range(members)
-    ]
+
+
+def _set_batchnorm_behaviour(
+    bases: Sequence[keras.Model], registry: PretrainedSource | None, bn_momentum: float | None
+) -> None:
+    """Decide how the backbones' BatchNormalization layers behave in training.
+
+    A registry start's BN layers are frozen (:func:`freeze_batchnorm`: they hold its folded
+    scale and shift); otherwise every BN layer gets ``bn_momentum``, unless that is ``None``
+    (keep the Keras default).
+    """
     if registry is not None:
         for base in bases:
             freeze_batchnorm(base)
@@ -156,7 +188,16 @@ def build_model(
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = bn_momentum
 
-    inputs = keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
+
+def _input_stem(
+    inputs: Any, spec: InputSpec, image_size: int, registry: PretrainedSource | None
+) -> Any:
+    """The in-graph preprocessing shared by every member: resize, grey to RGB, scale.
+
+    Each step is added only where needed: a resize when the faces are not already
+    ``image_size`` square, a channel stack for grey faces, and the scaling to ``[-1, 1]``
+    unless the registry start takes raw ``0..255`` values.
+    """
     x = inputs
     if (spec.height, spec.width) != (image_size, image_size):
         x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(
@@ -167,26 +208,39 @@ def build_model(
     if registry is None or registry.input_range != (0.0, 255.0):
         # Keras applications take [-1, 1]; registry starts that take raw 0..255 take it as is.
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
-    outputs = []
-    for i, base in enumerate(bases):
-        suffix = f"_{i}" if members > 1 else ""
-        y = base(x)
-        pool = (
-            keras.layers.GlobalAveragePooling2D
-            if pooling == "avg"
-            else keras.layers.GlobalMaxPooling2D
-        )
-        y = pool(name=f"pool{suffix}")(y)
-        for j, units in enumerate(dense):
-            if dropout > 0:
-                y = keras.layers.Dropout(dropout, name=f"dropout_{j}{suffix}")(y)
-            y = keras.layers.Dense(units, activation="relu", name=f"dense_{j}{suffix}")(y)
+    return x
+
+
+def _member_branch(
+    x: Any,
+    base: keras.Model,
+    index: int,
+    members: int,
+    num_classes: int,
+    dense: Sequence[int],
+    dropout: float,
+    pooling: str,
+) -> Any:
+    """One member's backbone and head: pooling, hidden dense layers, softmax output.
+
+    A single network's output is named ``probabilities``; an ensemble's are ``member_0`` ...
+    and every other layer name of a member gets its ``_<index>`` suffix. Dropout layers are
+    left out when ``dropout`` is 0.
+    """
+    suffix = f"_{index}" if members > 1 else ""
+    y = base(x)
+    pool = (
+        keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    )
+    y = pool(name=f"pool{suffix}")(y)
+    for j, units in enumerate(dense):
         if dropout > 0:
-            y = keras.layers.Dropout(dropout, name=f"dropout_out{suffix}")(y)
-        name = f"{MEMBER_PREFIX}{i}" if members > 1 else OUTPUT_NAME
-        outputs.append(keras.layers.Dense(num_classes, activation="softmax", name=name)(y))
-    name = f"fer_{arch}" if members == 1 else f"fer_{arch}_x{members}"
-    return keras.Model(inputs, outputs[0] if members == 1 else outputs, name=name), bases
+            y = keras.layers.Dropout(dropout, name=f"dropout_{j}{suffix}")(y)
+        y = keras.layers.Dense(units, activation="relu", name=f"dense_{j}{suffix}")(y)
+    if dropout > 0:
+        y = keras.layers.Dropout(dropout, name=f"dropout_out{suffix}")(y)
+    name = f"{MEMBER_PREFIX}{index}" if members > 1 else OUTPUT_NAME
+    return keras.layers.Dense(num_classes, activation="softmax", name=name)(y)
 
 
 def _load_backbone(

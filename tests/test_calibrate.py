@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from fer_onnx.preprocessing import InputSpec
 from training.calibrate import adjust, choose_biases, choose_biases_across, main, recall
+from training.data import Dataset, Split
 from training.errors import PipelineError
 
 
@@ -180,8 +184,6 @@ def views_model(path: object, tta: str = "flip", average: bool = True) -> np.nda
 
 
 def test_per_view_probabilities_of_an_export(tmp_path: object) -> None:
-    from pathlib import Path
-
     from training.calibrate import onnx_view_probabilities
 
     path = Path(str(tmp_path)) / "views.onnx"
@@ -211,3 +213,67 @@ def test_per_view_probabilities_of_an_export(tmp_path: object) -> None:
     path.write_bytes(b"not onnx")
     with pytest.raises(PipelineError, match="cannot read it as ONNX"):
         onnx_view_probabilities(path, faces, "flip")
+
+
+def test_protection_and_its_floors_are_checked() -> None:
+    from training.calibrate import _check_protection
+
+    labels = ["angry", "disgust", "fear"]
+    _check_protection(labels, ["fear"], None, {"fear": 0.4})
+    _check_protection(labels, ["fear", "disgust"], Path("m.onnx"), None)
+    for protect, reference, floors, error in [
+        ([], None, {}, "--protect takes class names among"),
+        (["joy"], None, {"joy": 0.4}, "--protect takes class names among"),
+        (["fear"], None, None, "either --reference"),
+        (["fear"], Path("m.onnx"), {"fear": 0.4}, "either --reference"),
+        (["fear"], None, {"disgust": 0.4}, "one recall in \\[0, 1\\] for each protected"),
+        (["fear"], None, {"fear": 1.5}, "one recall in \\[0, 1\\] for each protected"),
+    ]:
+        with pytest.raises(PipelineError, match=error):
+            _check_protection(labels, protect, reference, floors)
+
+
+def public_split(rows: list[int], labels: list[int]) -> Split:
+    n = len(rows)
+    return Split(
+        np.zeros((n, 1, 1, 1), np.uint8),
+        np.array(labels),
+        np.zeros((n, 3), np.float32),
+        np.array(rows),
+    )
+
+
+def in_memory(public: Split, labels: tuple[str, ...] = ("a", "b", "c")) -> Dataset:
+    return Dataset({"PublicTest": public}, labels, InputSpec(1, 1, "gray"), "memory")
+
+
+def test_framings_must_frame_the_runs_public_test_in_one_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--framing: same classes, the same faces (after --limit), listed in the same order."""
+    from training.calibrate import _choosing_splits
+
+    own = in_memory(public_split([0, 1, 2], [0, 1, 2]))
+    framings = {
+        "csv": in_memory(public_split([0, 1, 2, 3], [0, 1, 2, 0])),  # one row past --limit 3
+        "aligned": in_memory(public_split([0, 1, 2], [0, 1, 2])),
+        "shuffled": in_memory(public_split([2, 1, 0], [2, 1, 0])),
+        "relabelled": in_memory(public_split([0, 1, 2], [0, 1, 1])),
+        "fewer": in_memory(public_split([0, 1], [0, 1])),
+        "classes": in_memory(public_split([0, 1, 2], [0, 1, 2]), ("a", "b", "x")),
+    }
+    monkeypatch.setattr("training.data.load", lambda path: framings[str(path)])
+    data = Path("run.csv")
+    assert _choosing_splits(own, data, 0, []) == {data: own["PublicTest"]}
+    chosen = _choosing_splits(own, data, 3, [Path("csv"), Path("aligned")])
+    assert list(chosen) == [Path("csv"), Path("aligned")]
+    np.testing.assert_array_equal(chosen[Path("csv")].rows, [0, 1, 2])
+    for names, error in [
+        (["csv", "shuffled"], "shuffled: its PublicTest faces are not in the order of csv's"),
+        (["csv", "relabelled"], "relabelled: its PublicTest faces are not in the order of"),
+        (["fewer"], r"its PublicTest \(2 faces\) holds other faces than the run's \(3 faces"),
+        (["classes"], r"classes \['a', 'b', 'x'\], the run's are \['a', 'b', 'c'\]"),
+        (["csv", "./csv"], "names the same file twice"),
+    ]:
+        with pytest.raises(PipelineError, match=error):
+            _choosing_splits(own, data, 3, [Path(n) for n in names])

@@ -36,14 +36,17 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from training.errors import PipelineError
+
+if TYPE_CHECKING:
+    from training.data import Dataset, Split
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -135,6 +138,47 @@ def choose_biases_across(
         PipelineError: Bad arguments, framings that protect different classes, or no
             setting on the grid reaches every floor.
     """
+    classes, protected = _check_framings(framings, step, max_bias)
+    bases = [adjust(p, np.zeros(classes)).argmax(axis=1) for p, _, _ in framings]
+    best, evaluated, feasible = _search_grid(framings, classes, protected, step, max_bias)
+    if best is None:
+        raise PipelineError(
+            f"no bias up to {max_bias} brings every protected class to its floor "
+            f"({_unmet_floors(framings, bases, protected, names)}); "
+            "raise --max-bias, or protect fewer classes"
+        )
+    biases, predictions = best
+    return [
+        Choice(
+            biases=tuple(float(b) for b in biases),
+            accuracy=float((predicted == labels).mean()),
+            accuracy_before=float((base == labels).mean()),
+            recalls={c: recall(labels, predicted, c) for c in protected},
+            recalls_before={c: recall(labels, base, c) for c in protected},
+            floors=dict(floors),
+            evaluated=evaluated,
+            feasible=feasible,
+        )
+        for (_, labels, floors), predicted, base in zip(framings, predictions, bases, strict=True)
+    ]
+
+
+def _check_framings(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    step: float,
+    max_bias: float,
+) -> tuple[int, list[int]]:
+    """Check :func:`choose_biases_across`'s arguments; return the classes and protected ones.
+
+    Returns ``(number of classes, sorted protected class indices)``.
+
+    Every framing must hold ``(views, faces, classes)`` probabilities with one label per
+    face, the same number of classes as the first, and floors for the same, existing
+    classes; the grid needs a positive step and a non-negative largest bias.
+
+    Raises:
+        PipelineError: The first of these that fails, in that order.
+    """
     if not framings:
         raise PipelineError("no framing to choose on")
     classes = framings[0][0].shape[-1]
@@ -153,62 +197,96 @@ def choose_biases_across(
         raise PipelineError("every framing must protect the same classes")
     if step <= 0 or max_bias < 0:
         raise PipelineError(f"need --step > 0 and --max-bias >= 0, got {step} and {max_bias}")
+    return classes, protected
+
+
+def _search_grid(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    classes: int,
+    protected: list[int],
+    step: float,
+    max_bias: float,
+) -> tuple[tuple[np.ndarray, list[np.ndarray]] | None, int, int]:
+    """Try every setting of the grid; return the best feasible one and how many were tried.
+
+    Each protected class takes every value of ``0, step, ..., max_bias`` independently (the
+    other classes keep bias 0). A setting is feasible when :func:`_misses_a_floor` says no; the
+    best feasible setting has the highest mean accuracy over the framings, then the smallest
+    total bias (on a complete tie the first setting tried stays).
+
+    Returns:
+        ``((biases, predictions per framing) or None when nothing is feasible, settings
+        evaluated, settings feasible)``.
+    """
     grid = np.round(np.arange(0.0, max_bias + step / 2, step), 6)
-    bases = [adjust(p, np.zeros(classes)).argmax(axis=1) for p, _, _ in framings]
-    best: tuple[float, float, np.ndarray, list[np.ndarray]] | None = None
+    best: tuple[np.ndarray, list[np.ndarray]] | None = None
+    best_key: tuple[float, float] | None = None
     evaluated = feasible = 0
     for values in itertools.product(grid, repeat=len(protected)):
         biases = np.zeros(classes)
         biases[protected] = values
         predictions = [adjust(p, biases).argmax(axis=1) for p, _, _ in framings]
         evaluated += 1
-        if any(
-            recall(labels, predicted, c) < floors[c]
-            for (_, labels, floors), predicted in zip(framings, predictions, strict=True)
-            for c in protected
-        ):
+        if _misses_a_floor(framings, predictions, protected):
             continue
         feasible += 1
-        accuracy = float(
-            np.mean(
-                [
-                    (predicted == labels).mean()
-                    for (_, labels, _), predicted in zip(framings, predictions, strict=True)
-                ]
+        key = (_mean_accuracy(framings, predictions), -float(sum(values)))
+        if best_key is None or key > best_key:
+            best, best_key = (biases, predictions), key
+    return best, evaluated, feasible
+
+
+def _misses_a_floor(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    predictions: Sequence[np.ndarray],
+    protected: Sequence[int],
+) -> bool:
+    """Whether some protected class's recall falls below its floor in some framing."""
+    return any(
+        recall(labels, predicted, c) < floors[c]
+        for (_, labels, floors), predicted in zip(framings, predictions, strict=True)
+        for c in protected
+    )
+
+
+def _mean_accuracy(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    predictions: Sequence[np.ndarray],
+) -> float:
+    """The accuracy of ``predictions`` in each framing, averaged over the framings."""
+    return float(
+        np.mean(
+            [
+                (predicted == labels).mean()
+                for (_, labels, _), predicted in zip(framings, predictions, strict=True)
+            ]
+        )
+    )
+
+
+def _unmet_floors(
+    framings: Sequence[tuple[np.ndarray, np.ndarray, dict[int, float]]],
+    bases: Sequence[np.ndarray],
+    protected: Sequence[int],
+    names: Sequence[str],
+) -> str:
+    """The floors the unbiased model misses, for the error when no setting is feasible.
+
+    Each missed floor reads ``class C: recall < floor``; with several framings each
+    framing's list is prefixed by its name (``names[i]``, or ``framing i+1`` past the end of
+    ``names``). When the unbiased model misses none, the floors are only unreachable
+    together, and the text says so.
+    """
+    unmet = []
+    for i, ((_, labels, floors), base) in enumerate(zip(framings, bases, strict=True)):
+        below = [c for c in protected if recall(labels, base, c) < floors[c]]
+        if below:
+            shown = ", ".join(
+                f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in below
             )
-        )
-        key = (accuracy, -float(sum(values)))
-        if best is None or key > (best[0], best[1]):
-            best = (accuracy, key[1], biases, predictions)
-    if best is None:
-        unmet = []
-        for i, ((_, labels, floors), base) in enumerate(zip(framings, bases, strict=True)):
-            below = [c for c in protected if recall(labels, base, c) < floors[c]]
-            if below:
-                shown = ", ".join(
-                    f"class {c}: {recall(labels, base, c):.3f} < {floors[c]:.3f}" for c in below
-                )
-                name = names[i] if i < len(names) else f"framing {i + 1}"
-                unmet.append(shown if len(framings) == 1 else f"{name}: {shown}")
-        shown = "; ".join(unmet) or "each floor is met alone, never all at once"
-        raise PipelineError(
-            f"no bias up to {max_bias} brings every protected class to its floor ({shown}); "
-            "raise --max-bias, or protect fewer classes"
-        )
-    _, _, biases, predictions = best
-    return [
-        Choice(
-            biases=tuple(float(b) for b in biases),
-            accuracy=float((predicted == labels).mean()),
-            accuracy_before=float((base == labels).mean()),
-            recalls={c: recall(labels, predicted, c) for c in protected},
-            recalls_before={c: recall(labels, base, c) for c in protected},
-            floors=dict(floors),
-            evaluated=evaluated,
-            feasible=feasible,
-        )
-        for (_, labels, floors), predicted, base in zip(framings, predictions, bases, strict=True)
-    ]
+            name = names[i] if i < len(names) else f"framing {i + 1}"
+            unmet.append(shown if len(framings) == 1 else f"{name}: {shown}")
+    return "; ".join(unmet) or "each floor is met alone, never all at once"
 
 
 def view_probabilities(model: Any, faces: np.ndarray, tta: str, batch_size: int = 256) -> Any:
@@ -362,7 +440,6 @@ def calibrate_run(
     from training.average import check_new_folder, source_metrics, write_derived_run
     from training.config import TrainConfig
     from training.data import limit_rows, load
-    from training.evaluate import predictor
     from training.model import load_model
 
     t0 = time.time()
@@ -374,83 +451,18 @@ def calibrate_run(
     if cfg.limit:
         limit_rows(dataset, cfg.limit)
     labels = list(dataset.labels)
-    unknown = [c for c in protect if c not in labels]
-    if unknown or not protect:
-        raise PipelineError(f"--protect takes class names among {labels}, got {list(protect)}")
-    if (reference is None) == (floors is None):
-        raise PipelineError("give either --reference (floors measured on it) or --floor")
-    if floors is not None and (
-        sorted(floors) != sorted(protect) or not all(0 <= f <= 1 for f in floors.values())
-    ):
-        raise PipelineError(
-            f"--floor needs one recall in [0, 1] for each protected class {list(protect)}, "
-            f"got {floors}"
-        )
-    publics = {cfg.data: dataset["PublicTest"]}
-    if framings:
-        resolved = [Path(f).resolve() for f in framings]
-        if len(set(resolved)) != len(resolved):
-            raise PipelineError(
-                f"--framing names the same file twice: {[str(f) for f in framings]}; give "
-                "each framing of the faces once"
-            )
-        own = set(dataset["PublicTest"].rows.tolist())
-        publics = {}
-        for path in framings:
-            other = load(path)
-            if cfg.limit:
-                limit_rows(other, cfg.limit)
-            if list(other.labels) != labels:
-                raise PipelineError(
-                    f"--framing {path}: classes {list(other.labels)}, the run's are {labels}"
-                )
-            public = other["PublicTest"]
-            if set(public.rows.tolist()) != own:
-                raise PipelineError(
-                    f"--framing {path}: its PublicTest ({len(public)} faces) holds other faces "
-                    f"than the run's ({len(dataset['PublicTest'])} faces of {cfg.data}); give "
-                    "framings of the run's own PublicTest faces"
-                )
-            if publics:
-                first = next(iter(publics.values()))
-                if not np.array_equal(public.rows, first.rows) or not np.array_equal(
-                    public.labels, first.labels
-                ):
-                    raise PipelineError(
-                        f"--framing {path}: its PublicTest faces are not in the order of "
-                        f"{framings[0]}'s"
-                    )
-            publics[path] = public
-    floors_of: list[dict[int, float]] = []
-    for public in publics.values():
-        if floors is not None:
-            floors_of.append({labels.index(c): float(f) for c, f in floors.items()})
-        else:
-            assert reference is not None
-            predicted = predictor(reference)(public.images.astype(np.float32)).argmax(axis=1)
-            floors_of.append(
-                {
-                    labels.index(c): recall(public.labels, predicted, labels.index(c))
-                    for c in protect
-                }
-            )
+    _check_protection(labels, protect, reference, floors)
+    publics = _choosing_splits(dataset, cfg.data, cfg.limit, framings)
+    floors_of = [
+        _floors_in(public, labels, protect, floors, reference) for public in publics.values()
+    ]
 
     model = load_model(run / "best.keras")
     layer = output_layer(model)
-    zero = np.zeros(len(labels))
     probs = [view_probabilities(model, public.images, tta) for public in publics.values()]
     chosen_on = probs
     if choose_on is not None:
-        chosen_on = [
-            onnx_view_probabilities(choose_on, public.images, tta) for public in publics.values()
-        ]
-        gap = float(np.abs(adjust(chosen_on[0], zero) - adjust(probs[0], zero)).max(1).mean())
-        if not gap <= MAX_EXPORT_GAP:  # NaN fails too
-            raise PipelineError(
-                f"--choose-on {choose_on} differs from {run}'s model by {gap:.3f} in a face's "
-                f"probabilities on average over PublicTest (at most {MAX_EXPORT_GAP} for an "
-                "export of it); give an export of this run"
-            )
+        chosen_on = _export_view_probabilities(choose_on, run, publics, tta, probs[0])
     choices = choose_biases_across(
         [
             (p, public.labels, f)
@@ -460,48 +472,8 @@ def calibrate_run(
         max_bias,
         names=[str(path) for path in publics],
     )
-    choice = choices[0]
-    kernel, bias = layer.get_weights()
-    layer.set_weights([kernel, bias + np.asarray(choice.biases, dtype=bias.dtype)])
-    # The baked-in bias must give what was chosen (softmax per view, then the mean), up to
-    # float32 rounding: Keras computes softmax(z + b), the choice softmax(log p + b).
-    for public, p in zip(publics.values(), probs, strict=True):
-        check = adjust(view_probabilities(model, public.images, tta), zero)
-        chosen = adjust(p, np.array(choice.biases))
-        if not np.allclose(check, chosen, rtol=0.0, atol=1e-4):
-            worst = float(np.abs(check - chosen).max())
-            raise PipelineError(
-                "the calibrated model does not reproduce the chosen probabilities "
-                f"(off by {worst:.2g})"
-            )
-    floor_of = choice.floors
-    for path, c in zip(publics, choices, strict=True):
-        log.info(
-            "biases %s: %s PublicTest accuracy with %s views %.4f -> %.4f; recall %s (floors %s)",
-            {labels[k]: c.biases[k] for k in floor_of},
-            path,
-            tta,
-            c.accuracy_before,
-            c.accuracy,
-            {labels[k]: round(r, 3) for k, r in c.recalls.items()},
-            {labels[k]: round(f, 3) for k, f in c.floors.items()},
-        )
-
-    def summary(c: Choice) -> dict[str, Any]:
-        return {
-            "recall_floors": {labels[k]: round(f, 4) for k, f in c.floors.items()},
-            "public_accuracy_with_views": {
-                "before": round(c.accuracy_before, 4),
-                "after": round(c.accuracy, 4),
-            },
-            "public_recall_with_views": {
-                labels[k]: {
-                    "before": round(c.recalls_before[k], 4),
-                    "after": round(c.recalls[k], 4),
-                }
-                for k in floor_of
-            },
-        }
+    _bake_biases(model, layer, choices[0], publics, probs, tta)
+    _log_choices(publics, choices, labels, tta)
 
     source = source_metrics(run)
     seconds = time.time() - t0
@@ -520,20 +492,9 @@ def calibrate_run(
                 "floors_given": floors is not None,
                 "tta": tta,
                 "chosen_on": "keras" if choose_on is None else str(choose_on),
-                "class_biases": {labels[c]: choice.biases[c] for c in floor_of},
-                # the first framing's figures, named by "data"; every framing's under "framings"
-                "data": str(next(iter(publics))),
-                **summary(choice),
-                "mean_public_accuracy_with_views": {
-                    "before": round(float(np.mean([c.accuracy_before for c in choices])), 4),
-                    "after": round(float(np.mean([c.accuracy for c in choices])), 4),
-                },
-                "framings": [
-                    {"data": str(path), **summary(c)}
-                    for path, c in zip(publics, choices, strict=True)
-                ],
-                "grid": {"step": step, "max_bias": max_bias, "settings": choice.evaluated},
-                "feasible_settings": choice.feasible,
+                **_choices_report(publics, choices, labels),
+                "grid": {"step": step, "max_bias": max_bias, "settings": choices[0].evaluated},
+                "feasible_settings": choices[0].feasible,
             },
             "calibration_s": round(seconds, 1),
             "wall_time_s": round(float(source.get("wall_time_s") or 0.0) + seconds, 1),
@@ -544,6 +505,241 @@ def calibrate_run(
         }
     )
     return write_derived_run(run, out, model, dataset, extra)
+
+
+def _check_protection(
+    labels: list[str],
+    protect: Sequence[str],
+    reference: Path | None,
+    floors: dict[str, float] | None,
+) -> None:
+    """Check what is protected and how its floors are set.
+
+    ``protect`` must name at least one class, all among ``labels``; exactly one of
+    ``reference`` (floors measured on it) and ``floors`` (given) is set, and given floors are
+    one recall in ``[0, 1]`` for each protected class, no more and no fewer.
+
+    Raises:
+        PipelineError: The first of these that fails, in that order.
+    """
+    unknown = [c for c in protect if c not in labels]
+    if unknown or not protect:
+        raise PipelineError(f"--protect takes class names among {labels}, got {list(protect)}")
+    if (reference is None) == (floors is None):
+        raise PipelineError("give either --reference (floors measured on it) or --floor")
+    if floors is not None and (
+        sorted(floors) != sorted(protect) or not all(0 <= f <= 1 for f in floors.values())
+    ):
+        raise PipelineError(
+            f"--floor needs one recall in [0, 1] for each protected class {list(protect)}, "
+            f"got {floors}"
+        )
+
+
+def _choosing_splits(
+    dataset: Dataset, data: Path, limit: int, framings: Sequence[Path]
+) -> dict[Path, Split]:
+    """The PublicTest splits the biases are chosen on, by the path of their dataset.
+
+    Without ``framings`` that is the run's own PublicTest (of ``data``); otherwise the
+    PublicTest of each framing, in the order given, each checked by :func:`_framing_public`
+    and holding its faces in the first framing's order with the same labels, so that the
+    framings' predictions line up face by face.
+
+    Raises:
+        PipelineError: A framing is named twice (after resolving its path) or fails a check.
+        DataError: ``dataset`` has no PublicTest, or a framing cannot be loaded.
+    """
+    own = dataset["PublicTest"]
+    if not framings:
+        return {data: own}
+    resolved = [Path(f).resolve() for f in framings]
+    if len(set(resolved)) != len(resolved):
+        raise PipelineError(
+            f"--framing names the same file twice: {[str(f) for f in framings]}; give "
+            "each framing of the faces once"
+        )
+    publics: dict[Path, Split] = {}
+    for path in framings:
+        public = _framing_public(path, limit, dataset.labels, own, data)
+        first = next(iter(publics.values()), public)
+        if not np.array_equal(public.rows, first.rows) or not np.array_equal(
+            public.labels, first.labels
+        ):
+            raise PipelineError(
+                f"--framing {path}: its PublicTest faces are not in the order of {framings[0]}'s"
+            )
+        publics[path] = public
+    return publics
+
+
+def _framing_public(path: Path, limit: int, labels: Sequence[str], own: Split, data: Path) -> Split:
+    """The PublicTest of the framing ``path``, if it frames exactly the run's PublicTest faces.
+
+    The framing is limited to ``limit`` rows as the run was, and must have the run's classes
+    (in order) and hold the same faces as the run's PublicTest ``own`` (of ``data``), by
+    source row; their order is checked by the caller.
+
+    Raises:
+        PipelineError: The classes or the faces differ.
+    """
+    from training.data import limit_rows, load
+
+    other = load(path)
+    if limit:
+        limit_rows(other, limit)
+    if list(other.labels) != list(labels):
+        raise PipelineError(
+            f"--framing {path}: classes {list(other.labels)}, the run's are {list(labels)}"
+        )
+    public = other["PublicTest"]
+    if set(public.rows.tolist()) != set(own.rows.tolist()):
+        raise PipelineError(
+            f"--framing {path}: its PublicTest ({len(public)} faces) holds other faces "
+            f"than the run's ({len(own)} faces of {data}); give "
+            "framings of the run's own PublicTest faces"
+        )
+    return public
+
+
+def _floors_in(
+    public: Split,
+    labels: list[str],
+    protect: Sequence[str],
+    floors: dict[str, float] | None,
+    reference: Path | None,
+) -> dict[int, float]:
+    """The recall floor of each protected class in one framing, by class index.
+
+    Floors given directly (``--floor``) are the same in every framing; otherwise each is the
+    ``reference`` model's recall of that class on this framing's PublicTest.
+    """
+    if floors is not None:
+        return {labels.index(c): float(f) for c, f in floors.items()}
+    from training.evaluate import predictor
+
+    assert reference is not None
+    predicted = predictor(reference)(public.images.astype(np.float32)).argmax(axis=1)
+    return {labels.index(c): recall(public.labels, predicted, labels.index(c)) for c in protect}
+
+
+def _export_view_probabilities(
+    choose_on: Path, run: Path, publics: dict[Path, Split], tta: str, keras_probs: np.ndarray
+) -> list[np.ndarray]:
+    """Per-view probabilities of the export ``choose_on`` on every framing's PublicTest.
+
+    The export must be one of ``run``'s model: on the first framing, the mean over faces of
+    the largest difference between its probabilities (with views) and the Keras model's
+    (``keras_probs``) is at most :data:`MAX_EXPORT_GAP`.
+
+    Raises:
+        PipelineError: The file is not such an export (or is unreadable).
+    """
+    chosen_on = [
+        onnx_view_probabilities(choose_on, public.images, tta) for public in publics.values()
+    ]
+    zero = np.zeros(keras_probs.shape[-1])
+    gap = float(np.abs(adjust(chosen_on[0], zero) - adjust(keras_probs, zero)).max(1).mean())
+    if not gap <= MAX_EXPORT_GAP:  # NaN fails too
+        raise PipelineError(
+            f"--choose-on {choose_on} differs from {run}'s model by {gap:.3f} in a face's "
+            f"probabilities on average over PublicTest (at most {MAX_EXPORT_GAP} for an "
+            "export of it); give an export of this run"
+        )
+    return chosen_on
+
+
+def _bake_biases(
+    model: Any,
+    layer: Any,
+    choice: Choice,
+    publics: dict[Path, Split],
+    probs: Sequence[np.ndarray],
+    tta: str,
+) -> None:
+    """Add the chosen biases to the bias of ``layer``, and check ``model`` now gives them.
+
+    The check evaluates the calibrated model again on every framing and compares it with the
+    choice computed from the uncalibrated ``probs``.
+
+    Raises:
+        PipelineError: The calibrated model's probabilities differ from the chosen ones by
+            more than 1e-4 somewhere.
+    """
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + np.asarray(choice.biases, dtype=bias.dtype)])
+    # The baked-in bias must give what was chosen (softmax per view, then the mean), up to
+    # float32 rounding: Keras computes softmax(z + b), the choice softmax(log p + b).
+    zero = np.zeros(len(choice.biases))
+    for public, p in zip(publics.values(), probs, strict=True):
+        check = adjust(view_probabilities(model, public.images, tta), zero)
+        chosen = adjust(p, np.array(choice.biases))
+        if not np.allclose(check, chosen, rtol=0.0, atol=1e-4):
+            worst = float(np.abs(check - chosen).max())
+            raise PipelineError(
+                "the calibrated model does not reproduce the chosen probabilities "
+                f"(off by {worst:.2g})"
+            )
+
+
+def _log_choices(
+    publics: dict[Path, Split], choices: Sequence[Choice], labels: Sequence[str], tta: str
+) -> None:
+    """Log the chosen biases and what they changed, one line per framing."""
+    protected = choices[0].floors
+    for path, c in zip(publics, choices, strict=True):
+        log.info(
+            "biases %s: %s PublicTest accuracy with %s views %.4f -> %.4f; recall %s (floors %s)",
+            {labels[k]: c.biases[k] for k in protected},
+            path,
+            tta,
+            c.accuracy_before,
+            c.accuracy,
+            {labels[k]: round(r, 3) for k, r in c.recalls.items()},
+            {labels[k]: round(f, 3) for k, f in c.floors.items()},
+        )
+
+
+def _choices_report(
+    publics: dict[Path, Split], choices: Sequence[Choice], labels: Sequence[str]
+) -> dict[str, Any]:
+    """The calibration record's figures: the biases, then before/after for every framing.
+
+    The first framing's figures sit at the top level (named by ``data``), every framing's
+    under ``framings``, and the accuracies' mean over the framings between them.
+    """
+    choice = choices[0]
+    return {
+        "class_biases": {labels[c]: choice.biases[c] for c in choice.floors},
+        "data": str(next(iter(publics))),
+        **_choice_summary(choice, labels, choice.floors),
+        "mean_public_accuracy_with_views": {
+            "before": round(float(np.mean([c.accuracy_before for c in choices])), 4),
+            "after": round(float(np.mean([c.accuracy for c in choices])), 4),
+        },
+        "framings": [
+            {"data": str(path), **_choice_summary(c, labels, choice.floors)}
+            for path, c in zip(publics, choices, strict=True)
+        ],
+    }
+
+
+def _choice_summary(c: Choice, labels: Sequence[str], protected: Iterable[int]) -> dict[str, Any]:
+    """One framing's floors, and its accuracy and ``protected`` recalls before and after."""
+    return {
+        "recall_floors": {labels[k]: round(f, 4) for k, f in c.floors.items()},
+        "public_accuracy_with_views": {
+            "before": round(c.accuracy_before, 4),
+            "after": round(c.accuracy, 4),
+        },
+        "public_recall_with_views": {
+            labels[k]: {
+                "before": round(c.recalls_before[k], 4),
+                "after": round(c.recalls[k], 4),
+            }
+            for k in protected
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

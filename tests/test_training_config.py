@@ -99,3 +99,53 @@ def test_fer2013_runs_get_the_measured_template() -> None:
     template = template_for(Path("../shared/data/fer2013/fer2013.csv.gz"))
     assert template == json.loads(FER2013_TEMPLATE.read_text())["template"]
     assert template_for(Path("my_faces/")) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"ferplus_weight": 0.0}, r"ferplus_weight must be in \(0, 1\]"),
+        ({"ferplus_weight": 0.5}, "ferplus_weight needs a FER\\+ file"),
+        ({"teacher_weight": 0.3}, "need teacher models"),
+        ({"teacher_temperature": 1.0}, "need teacher models"),
+        ({"teacher": ("t.keras",), "teacher_weight": 1.5}, r"teacher_weight must be in \[0, 1\]"),
+        ({"teacher": ("t.keras",), "teacher_temperature": 0.0}, "teacher_temperature must be > 0"),
+        ({"members": 0}, "members must be at least 1"),
+        ({"erasing": 1.5}, "erasing must be a probability"),
+        ({"mixup": -0.1}, "mixup takes a Beta parameter >= 0"),
+        ({"cutmix": 1.5}, "cutmix takes a Beta parameter"),
+        ({"mixup": 0.2, "cutmix": 0.5}, "choose one of mixup and cutmix"),
+        ({"keep_epochs": -1}, "keep_epochs and end_at_epoch must be >= 0"),
+        ({"end_at_epoch": -1}, "keep_epochs and end_at_epoch must be >= 0"),
+        ({"epochs": -1}, "epochs and head_epochs must be >= 0"),
+        ({"head_epochs": -1}, "epochs and head_epochs must be >= 0"),
+        ({"batch_size": 0}, "batch_size >= 1"),
+        # checked in that order: the FER+ weight before the members
+        ({"ferplus_weight": 2.0, "members": 0}, "ferplus_weight must be in"),
+    ],
+)
+def test_each_option_is_checked(options: dict[str, object], error: str) -> None:
+    with pytest.raises(PipelineError, match=error):
+        TrainConfig(data=Path("x.csv"), out=Path("r"), **options)  # type: ignore[arg-type]
+
+
+def test_options_are_stored_with_one_type_each() -> None:
+    cfg = TrainConfig(
+        data="x.csv",  # type: ignore[arg-type]
+        out="r",  # type: ignore[arg-type]
+        ferplus="new.csv",  # type: ignore[arg-type]
+        ferplus_weight=0.5,
+        teacher=["a.keras", "b.onnx"],  # type: ignore[arg-type]
+        dense=["64", 32],  # type: ignore[list-item]
+        mixup=0.2,
+        lr=1e-3,
+    )
+    assert (cfg.data, cfg.out, cfg.ferplus, cfg.init) == (
+        Path("x.csv"),
+        Path("r"),
+        Path("new.csv"),
+        None,
+    )
+    assert cfg.teacher == (Path("a.keras"), Path("b.onnx"))
+    assert cfg.dense == (64, 32)
+    assert cfg.lr == 1e-3  # given: no default taken

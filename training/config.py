@@ -95,16 +95,42 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        self._normalise_types()
+        self._check_ferplus()
+        self._check_teacher()
+        if self.lr is None:  # the documented default depends on the weights
+            object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
+        if self.members < 1:
+            raise PipelineError(f"members must be at least 1, got {self.members}")
+        self._check_augmentation()
+        self._check_epochs()
+
+    def _normalise_types(self) -> None:
+        """Store paths as :class:`~pathlib.Path` and ``dense`` as ints, whatever was given.
+
+        ``config.json`` and argparse hand over strings and lists; the record keeps one type
+        per field so that equality and ``to_dict`` do not depend on where it came from.
+        """
         for name in _PATHS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
         object.__setattr__(self, "teacher", tuple(Path(t) for t in self.teacher))
+
+    def _check_ferplus(self) -> None:
+        """``ferplus_weight`` is in ``(0, 1]``, and other than 1 only with a FER+ file."""
         if not 0.0 < self.ferplus_weight <= 1.0:
             raise PipelineError(f"ferplus_weight must be in (0, 1], got {self.ferplus_weight}")
         if self.ferplus is None and self.ferplus_weight != 1.0:
             raise PipelineError("ferplus_weight needs a FER+ file (--ferplus fer2013new.csv)")
+
+    def _check_teacher(self) -> None:
+        """The distillation options are valid, and set only with teacher models.
+
+        ``teacher_weight`` and ``teacher_temperature`` keep their defaults without
+        ``teacher``; the weight is in ``[0, 1]`` and the temperature positive.
+        """
         if not self.teacher and (self.teacher_weight != 0.5 or self.teacher_temperature != 2.0):
             raise PipelineError(
                 "teacher_weight / teacher_temperature need teacher models (--teacher ...)"
@@ -113,10 +139,13 @@ class TrainConfig:
             raise PipelineError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if not self.teacher_temperature > 0:
             raise PipelineError(f"teacher_temperature must be > 0, got {self.teacher_temperature}")
-        if self.lr is None:  # the documented default depends on the weights
-            object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
-        if self.members < 1:
-            raise PipelineError(f"members must be at least 1, got {self.members}")
+
+    def _check_augmentation(self) -> None:
+        """The augmentation strengths are in range, and mixup and cutmix not both on.
+
+        ``erasing`` is a probability; ``mixup`` (>= 0) and ``cutmix`` (in ``[0, 1]``) are
+        Beta parameters, 0 meaning off.
+        """
         if not 0.0 <= self.erasing <= 1.0:
             raise PipelineError(f"erasing must be a probability in [0, 1], got {self.erasing}")
         if self.mixup < 0:
@@ -127,6 +156,12 @@ class TrainConfig:
             )
         if self.mixup > 0 and self.cutmix > 0:
             raise PipelineError("choose one of mixup and cutmix, not both")
+
+    def _check_epochs(self) -> None:
+        """The epoch counts are not negative and a batch holds at least one face.
+
+        The counts: ``keep_epochs``, ``end_at_epoch``, ``epochs`` and ``head_epochs``.
+        """
         if self.keep_epochs < 0 or self.end_at_epoch < 0:
             raise PipelineError("keep_epochs and end_at_epoch must be >= 0")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:

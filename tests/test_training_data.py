@@ -249,3 +249,51 @@ def test_ferplus_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="line 6: votes are not integers"):
         apply_ferplus(ds, bad)
+
+
+def test_fer2013_field_count_and_unused_splits(tmp_path: Path) -> None:
+    rows = good_rows()
+    path = write_csv(tmp_path / "fer.csv", rows)
+    ds = load_fer2013_csv(path, splits=("Training",))
+    assert list(ds.splits) == ["Training"]
+    assert ds.notes == [
+        "fer.csv: 2 PublicTest rows not used",
+        "fer.csv: 2 PrivateTest rows not used",
+    ]
+    extra = write_csv(tmp_path / "extra.csv", [(0, pixels(0), "Training,x")])
+    with pytest.raises(DataError, match="line 2: expected 3 fields, got 4"):
+        load_fer2013_csv(extra)
+
+
+def test_held_out_validation_rows_are_stratified_and_seeded() -> None:
+    from training.data import _held_out
+
+    labels = np.array([0] * 25 + [1] * 2 + [2] * 1 + [3] * 7)
+    mask = _held_out(labels, 0.1, seed=0)
+    taken = np.bincount(labels[mask], minlength=7).tolist()
+    # round(2.5) = 2; a pair gives one; a single image stays in training; round(0.7) = 1
+    assert taken == [2, 1, 0, 1, 0, 0, 0]
+    np.testing.assert_array_equal(_held_out(labels, 0.1, seed=0), mask)
+    assert not np.array_equal(_held_out(labels, 0.1, seed=1), mask)
+    # round(12.5), 1, round(0.5) = 0, round(3.5)
+    assert _held_out(labels, 0.5, seed=0).sum() == 12 + 1 + 0 + 4
+
+
+@pytest.mark.parametrize(
+    ("layout", "match"),
+    [
+        ({"train": {"angry": 2}, "training": {"angry": 1}}, r"training: a second folder for split"),
+        ({"train": {"angry": 1}}, r"too few training images to hold out"),
+    ],
+)
+def test_folder_tree_split_errors(tmp_path: Path, layout: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        load_folder_tree(make_tree(tmp_path / "tree", layout))
+
+
+def test_folder_tree_without_split_folders(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    with pytest.raises(DataError, match="expected split folders such as train/"):
+        load_folder_tree(tmp_path / "tree")
+    with pytest.raises(DataError, match="no such folder"):
+        load_folder_tree(tmp_path / "nope")

@@ -188,49 +188,10 @@ def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Data
     try:
         with _open_text(path) as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: empty file, expected a header emotion,pixels,Usage")
-            header = [h.strip() for h in header]
-            missing = {"emotion", "pixels", "Usage"} - set(header)
-            if missing:
-                raise DataError(
-                    f"{path}: missing column(s) {sorted(missing)}; expected Kaggle's "
-                    f"fer2013.csv header emotion,pixels,Usage, got {header}"
-                )
-            ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
+            header = _fer2013_header(path, next(reader, None))
             for r, rec in enumerate(reader):
-                line = r + 2  # 1-based, header is line 1
-                if len(rec) != len(header):
-                    raise DataError(
-                        f"{path}, line {line}: expected {len(header)} fields, got {len(rec)}"
-                    )
-                usage = rec[iu].strip()
-                if usage not in images:
-                    raise DataError(
-                        f"{path}, line {line}: unknown Usage {usage!r}; "
-                        f"expected one of {list(SPLITS)}"
-                    )
-                try:
-                    emotion = int(rec[ie])
-                except ValueError:
-                    raise DataError(
-                        f"{path}, line {line}: emotion {rec[ie]!r} is not an integer"
-                    ) from None
-                if not 0 <= emotion < len(FER2013_LABELS):
-                    raise DataError(f"{path}, line {line}: emotion {emotion} outside 0..6")
-                try:
-                    pixels = np.array(rec[ip].split(), dtype=np.int64)
-                except ValueError:
-                    raise DataError(f"{path}, line {line}: pixels are not integers") from None
-                if pixels.size != PIXELS_PER_FACE:
-                    raise DataError(
-                        f"{path}, line {line}: expected {PIXELS_PER_FACE} pixel "
-                        f"values (48x48), got {pixels.size}"
-                    )
-                if pixels.min() < 0 or pixels.max() > 255:
-                    raise DataError(f"{path}, line {line}: pixel values outside 0..255")
-                images[usage].append(pixels.astype(np.uint8).reshape(48, 48, 1))
+                usage, emotion, face = _fer2013_row(path, r + 2, header, rec)
+                images[usage].append(face)
                 labels[usage].append(emotion)
                 rows[usage].append(r)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
@@ -252,6 +213,64 @@ def load_fer2013_csv(path: Path | str, splits: tuple[str, ...] = SPLITS) -> Data
             np.array(rows[s], dtype=np.int64),
         )
     return Dataset(out, FER2013_LABELS, FER2013_SPEC, str(path), notes)
+
+
+def _fer2013_header(path: Path, header: list[str] | None) -> list[str]:
+    """The csv header, stripped, once it is known to hold emotion, pixels and Usage.
+
+    Raises:
+        DataError: The file is empty, or a column is missing.
+    """
+    if header is None:
+        raise DataError(f"{path}: empty file, expected a header emotion,pixels,Usage")
+    header = [h.strip() for h in header]
+    missing = {"emotion", "pixels", "Usage"} - set(header)
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {sorted(missing)}; expected Kaggle's "
+            f"fer2013.csv header emotion,pixels,Usage, got {header}"
+        )
+    return header
+
+
+def _fer2013_row(
+    path: Path, line: int, header: list[str], rec: list[str]
+) -> tuple[str, int, np.ndarray]:
+    """``(usage, emotion, face)`` of one csv record, or the error naming its ``line``.
+
+    A record must have one field per header column, a ``Usage`` among :data:`SPLITS`, an
+    integer emotion in 0..6 and exactly 2,304 integer pixel values in 0..255 (checked in that
+    order); the face is returned as a ``(48, 48, 1)`` uint8 array.
+
+    Raises:
+        DataError: The first check the record fails.
+    """
+    if len(rec) != len(header):
+        raise DataError(f"{path}, line {line}: expected {len(header)} fields, got {len(rec)}")
+    usage = rec[header.index("Usage")].strip()
+    if usage not in SPLITS:
+        raise DataError(
+            f"{path}, line {line}: unknown Usage {usage!r}; expected one of {list(SPLITS)}"
+        )
+    field = rec[header.index("emotion")]
+    try:
+        emotion = int(field)
+    except ValueError:
+        raise DataError(f"{path}, line {line}: emotion {field!r} is not an integer") from None
+    if not 0 <= emotion < len(FER2013_LABELS):
+        raise DataError(f"{path}, line {line}: emotion {emotion} outside 0..6")
+    try:
+        pixels = np.array(rec[header.index("pixels")].split(), dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}, line {line}: pixels are not integers") from None
+    if pixels.size != PIXELS_PER_FACE:
+        raise DataError(
+            f"{path}, line {line}: expected {PIXELS_PER_FACE} pixel "
+            f"values (48x48), got {pixels.size}"
+        )
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}, line {line}: pixel values outside 0..255")
+    return usage, emotion, pixels.astype(np.uint8).reshape(48, 48, 1)
 
 
 def _iter_images(folder: Path) -> Iterator[Path]:
@@ -278,7 +297,6 @@ def load_folder_tree(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    index = {label: i for i, label in enumerate(FER2013_LABELS)}
     out: dict[str, Split] = {}
     notes: list[str] = []
     split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
@@ -292,38 +310,12 @@ def load_folder_tree(
             )
         if split in out:
             raise DataError(f"{split_dir}: a second folder for split {split}")
-        faces: list[np.ndarray] = []
-        ys: list[int] = []
-        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            label = CLASS_ALIASES.get(class_dir.name.lower())
-            if label is None:
-                raise DataError(
-                    f"{class_dir}: unknown class folder {class_dir.name!r}; "
-                    f"expected one of {sorted(CLASS_ALIASES)}"
-                )
-            for image_path in _iter_images(class_dir):
-                image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
-                if image is None or image.dtype != np.uint8:
-                    raise DataError(f"{image_path}: not a readable 8-bit image")
-                faces.append(image)
-                ys.append(index[label])
-        if not ys:
-            raise DataError(f"{split_dir}: split {split} has no images")
-        images = prepare_faces(faces, spec).astype(np.uint8)
-        y = np.array(ys, dtype=np.int64)
-        out[split] = Split(images, y, _one_hot(y, len(FER2013_LABELS)), np.arange(len(y)))
+        out[split] = _read_split_folder(split_dir, split, spec)
     if "Training" not in out:
         raise DataError(f"{root}: no training folder (train/ or training/)")
     if "PublicTest" not in out:
         train = out["Training"]
-        rng = np.random.default_rng(seed)
-        val_mask = np.zeros(len(train), dtype=bool)
-        for c in range(len(FER2013_LABELS)):
-            members = np.flatnonzero(train.labels == c)
-            take = int(round(len(members) * val_fraction))
-            if take == 0 and len(members) >= 2:
-                take = 1  # every class with two or more images is represented
-            val_mask[rng.choice(members, size=take, replace=False)] = True
+        val_mask = _held_out(train.labels, val_fraction, seed)
         if not val_mask.any() or val_mask.all():
             raise DataError(f"{root}: too few training images to hold out a validation split")
         out["PublicTest"] = train.subset(np.flatnonzero(val_mask))
@@ -333,6 +325,60 @@ def load_folder_tree(
             f"({val_fraction:.0%}, seed {seed}) as PublicTest"
         )
     return Dataset(out, FER2013_LABELS, spec, str(root), notes)
+
+
+def _read_split_folder(split_dir: Path, split: str, spec: InputSpec) -> Split:
+    """The images of one split folder, class folder by class folder, brought to ``spec``.
+
+    Class folders are read in name order and their images in name order; each class folder's
+    name maps to a FER2013 label through :data:`CLASS_ALIASES`. The rows are numbered from 0.
+
+    Raises:
+        DataError: An unknown class folder, an image that is not a readable 8-bit image, or
+            no image at all.
+    """
+    index = {label: i for i, label in enumerate(FER2013_LABELS)}
+    faces: list[np.ndarray] = []
+    ys: list[int] = []
+    for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        label = CLASS_ALIASES.get(class_dir.name.lower())
+        if label is None:
+            raise DataError(
+                f"{class_dir}: unknown class folder {class_dir.name!r}; "
+                f"expected one of {sorted(CLASS_ALIASES)}"
+            )
+        for image_path in _iter_images(class_dir):
+            image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+            if image is None or image.dtype != np.uint8:
+                raise DataError(f"{image_path}: not a readable 8-bit image")
+            faces.append(image)
+            ys.append(index[label])
+    if not ys:
+        raise DataError(f"{split_dir}: split {split} has no images")
+    images = prepare_faces(faces, spec).astype(np.uint8)
+    y = np.array(ys, dtype=np.int64)
+    return Split(images, y, _one_hot(y, len(FER2013_LABELS)), np.arange(len(y)))
+
+
+def _held_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which training rows become the validation split when there is no validation folder.
+
+    Stratified: of each class, ``round(n x fraction)`` rows drawn at random (seeded; the
+    classes drawn in label order from one generator), and at least one of every class with
+    two or more rows, so that every such class is validated.
+
+    Returns:
+        A boolean mask over ``labels``.
+    """
+    rng = np.random.default_rng(seed)
+    val_mask = np.zeros(len(labels), dtype=bool)
+    for c in range(len(FER2013_LABELS)):
+        members = np.flatnonzero(labels == c)
+        take = int(round(len(members) * fraction))
+        if take == 0 and len(members) >= 2:
+            take = 1  # every class with two or more images is represented
+        val_mask[rng.choice(members, size=take, replace=False)] = True
+    return val_mask
 
 
 FerPlusMode = Literal["majority", "soft"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -495,3 +496,13 @@ def test_a_file_name_that_is_not_utf8_is_an_error_not_a_crash(tmp_path: Path) ->
     assert found.paths == ()
     assert found.missing[0][0].endswith("caf\\xe9.jpg")
     assert "not valid UTF-8" in found.missing[0][1]
+
+
+def test_summary_counts_read_in_the_singular_and_plural(local_run: tuple[Any, Path]) -> None:
+    summary, _ = local_run
+    one = dataclasses.replace(summary, ignored=1, partial=1, skipped_partial=0).describe()
+    assert "1 other file in the folders ignored" in one
+    assert "1 video only partly analysed" in one
+    two = dataclasses.replace(summary, ignored=2, partial=1, skipped_partial=1).describe()
+    assert "2 other files in the folders ignored" in two
+    assert "2 videos only partly analysed" in two

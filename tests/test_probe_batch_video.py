@@ -197,7 +197,7 @@ def test_batch_and_video_agree_on_a_truncated_video(
     args = ["batch", str(clip), "--out", str(out), "--model", str(tiny_model), "--no-progress"]
     assert batch_main([*args, "--workers", "1"]) == 3
     err = capsys.readouterr().err
-    assert "1 videos only partly analysed" in err
+    assert "1 video only partly analysed" in err
     (row,) = pq.read_table(output_paths(out)[2]).to_pylist()
     assert (row["status"], row["frames"], row["corrupt_frames"]) == ("ok", 10, 10)
     assert "NOT ANALYSED" in row["message"]

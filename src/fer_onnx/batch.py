@@ -316,11 +316,15 @@ class BatchSummary:
         )
         if self.incomplete:
             line += (
-                f"; {self.incomplete} videos only partly analysed, NOT ANALYSED frames counted "
+                f"; {_count(self.incomplete, 'video')} only partly analysed, NOT ANALYSED frames "
+                "counted "
                 f"in corrupt_frames of {self.files_output.name}"
             )
         if self.ignored:
-            line += f"; {self.ignored} other files in the folders ignored (not photos or videos)"
+            line += (
+                f"; {_count(self.ignored, 'other file')} in the folders ignored "
+                "(not photos or videos)"
+            )
         return line
 
 
@@ -1667,3 +1671,8 @@ def run(
         files_output=layout.files,
         skipped_partial=plan.skipped_partial,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 other file``, ``2 other files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

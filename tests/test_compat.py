@@ -37,6 +37,12 @@ FALLBACK = "ignore::fer_onnx.video_out.VideoFallbackWarning"
 """Without PyAV the annotated video falls back to OpenCV with a warning; not what is tested."""
 
 
+@pytest.fixture(autouse=True)
+def _in_a_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Video.analyze writes data.csv and output/ into the working directory, as fer does."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def detector() -> FER:
     return FER()

@@ -9,6 +9,11 @@ from fer_onnx.errors import InvalidOptionError
 __all__ = ["check_int", "check_number"]
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     """Return ``value`` if it is an ``int`` (not ``bool``) within ``low..high``.
 
@@ -22,7 +27,7 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> in
         or (high is not None and value > high)
     ):
         where = f">= {low}" if high is None else f"within {low}..{high}"
-        raise InvalidOptionError(f"{name} must be an integer {where}, got {value!r}")
+        raise InvalidOptionError(f"{name} must be an integer {where}, got {_shown(value)}")
     return value
 
 
@@ -41,7 +46,10 @@ def check_number(
         InvalidOptionError: It is not (NaN and infinities never pass).
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    try:
+        number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        number = math.nan
     if ok and math.isfinite(number):
         ok = (number > low if low_open else number >= low) and (
             number < high if high_open else number <= high
@@ -51,6 +59,6 @@ def check_number(
     if not ok:
         left, right = "(" if low_open else "[", ")" if high_open else "]"
         raise InvalidOptionError(
-            f"{name} must be a finite number in {left}{low:g}, {high:g}{right}, got {value!r}"
+            f"{name} must be a finite number in {left}{low:g}, {high:g}{right}, got {_shown(value)}"
         )
     return number

@@ -120,7 +120,7 @@ def fit_detections(
         found: What the detector returned.
         width: Image width in pixels.
         height: Image height in pixels.
-        source: Who produced ``found``, for error messages.
+        source: Who produced ``found`` (``"the detector's detect()"``), for error messages.
         error: The error class to raise.
 
     Returns:
@@ -132,7 +132,7 @@ def fit_detections(
     """
     if isinstance(found, (str, bytes, bytearray)) or not isinstance(found, Sequence):
         raise error(
-            f"{source} returned {_what(found)}; expected a list of Detection or Box objects "
+            f"{source}: got {_what(found)}, expected a list of Detection or Box objects "
             "(an empty list when there is no face)"
         )
     out = []
@@ -141,15 +141,13 @@ def fit_detections(
             item = Detection(item)
         elif not isinstance(item, Detection):
             raise error(
-                f"{source} returned {_what(item)} as item {index}; expected Detection or Box "
-                "objects"
+                f"{source}: got {_what(item)} as item {index}, expected Detection or Box objects"
             )
         box = item.box.clip(width, height)
         if box is None:
             raise error(
-                f"{source} returned box {item.box.to_tuple()} (item {index}), which lies "
-                f"outside the {width}x{height} image; boxes must be in pixels of the image "
-                "searched"
+                f"{source}: box {item.box.to_tuple()} (item {index}) lies outside the "
+                f"{width}x{height} image; boxes must be in pixels of the image searched"
             )
         landmarks = item.landmarks
         if landmarks is not None:

@@ -362,6 +362,24 @@ def _input_size(input_size: object) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def _target_path(target: object) -> Path:
+    """The stamped file's path; ``"-"`` (standard output) and non-paths are refused."""
+    if isinstance(target, (bytes, bytearray)) or not isinstance(target, (str, os.PathLike)):
+        raise InvalidTypeError(f"target must be a path, got {type(target).__name__}")
+    if os.fspath(target) in ("-", ""):
+        raise InvalidOptionError(
+            f"OUT must be the path of the .onnx file to write, got {os.fspath(target)!r}: a "
+            "model is not written to standard output"
+        )
+    return Path(target)
+
+
+def _label_names(labels: object) -> tuple[str, ...]:
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise InvalidTypeError(f"labels must be a list of class names, got {type(labels).__name__}")
+    return check_labels(tuple(str(label) for label in labels))
+
+
 def _check_stats(
     name: str, values: Sequence[float] | None, channels: int
 ) -> npt.NDArray[np.float32] | None:
@@ -509,19 +527,11 @@ def stamp_model(
             or logits stamped as probabilities) or do not match the labels.
         OutputError: ``target`` cannot be written, or is the source.
     """
-    if isinstance(target, (str, os.PathLike)) and os.fspath(target) in ("-", ""):
-        raise InvalidOptionError(
-            f"OUT must be the path of the .onnx file to write, got {os.fspath(target)!r}: a "
-            "model is not written to standard output"
-        )
-    if isinstance(target, (bytes, bytearray)) or not isinstance(target, (str, os.PathLike)):
-        raise InvalidTypeError(f"target must be a path, got {type(target).__name__}")
+    dst = _target_path(target)
     onnx = _import_onnx()
-    src, dst = resolve_model(source), Path(target)
+    src = resolve_model(source)
     check_outputs([dst], [src])
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
-        raise InvalidTypeError(f"labels must be a list of class names, got {type(labels).__name__}")
-    names = check_labels(tuple(str(label) for label in labels))
+    names = _label_names(labels)
     if not isinstance(color, str) or color not in COLOR_MODES:
         raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {color!r}")
     mode: ColorMode = "gray" if color == "gray" else "rgb" if color == "rgb" else "bgr"

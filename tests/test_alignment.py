@@ -15,12 +15,14 @@ from conftest import LABELS
 from fer_onnx import Box, Detection, EmotionRecognizer, ModelInfo
 from fer_onnx.alignment import (
     KEY_CROP_TEMPLATE,
+    MAX_CROP_PIXELS,
     CropTemplate,
     align_face,
     crop_to_template,
+    landmarks_problem,
     similarity,
 )
-from fer_onnx.errors import ModelLoadError
+from fer_onnx.errors import InvalidOptionError, ModelLoadError
 from fer_onnx.preprocessing import InputSpec
 
 TEMPLATE = CropTemplate(
@@ -188,3 +190,71 @@ def test_landmarks_snap_to_the_grid_so_last_bit_noise_does_not_move_the_warp() -
     a = align_face(image, tuple(map(tuple, points)), TEMPLATE, (48, 48))
     b = align_face(image, tuple(map(tuple, nudged)), TEMPLATE, (48, 48))
     assert (a == b).all()
+
+
+_POINTS = TEMPLATE.landmarks
+
+
+@pytest.mark.parametrize(
+    ("landmarks", "box", "match"),
+    [
+        (((1e300, -1e300), *_POINTS[1:]), None, "within"),
+        (((2.0, 0.4), *_POINTS[1:]), None, "within"),
+        (((0.5, 0.5), (0.505, 0.5), (0.5, 0.51), (0.51, 0.51), (0.5, 0.52)), None, "coincide"),
+        (((0.5, 0.4), (0.51, 0.4), *_POINTS[2:]), None, "eyes"),
+        (_POINTS, (0.0, 0.0, 1e-3, 1.0), "width and height"),
+        (_POINTS, (0.0, 0.0, 3.0, 1.0), "width and height"),
+        (_POINTS, (1e12, 0.0, 1.0, 1.0), "overlap"),
+        (_POINTS, (-0.9, 0.0, 0.5, 0.5), "overlap"),
+        (_POINTS, (0.0, 0.0, math.nan, 1.0), "finite"),
+        (_POINTS, (0.0, 0.0, 1.0), "4 finite"),
+    ],
+)
+def test_implausible_templates_are_refused(
+    landmarks: tuple[tuple[float, float], ...],
+    box: tuple[float, ...] | None,
+    match: str,
+) -> None:
+    with pytest.raises(InvalidOptionError, match=match):
+        CropTemplate(landmarks, box)  # type: ignore[arg-type]
+    text = json.dumps({"landmarks": landmarks, "box": box})
+    with pytest.raises(InvalidOptionError, match="crop template"):
+        CropTemplate.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("landmarks", "box", "problem"),
+    [
+        (((40.0, 50.0), (60.0, 50.0), (50.0, 60.0), (42.0, 70.0), (58.0, 70.0)), None, None),
+        (((50.0, 50.0),) * 5, None, "coincide"),
+        (((50.0, 50.0), (50.2, 50.0), (50.0, 50.2), (50.1, 50.1), (50.2, 50.2)), None, "coincide"),
+        (((1e9, -1e9),) * 5, None, "far outside"),
+        (
+            ((40.0, 50.0), (60.0, 50.0), (50.0, 60.0), (42.0, 70.0), (58.0, 70.0)),
+            Box(0, 0, 2, 2),
+            "far outside",
+        ),
+        (
+            ((40.0, 50.0), (41.0, 50.0), (40.0, 51.0), (41.0, 51.0), (40.5, 50.5)),
+            Box(0, 0, 100, 100),
+            "coincide",
+        ),
+        (((0.0, 0.0),) * 4, None, "5 finite"),
+        ("eyes", None, "5"),
+    ],
+)
+def test_landmarks_problem(landmarks: object, box: Box | None, problem: str | None) -> None:
+    found = landmarks_problem(landmarks, box, (100, 100))
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+
+
+def test_crop_to_template_is_bounded_for_huge_boxes() -> None:
+    image = np.zeros((3000, 3000), np.uint8)
+    template = CropTemplate(TEMPLATE.landmarks, (0.4, 0.4, 0.2, 0.2))  # 5x the box
+    crop = crop_to_template(image, Box(0, 0, 10**9, 10**9), template)
+    assert crop.size <= MAX_CROP_PIXELS * 1.01
+    assert crop.shape[0] == crop.shape[1]

@@ -1,9 +1,12 @@
+from __future__ import annotations
+
 import json
 import pickle
+from collections.abc import Callable
 
 import pytest
 
-from fer_onnx import Box, Emotion, FaceEmotion
+from fer_onnx import Box, Detection, Emotion, FaceEmotion, FerOnnxError
 
 PROBS = {"angry": 0.1, "happy": 0.7, "sad": 0.2}
 
@@ -59,3 +62,37 @@ def test_results_are_frozen_json_ready_and_picklable() -> None:
     assert "happy" in repr(face)
     assert "0.700" in repr(face)
     assert face.emotion == Emotion("happy", 0.7, PROBS)
+
+
+@pytest.mark.parametrize(
+    ("box", "clipped"),
+    [
+        (Box(10, 10, 20, 20), Box(10, 10, 20, 20)),  # inside: the same box
+        (Box(-5, -5, 20, 20), Box(0, 0, 15, 15)),
+        (Box(90, 40, 50, 50), Box(90, 40, 10, 10)),
+        (Box(0, 0, 10**9, 10**9), Box(0, 0, 100, 50)),
+        (Box(100, 0, 5, 5), None),  # touches the right edge only
+        (Box(-100, -100, 50, 50), None),
+        (Box(5000, 5000, 50, 50), None),
+    ],
+)
+def test_box_clip_to_a_100x50_image(box: Box, clipped: Box | None) -> None:
+    assert box.clip(100, 50) == clipped
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Box(0.5, 0, 5, 5),
+        lambda: Box(0, 0, 0, 5),
+        lambda: Detection(5),
+        lambda: Detection(Box(0, 0, 5, 5), 1.5),
+        lambda: Detection(Box(0, 0, 5, 5), "high"),
+        lambda: Detection(Box(0, 0, 5, 5), None, ((0, 0),) * 4),
+        lambda: Detection(Box(0, 0, 5, 5), None, 5),
+        lambda: Emotion("happy", 0.7, {"happy": "0.7", "sad": 0.3}),
+    ],
+)
+def test_bad_result_values_are_typed_errors(make: Callable[[], object]) -> None:
+    with pytest.raises(FerOnnxError):
+        make()

@@ -162,10 +162,11 @@ class ModelInfo:
                 f"ModelInfo.input must be an InputSpec, got {type(self.input).__name__}"
             )
         object.__setattr__(self, "value_range", check_value_range(self.value_range))
-        if not isinstance(self.extra, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.extra.items()
-        ):
-            raise InvalidTypeError("ModelInfo.extra must map strings to strings")
+        if not isinstance(self.extra, Mapping):
+            raise InvalidTypeError(
+                f"ModelInfo.extra must be a mapping of metadata entries, got "
+                f"{type(self.extra).__name__}"
+            )
         if self.template is not None and not isinstance(self.template, CropTemplate):
             raise InvalidTypeError(
                 f"ModelInfo.template must be a CropTemplate or None, got "

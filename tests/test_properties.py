@@ -382,3 +382,21 @@ def test_model_metadata_anywhere(
         probabilities = rec.predict(rec.cut_faces(image, faces))
         assert probabilities.shape == (2, len(info.labels))
         assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+
+
+ANY_VALUE = st.one_of(
+    NUMBERS,
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=2),
+    st.builds(object),
+    st.sampled_from(["default", "int8", "fp32", "yunet", "haar", "-", ""]),
+)
+
+
+@SETTINGS
+@given(model=ANY_VALUE, detector=ANY_VALUE)
+def test_model_and_detector_of_any_type(model: Any, detector: Any) -> None:
+    def make() -> None:
+        EmotionRecognizer(model, detector=detector, device="cpu").close()
+
+    outcome(make)

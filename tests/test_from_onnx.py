@@ -162,3 +162,116 @@ def test_refuses_data_of_another_format(
     code = main(["--onnx", str(onnx_path), "--data", str(other), "--out", str(tmp_path / "o")])
     assert code == 2
     assert not (tmp_path / "o").exists()
+
+
+def graph_file(tmp_path: Path, nodes: list[object], consts: dict[str, np.ndarray]) -> Path:
+    """An ONNX file of ``nodes`` (only read, never run) with ``consts`` as its initializers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,  # type: ignore[arg-type]
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in consts.items()],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_reads_each_form_of_convolution_and_dense_layer(tmp_path: Path) -> None:
+    """A regular convolution with its own bias, a depthwise one with a Mul + Add after it (a
+    Constant node's value counts as a constant), a Gemm with transB, and the file's metadata."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c = {
+        "k1": rng.normal(size=(4, 1, 3, 3)),
+        "b1": rng.normal(size=4),
+        "k2": rng.normal(size=(4, 1, 3, 3)),
+        "s2": rng.normal(size=(1, 4, 1, 1)),
+        "w": rng.normal(size=(7, 4)),
+        "b": rng.normal(size=7),
+    }
+    t2 = rng.normal(size=(1, 4, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "k1", "b1"], ["c1"], name="regular"),
+        helper.make_node("Conv", ["c1", "k2"], ["c2"], name="depthwise", group=4),
+        helper.make_node("Mul", ["c2", "s2"], ["m2"]),
+        helper.make_node("Constant", [], ["t2"], value=numpy_helper.from_array(t2)),
+        helper.make_node("Add", ["m2", "t2"], ["a2"]),
+        helper.make_node("Gemm", ["a2", "w", "b"], ["y"], name="dense", transB=1),
+    ]
+    path = graph_file(tmp_path, nodes, c)
+    model = onnx.load(str(path))
+    helper.set_model_props(model, {"architecture": "mobilenet"})
+    onnx.save(model, str(path))
+    net = read_onnx(path)
+    regular, depthwise = net.convs
+    assert (regular.name, regular.depthwise, depthwise.depthwise) == ("regular", False, True)
+    np.testing.assert_array_equal(regular.scale, np.ones(4, np.float32))
+    np.testing.assert_allclose(regular.shift, c["b1"], rtol=1e-6)
+    np.testing.assert_allclose(depthwise.scale, c["s2"].reshape(4), rtol=1e-6)
+    np.testing.assert_allclose(depthwise.shift, t2.reshape(4), rtol=1e-6)
+    np.testing.assert_allclose(net.dense_kernel, c["w"].T, rtol=1e-6)
+    np.testing.assert_allclose(net.dense_bias, c["b"], rtol=1e-6)
+    assert net.metadata == {"architecture": "mobilenet"}
+
+
+def test_a_matmul_without_an_add_has_a_zero_bias(tmp_path: Path) -> None:
+    from onnx import helper
+
+    w = np.ones((4, 7))
+    net = read_onnx(graph_file(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}))
+    assert net.convs == []
+    np.testing.assert_array_equal(net.dense_kernel, w)
+    np.testing.assert_array_equal(net.dense_bias, np.zeros(7, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "consts", "error"),
+    [
+        ([("Conv", ["x", "x"], {})], {}, "convolution n0 has no constant kernel"),
+        (
+            [("Conv", ["x", "k"], {"group": 2})],
+            {"k": np.ones((4, 2, 3, 3))},
+            r"grouped convolution n0 \(group 2\) is neither regular nor depthwise",
+        ),
+        (
+            [("Conv", ["x", "k"], {}), ("Mul", ["o0", "s"], {})],
+            {"k": np.ones((4, 4, 3, 3)), "s": np.ones(4)},
+            "convolution n0 has neither a bias nor a per-channel scale and shift",
+        ),
+        (
+            [("Conv", ["x", "k"], {}), ("Mul", ["o0", "s"], {}), ("Add", ["o1", "t"], {})],
+            {"k": np.ones((4, 4, 3, 3)), "s": np.ones(4), "t": np.ones(3)},
+            "convolution n0 has neither a bias nor",
+        ),
+        ([("MatMul", ["x", "x"], {})], {}, "n0 has no constant weight"),
+        ([("Gemm", ["x", "w"], {})], {"w": np.ones((4, 7))}, "n0 has no constant bias"),
+        ([], {}, r"expected one dense layer \(MatMul \+ bias\) before the softmax, found 0"),
+        (
+            [("MatMul", ["x", "w"], {}), ("MatMul", ["o0", "w"], {})],
+            {"w": np.ones((4, 4))},
+            "found 2; only networks without hidden dense layers",
+        ),
+    ],
+)
+def test_refuses_a_graph_of_another_shape(
+    tmp_path: Path,
+    nodes: list[tuple[str, list[str], dict[str, int]]],
+    consts: dict[str, np.ndarray],
+    error: str,
+) -> None:
+    """Node ``i`` is named ``n<i>`` and writes ``o<i>``."""
+    from onnx import helper
+
+    made = [
+        helper.make_node(op, inputs, [f"o{i}"], name=f"n{i}", **attrs)
+        for i, (op, inputs, attrs) in enumerate(nodes)
+    ]
+    with pytest.raises(PipelineError, match=error):
+        read_onnx(graph_file(tmp_path, made, consts))

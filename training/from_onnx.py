@@ -90,87 +90,20 @@ def read_onnx(path: Path) -> OnnxNetwork:
             ``training.train`` builds (convolutions, one MatMul + bias before the softmax).
     """
     import onnx
-    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-    from onnx import numpy_helper
+    from google.protobuf.message import DecodeError
 
     try:
         model = onnx.load(str(path))
     except (OSError, ValueError, DecodeError) as e:
         raise PipelineError(f"--onnx {path}: cannot read it as ONNX: {e}") from e
-    graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t)
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def only_consumer(tensor: str, op: str) -> Any | None:
-        users = consumers.get(tensor, [])
-        if len(users) == 1 and users[0].op_type == op:
-            return users[0]
-        return None
-
-    def const_operand(node: Any) -> np.ndarray | None:
-        found = [consts[name] for name in node.input if name in consts]
-        return found[0] if len(found) == 1 else None
-
+    graph = _Graph.of(model.graph)
     convs: list[ConvParams] = []
     matmuls: list[tuple[np.ndarray, np.ndarray]] = []
-    for node in graph.node:
+    for node in model.graph.node:
         if node.op_type == "Conv":
-            if node.input[1] not in consts:
-                raise PipelineError(
-                    f"--onnx {path}: convolution {node.name} has no constant kernel"
-                )
-            kernel = consts[node.input[1]].astype(np.float32)
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            out_ch = kernel.shape[0]
-            depthwise = group > 1 and group == out_ch and kernel.shape[1] == 1
-            if group > 1 and not depthwise:
-                raise PipelineError(
-                    f"--onnx {path}: grouped convolution {node.name} (group {group}) is neither "
-                    "regular nor depthwise"
-                )
-            scale = np.ones(out_ch, np.float32)
-            if len(node.input) > 2 and node.input[2] in consts:
-                shift = consts[node.input[2]].astype(np.float32).reshape(out_ch)
-            else:
-                mul = only_consumer(node.output[0], "Mul")
-                add = only_consumer(mul.output[0], "Add") if mul is not None else None
-                s = const_operand(mul) if mul is not None else None
-                t = const_operand(add) if add is not None else None
-                if s is None or t is None or s.size != out_ch or t.size != out_ch:
-                    raise PipelineError(
-                        f"--onnx {path}: convolution {node.name} has neither a bias nor a "
-                        "per-channel scale and shift after it (a folded BatchNormalization)"
-                    )
-                scale = s.astype(np.float32).reshape(out_ch)
-                shift = t.astype(np.float32).reshape(out_ch)
-            convs.append(ConvParams(node.name, kernel, depthwise, scale, shift))
+            convs.append(_read_conv(path, node, graph))
         elif node.op_type in ("MatMul", "Gemm"):
-            if node.input[1] not in consts:
-                raise PipelineError(f"--onnx {path}: {node.name} has no constant weight")
-            weight = consts[node.input[1]].astype(np.float32)
-            if node.op_type == "Gemm":
-                if any(a.name == "transB" and a.i for a in node.attribute):
-                    weight = weight.T
-                if len(node.input) < 3 or node.input[2] not in consts:
-                    raise PipelineError(f"--onnx {path}: {node.name} has no constant bias")
-                bias = consts[node.input[2]]
-            else:
-                add = only_consumer(node.output[0], "Add")
-                bias_or_none = const_operand(add) if add is not None else None
-                # An all-zero bias is folded away by the converter; the check against the
-                # file catches any other missing term.
-                bias = (
-                    np.zeros(weight.shape[1], np.float32) if bias_or_none is None else bias_or_none
-                )
-            matmuls.append((weight, bias.astype(np.float32).reshape(-1)))
+            matmuls.append(_read_dense(path, node, graph))
     if len(matmuls) != 1:
         raise PipelineError(
             f"--onnx {path}: expected one dense layer (MatMul + bias) before the softmax, found "
@@ -178,6 +111,122 @@ def read_onnx(path: Path) -> OnnxNetwork:
         )
     metadata = {p.key: p.value for p in model.metadata_props}
     return OnnxNetwork(convs, matmuls[0][0], matmuls[0][1], metadata)
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """An ONNX graph's constant tensors and, for each tensor, the nodes that read it."""
+
+    consts: dict[str, np.ndarray]
+    consumers: dict[str, list[Any]]
+
+    @classmethod
+    def of(cls, graph: Any) -> _Graph:
+        """Index ``graph``: its initializers and ``Constant`` nodes' values, and its edges."""
+        from onnx import numpy_helper
+
+        consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        consts[node.output[0]] = numpy_helper.to_array(attr.t)
+        consumers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        return cls(consts, consumers)
+
+    def only_consumer(self, tensor: str, op: str) -> Any | None:
+        """The node that reads ``tensor``, if it is the only one and an ``op`` node."""
+        users = self.consumers.get(tensor, [])
+        if len(users) == 1 and users[0].op_type == op:
+            return users[0]
+        return None
+
+    def const_operand(self, node: Any) -> np.ndarray | None:
+        """The constant input of ``node``, if exactly one of its inputs is a constant."""
+        found = [self.consts[name] for name in node.input if name in self.consts]
+        return found[0] if len(found) == 1 else None
+
+
+def _read_conv(path: Path, node: Any, graph: _Graph) -> ConvParams:
+    """One ``Conv`` node: its kernel, whether it is depthwise, and the affine map after it.
+
+    A convolution is regular (``group`` 1) or depthwise (one group per output channel, one
+    input channel each); any other grouping is not a layer ``training.train`` builds.
+
+    Raises:
+        PipelineError: The kernel is not a constant, the grouping is neither, or there is no
+            affine map (see :func:`_affine_after`).
+    """
+    if node.input[1] not in graph.consts:
+        raise PipelineError(f"--onnx {path}: convolution {node.name} has no constant kernel")
+    kernel = graph.consts[node.input[1]].astype(np.float32)
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    out_ch = kernel.shape[0]
+    depthwise = group > 1 and group == out_ch and kernel.shape[1] == 1
+    if group > 1 and not depthwise:
+        raise PipelineError(
+            f"--onnx {path}: grouped convolution {node.name} (group {group}) is neither "
+            "regular nor depthwise"
+        )
+    scale, shift = _affine_after(path, node, graph, out_ch)
+    return ConvParams(node.name, kernel, depthwise, scale, shift)
+
+
+def _affine_after(
+    path: Path, node: Any, graph: _Graph, out_ch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, shift)`` per output channel: the folded BatchNormalization of a ``Conv`` node.
+
+    A constant bias of the convolution itself is the shift, with scale 1 (the BatchNorm was
+    folded into the kernel); otherwise the convolution's only reader must be a ``Mul`` by a
+    per-channel constant whose only reader is an ``Add`` of one (the depthwise case).
+
+    Raises:
+        PipelineError: Neither form is there, or its constants are not one per channel.
+    """
+    if len(node.input) > 2 and node.input[2] in graph.consts:
+        shift = graph.consts[node.input[2]].astype(np.float32).reshape(out_ch)
+        return np.ones(out_ch, np.float32), shift
+    mul = graph.only_consumer(node.output[0], "Mul")
+    add = graph.only_consumer(mul.output[0], "Add") if mul is not None else None
+    s = graph.const_operand(mul) if mul is not None else None
+    t = graph.const_operand(add) if add is not None else None
+    if s is None or t is None or s.size != out_ch or t.size != out_ch:
+        raise PipelineError(
+            f"--onnx {path}: convolution {node.name} has neither a bias nor a "
+            "per-channel scale and shift after it (a folded BatchNormalization)"
+        )
+    return s.astype(np.float32).reshape(out_ch), t.astype(np.float32).reshape(out_ch)
+
+
+def _read_dense(path: Path, node: Any, graph: _Graph) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight, bias)`` of a dense layer: a ``Gemm``, or a ``MatMul`` and the ``Add`` after it.
+
+    The weight is returned as ``(inputs, outputs)`` (a ``Gemm``'s ``transB`` undone). A
+    ``Gemm`` must carry a constant bias; a ``MatMul`` without an ``Add`` of a constant after it
+    gets a zero bias, since the converter folds an all-zero bias away (the check against the
+    file catches any other missing term).
+
+    Raises:
+        PipelineError: The weight is not a constant, or a ``Gemm`` has no constant bias.
+    """
+    if node.input[1] not in graph.consts:
+        raise PipelineError(f"--onnx {path}: {node.name} has no constant weight")
+    weight = graph.consts[node.input[1]].astype(np.float32)
+    if node.op_type == "Gemm":
+        if any(a.name == "transB" and a.i for a in node.attribute):
+            weight = weight.T
+        if len(node.input) < 3 or node.input[2] not in graph.consts:
+            raise PipelineError(f"--onnx {path}: {node.name} has no constant bias")
+        bias = graph.consts[node.input[2]]
+    else:
+        add = graph.only_consumer(node.output[0], "Add")
+        found = graph.const_operand(add) if add is not None else None
+        bias = np.zeros(weight.shape[1], np.float32) if found is None else found
+    return weight, bias.astype(np.float32).reshape(-1)
 
 
 def conv_bn_pairs(backbone: Any) -> list[tuple[Any, Any]]:

@@ -445,3 +445,18 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(run: Path, tmp_pat
         np.testing.assert_allclose(
             w.numpy(), 0.75 * wa.numpy() + 0.25 * wb.numpy(), rtol=1e-5, atol=1e-6
         )
+
+
+def test_phase_two_learning_rate_follows_the_schedule() -> None:
+    """--schedule cosine: a linear warmup from 1% of the peak, then a decay to 0; plateau: the
+    peak (lowered later by the run-state callback)."""
+    from training.config import TrainConfig
+    from training.train import _learning_rate
+
+    cfg = TrainConfig(data=Path("x.csv"), out=Path("r"), weights="none", lr=1e-3)
+    cosine = _learning_rate(cfg, warmup=10, decay_steps=100)
+    rates = [float(cosine(step)) for step in (0, 5, 10, 60, 110)]
+    assert rates == pytest.approx([1e-5, 0.505e-3, 1e-3, 0.5e-3, 0.0], abs=1e-9)
+    cold = _learning_rate(cfg, warmup=0, decay_steps=100)
+    assert [float(cold(step)) for step in (0, 50, 100)] == pytest.approx([1e-3, 0.5e-3, 0.0])
+    assert _learning_rate(cfg.replace(schedule="plateau"), warmup=10, decay_steps=100) == 1e-3

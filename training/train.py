@@ -697,8 +697,6 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
     """Stage 5: both phases, from wherever ``state`` says the run stands."""
     import keras
 
-    from training.model import freeze_batchnorm, registry_source
-
     out = cfg.out
     head_epochs = cfg.head_epochs if cfg.pretrained else 0
     total = head_epochs + cfg.epochs
@@ -710,15 +708,7 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
     steps = len(dataset["Training"]) * cfg.repeat // cfg.batch_size
     if steps == 0:
         raise DataError(f"{cfg.data}: fewer training rows than one batch ({cfg.batch_size})")
-    public = dataset["PublicTest"]
-    val: tuple[np.ndarray, np.ndarray] | None = None
-    if members > 1:
-        # Ensembles are validated on their averaged output, computed by the run-state callback.
-        val_ds = None
-        val = (public.images.astype(np.float32), public.targets)
-        class_weight = None
-    else:
-        val_ds = _make_dataset(dataset, "PublicTest", cfg, train=False)
+    val_ds, val = _validation_data(dataset, cfg)
     bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
     t_train = time.time()
@@ -727,15 +717,13 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
     fit_kw = {
         "validation_data": val_ds,
         "verbose": cfg.verbose,
-        "class_weight": class_weight,
+        # An ensemble's class weights are already its training dataset's sample weights.
+        "class_weight": None if members > 1 else class_weight,
         "shuffle": False,  # the tf.data pipeline shuffles
     }
     try:
         if state.epoch < head_epochs:
-            if state.phase != 1:
-                for base in bases:
-                    base.trainable = False
-                _compile(model, cfg.head_lr, cfg)
+            _prepare_head_phase(model, bases, cfg, state)
             model.fit(
                 train_ds,
                 initial_epoch=state.epoch,
@@ -744,31 +732,7 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
                 **fit_kw,
             )
         if state.epoch < total and not state.stopped_early:
-            warmup = int(cfg.warmup_epochs * steps)
-            decay_steps = max(1, cfg.epochs * steps - warmup)
-            if state.phase != 2:
-                for base in bases:
-                    base.trainable = True
-                    if registry_source(cfg.weights) is not None:
-                        freeze_batchnorm(base)
-                if cfg.schedule == "cosine":
-                    lr: Any = keras.optimizers.schedules.CosineDecay(
-                        initial_learning_rate=cfg.peak_lr * 0.01 if warmup else cfg.peak_lr,
-                        decay_steps=decay_steps,
-                        warmup_target=cfg.peak_lr if warmup else None,
-                        warmup_steps=warmup,
-                        alpha=0.0,
-                    )
-                else:
-                    lr = cfg.peak_lr
-                _compile(model, lr, cfg)
-                state.wait = 0
-            elif cfg.schedule == "cosine":
-                # Resumed in this phase: the loaded optimizer's cosine decays to zero at the
-                # run's end, which --end-at-epoch may have moved since it was built.
-                schedule = model.optimizer._learning_rate
-                if isinstance(schedule, keras.optimizers.schedules.CosineDecay):
-                    schedule.decay_steps = decay_steps
+            _prepare_full_phase(model, bases, cfg, state, steps)
             model.fit(
                 train_ds,
                 initial_epoch=state.epoch,
@@ -780,6 +744,81 @@ def fit(cfg: TrainConfig, model: Any, dataset: Dataset, state: RunState) -> None
         state.train_seconds = seconds_before + time.time() - t_train
         if (out / STATE).exists() or state.epoch:
             state.write(out)
+
+
+def _validation_data(
+    dataset: Dataset, cfg: TrainConfig
+) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+    """``(validation dataset for Keras, PublicTest arrays for the run-state callback)``.
+
+    A single network is validated by Keras on a PublicTest dataset; an ensemble on its
+    averaged output, which the run-state callback computes from the PublicTest faces and
+    targets. The other element is ``None``.
+    """
+    if cfg.members > 1:
+        public = dataset["PublicTest"]
+        return None, (public.images.astype(np.float32), public.targets)
+    return _make_dataset(dataset, "PublicTest", cfg, train=False), None
+
+
+def _prepare_head_phase(model: Any, bases: list[Any], cfg: TrainConfig, state: RunState) -> None:
+    """Phase 1 trains the head only: freeze the backbones and compile with ``head_lr``.
+
+    A run resumed inside phase 1 (``state.phase == 1``) keeps its loaded model and optimizer.
+    """
+    if state.phase != 1:
+        for base in bases:
+            base.trainable = False
+        _compile(model, cfg.head_lr, cfg)
+
+
+def _prepare_full_phase(
+    model: Any, bases: list[Any], cfg: TrainConfig, state: RunState, steps: int
+) -> None:
+    """Phase 2 trains every layer: unfreeze the backbones and compile with the schedule.
+
+    On entering the phase, a registry start's BatchNormalization layers stay frozen
+    (unfreezing a backbone unfreezes them too) and the plateau counter restarts. A run
+    resumed inside phase 2 keeps its loaded optimizer; only its cosine schedule is made to end
+    at the run's end again, which ``--end-at-epoch`` may have moved since it was built.
+    """
+    import keras
+
+    from training.model import freeze_batchnorm, registry_source
+
+    warmup = int(cfg.warmup_epochs * steps)
+    decay_steps = max(1, cfg.epochs * steps - warmup)
+    if state.phase != 2:
+        for base in bases:
+            base.trainable = True
+            if registry_source(cfg.weights) is not None:
+                freeze_batchnorm(base)
+        _compile(model, _learning_rate(cfg, warmup, decay_steps), cfg)
+        state.wait = 0
+    elif cfg.schedule == "cosine":
+        schedule = model.optimizer._learning_rate
+        if isinstance(schedule, keras.optimizers.schedules.CosineDecay):
+            schedule.decay_steps = decay_steps
+
+
+def _learning_rate(cfg: TrainConfig, warmup: int, decay_steps: int) -> Any:
+    """Phase 2's learning rate for ``--schedule``: a cosine schedule, or ``peak_lr`` itself.
+
+    The cosine schedule decays to 0 over ``decay_steps``; with ``warmup`` steps it first rises
+    linearly from 1% of ``peak_lr`` to ``peak_lr``, without them it starts at ``peak_lr``.
+    ``plateau`` starts at ``peak_lr``, which the run-state callback lowers on a plateau.
+    """
+    import keras
+
+    if cfg.schedule != "cosine":
+        return cfg.peak_lr
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.peak_lr * 0.01 if warmup else cfg.peak_lr,
+        decay_steps=decay_steps,
+        warmup_target=cfg.peak_lr if warmup else None,
+        warmup_steps=warmup,
+        alpha=0.0,
+    )
 
 
 def final_report(

@@ -408,3 +408,22 @@ def test_issue26_item04_inspect_takes_bundled_names(
     report = json.loads(capsys.readouterr().out)
     assert report["usable"] is True
     assert Path(report["path"]).name in ("fp32.onnx", "int8.onnx")
+
+
+def test_video_mode_checks_the_detector_like_recognize(template_model: Path) -> None:
+    """VideoRecognizer goes through the same entry check as recognize (fit_detections)."""
+    from fer_onnx import VideoRecognizer
+
+    with (
+        EmotionRecognizer(template_model, detector=Returns(None)) as rec,
+        pytest.raises(DetectorError),
+    ):
+        VideoRecognizer(rec).process(IMAGE)
+    with EmotionRecognizer(template_model, detector=Returns([Box(1100, -20, 100, 60)])) as rec:
+        (face,) = VideoRecognizer(rec).process(IMAGE)
+    assert face.box == Box(1100, 0, 26, 40)
+    with (
+        EmotionRecognizer(template_model, detector=Returns([Box(5000, 5000, 50, 50)])) as rec,
+        pytest.raises(DetectorError, match="outside"),
+    ):
+        VideoRecognizer(rec).process(IMAGE)

@@ -208,8 +208,9 @@ class ModelInfo:
         if missing:
             raise ModelLoadError(
                 f"{source} lacks the metadata fer-onnx needs: {', '.join(missing)}. "
-                "Export the model with `python -m export.onnx`, or add these keys to its "
-                "metadata_props (see fer_onnx.metadata)."
+                "Write them with `fer-onnx model stamp IN.onnx OUT.onnx --labels ... "
+                "--input-size ... --color ... --value-range ...` (see `fer-onnx model stamp "
+                "--help`)."
             )
         try:
             labels = check_labels(json.loads(props[KEY_LABELS]))

@@ -89,8 +89,8 @@ def bundled_model_path(name: str) -> Path:
     if not path.is_file():
         raise ModelLoadError(
             f"the bundled {name!r} model is not in this installation ({path} is missing). "
-            "Reinstall fer-onnx, or pass model='path/to/model.onnx' exported with "
-            "`python -m export.onnx`."
+            "Reinstall fer-onnx, or pass model='path/to/model.onnx' (a classifier carrying "
+            "fer-onnx metadata; `fer-onnx model stamp` adds it to a foreign one)."
         )
     return path
 

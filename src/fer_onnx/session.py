@@ -176,7 +176,7 @@ def create_session(
     except Exception as e:  # onnxruntime raises its own untyped exceptions
         raise ModelLoadError(
             f"cannot load ONNX model {name}: {type(e).__name__}: {e}. Is it a valid ONNX "
-            "file exported by fer-onnx (python -m export.onnx)?"
+            "file (`fer-onnx model inspect FILE` tells what a model holds)?"
         ) from e
     got = session.get_providers()
     wanted = [_name(p) for p in providers if _name(p) != _CPU]

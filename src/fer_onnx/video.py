@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx._checks import check_int, check_number
-from fer_onnx.detectors import Detector, HaarDetector, RegionDetector, as_detection
+from fer_onnx.detectors import Detector, HaarDetector, RegionDetector, fit_detections
 from fer_onnx.errors import InvalidOptionError, NoDetectorError, VideoError
 from fer_onnx.images import load_image
 from fer_onnx.recognizer import EmotionRecognizer
@@ -125,7 +125,12 @@ class VideoRecognizer:
         return len(self._tracks)
 
     def _detect(self, frame: npt.NDArray[np.uint8]) -> list[Detection]:
-        return [as_detection(d) for d in self.detector.detect(frame)]
+        return fit_detections(
+            self.detector.detect(frame),
+            frame.shape[1],
+            frame.shape[0],
+            source="the detector's detect()",
+        )
 
     def _detect_regions(
         self, frame: npt.NDArray[np.uint8], regions: RegionDetector
@@ -139,11 +144,17 @@ class VideoRecognizer:
             dx, dy = int(b.width * self.roi_margin), int(b.height * self.roi_margin)
             x1, y1 = max(b.x - dx, 0), max(b.y - dy, 0)
             x2, y2 = min(b.x2 + dx, width), min(b.y2 + dy, height)
-            hits = regions.detect_region(frame[y1:y2, x1:x2], float(b.width))
+            region = frame[y1:y2, x1:x2]
+            hits = fit_detections(
+                regions.detect_region(region, float(b.width)),
+                region.shape[1],
+                region.shape[0],
+                source="the detector's detect_region()",
+            )
             if not hits:
                 all_found = False
                 continue
-            found += [_shift(as_detection(h), x1, y1) for h in hits]
+            found += [_shift(h, x1, y1) for h in hits]
         return _dedupe(found), all_found
 
     def process(self, frame: npt.NDArray[np.uint8]) -> list[FaceEmotion]:

@@ -50,20 +50,22 @@ def test_default_loads_offline_and_describes_itself() -> None:
             "dataset",
         ):
             assert extra[key], key
-        expected = (
-            "int8"
-            if "int8" in BUNDLED_MODELS and recognizer_module._bundled_file("int8").is_file()
-            else "fp32"
+        expected = recognizer_module.bundled_model_path("default").name
+        assert expected == (
+            f"{recognizer_module.BUNDLED_FILES[recognizer_module.DEFAULT_MODEL]}.onnx"
+            if recognizer_module._bundled_file(recognizer_module.DEFAULT_MODEL).is_file()
+            else "int8.onnx"
         )
-        assert rec.model_path.name == f"{expected}.onnx"
+        assert rec.model_path.name == expected
 
 
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
 def test_bundled_models_by_name_are_small(name: str) -> None:
     path = bundled(name)
-    assert path.stat().st_size <= (3e6 if name == "int8" else 12e6)
+    limit = {"fp32": 12e6, "accurate": 4.5e6}.get(name, 3e6)
+    assert path.stat().st_size <= limit
     with EmotionRecognizer(name) as rec:
-        assert rec.info.extra["precision"] == name
+        assert rec.info.extra["precision"] == ("fp32" if name == "fp32" else "int8")
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import MEDIA, ROOT, shared_file
 
-from fer_onnx import EmotionRecognizer
+from fer_onnx import EmotionRecognizer, ModelLoadError
 from fer_onnx.images import load_image
+from fer_onnx.recognizer import DEFAULT_MODEL, bundled_model_path
 from fer_onnx.session import SessionConfig
 from fer_onnx.web import WebDemoError, WebDemoSite, make_server, serve_in_thread, server_url
 
@@ -44,6 +45,19 @@ PHOTOS = (
     "obama_and_biden.jpg",
 )
 PROBABILITY_TOLERANCE = 1e-3
+
+
+def _installed(name: str) -> bool:
+    try:
+        bundled_model_path(name)
+    except ModelLoadError:
+        return False
+    return True
+
+
+MODELS = [m for m in ("accurate", "fast", "fp32") if _installed(m)]
+"""The bundled classifiers the page lists ("int8" is another name of "fast")."""
+DEFAULT = DEFAULT_MODEL if _installed(DEFAULT_MODEL) else "fast"
 
 
 def probability_tolerance(model: str) -> float:
@@ -312,7 +326,7 @@ def test_web_command_prints_the_url_and_serves(tmp_path: Path) -> None:
         assert line.startswith("fer-onnx web demo: http://localhost:"), line
         url = line.split()[3]
         with urllib.request.urlopen(url + "fer-onnx.json") as response:
-            assert json.load(response)["default"] in ("int8", "fp32")
+            assert json.load(response)["default"] == DEFAULT
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 130
 
@@ -349,7 +363,7 @@ def _compare(browser: list[dict[str, Any]], python: list[dict[str, Any]]) -> dic
     return diffs
 
 
-@pytest.mark.parametrize("model", ["int8", "fp32"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", PHOTOS)
 def test_browser_matches_python(
     page: Page,
@@ -414,7 +428,7 @@ def test_frame_time_browser_and_python(
 ) -> None:
     photo = shared_file(MEDIA / "astronaut.png")
     rows = []
-    for model in ("int8", "fp32"):
+    for model in MODELS:
         python = python_result(model, photo)
         row = [model]
         for threads in (1, 2):
@@ -431,7 +445,7 @@ def test_frame_time_browser_and_python(
             again: dict[str, Any] = page.driver.execute_script("return window.ferDemo.last")
             assert _compare(again["faces"], first["faces"])["probability"] == 0.0
             row.append(f"{statistics.median(times):.1f}")
-            if (model, threads) == ("int8", 1):
+            if (model, threads) == (DEFAULT, 1):
                 # The README's screenshot: the default model, a warm frame.
                 shot = page.screenshot(screenshots / "readme-astronaut.png")
                 target = os.environ.get("FER_ONNX_WEB_SCREENSHOT")
@@ -505,7 +519,7 @@ def test_browser_runs_a_stamped_foreign_model(
 def test_webcam_loop_runs_on_a_camera(page: Page) -> None:
     from selenium.webdriver.common.by import By
 
-    page.open(threads=1, model="int8")
+    page.open(threads=1, model="fast")
     page.driver.find_element(By.ID, "webcam").click()
     deadline = time.monotonic() + 60
     last: dict[str, Any] | None = None

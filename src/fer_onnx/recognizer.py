@@ -47,39 +47,53 @@ __all__ = [
     "resolve_model",
 ]
 
-BUNDLED_MODELS = ("fp32", "int8")
-"""Names of the models shipped inside the package (``model="fp32"`` / ``model="int8"``)."""
+BUNDLED_MODELS = ("accurate", "fast", "fp32", "int8")
+"""Names of the classifiers shipped inside the package (``model="accurate"`` ...).
+
+* ``"accurate"``: MobileNet v1 at 96 px fine-tuned from a face-pretrained start, int8;
+* ``"fast"``: the MobileNetV2 at 64 px, int8;
+* ``"fp32"``: the ``fast`` network in float32; ``"int8"``: another name of ``"fast"``
+  (``"fp32"`` and ``"int8"`` named the only two files of earlier releases, and still do).
+
+See the model card for how each was made and measured.
+"""
+BUNDLED_FILES = {"accurate": "accurate", "fast": "int8", "fp32": "fp32", "int8": "int8"}
+"""The file (``models/<file>.onnx``) each bundled name loads."""
 BUFFER_BYTES = 32 << 20
 """Most bytes of input buffers a recognizer keeps per thread (larger batches allocate anew)."""
 MAX_BATCH = 64
 """Most faces per session run: more faces (a crowd, 10,000 boxes, a long list of crops) are
 cut, prepared and classified in chunks of this many, so memory stays bounded whatever the
 count. A chunk also holds at most :data:`BUFFER_BYTES` of input (fewer faces for large inputs)."""
-DEFAULT_MODEL = "int8"
-"""The bundled model used by ``EmotionRecognizer()``: the faster one that keeps accuracy.
+DEFAULT_MODEL = "fast"
+"""The bundled model used by ``EmotionRecognizer()`` and ``model="default"``.
 
-The export step ships ``int8`` only when it loses at most 0.5 points of PublicTest accuracy
-against ``fp32``; without it, ``"default"`` means ``fp32``.
+It is ``"accurate"`` when a still 640x480 frame with one face stays at least 5x faster with it
+than with the ``fer`` package (measured side by side by the benchmarks), otherwise ``"fast"``;
+a package that lacks the file falls back to ``"fast"``, then ``"fp32"``.
 """
 
 
 def _bundled_file(name: str) -> Path:
-    return Path(str(resources.files("fer_onnx") / "models" / f"{name}.onnx"))
+    file = BUNDLED_FILES.get(name, name)
+    return Path(str(resources.files("fer_onnx") / "models" / f"{file}.onnx"))
 
 
 def bundled_model_path(name: str) -> Path:
-    """Path of a bundled model (``"fp32"``, ``"int8"`` or ``"default"``).
+    """Path of a bundled model (one of :data:`BUNDLED_MODELS`, or ``"default"``).
 
     Raises:
         ModelLoadError: The name is unknown or the file is not in this installation.
     """
     if not isinstance(name, str):
         raise InvalidTypeError(
-            f"a bundled model name must be a str ('default', 'fp32', 'int8'), got "
+            f"a bundled model name must be a str {('default', *BUNDLED_MODELS)}, got "
             f"{type(name).__name__}"
         )
     if name == "default":
-        name = DEFAULT_MODEL if _bundled_file(DEFAULT_MODEL).is_file() else "fp32"
+        name = next(
+            (n for n in (DEFAULT_MODEL, "fast", "fp32") if _bundled_file(n).is_file()), "fp32"
+        )
     if name not in BUNDLED_MODELS:
         raise ModelLoadError(
             f"unknown bundled model {name!r}; choose one of "
@@ -98,7 +112,7 @@ def bundled_model_path(name: str) -> Path:
 def resolve_model(model: str | os.PathLike[str]) -> Path:
     """The file ``model`` names: a bundled model or the path of an existing ONNX file.
 
-    Bundled models are named by a ``str``: ``"default"``, ``"fp32"`` or ``"int8"``.
+    Bundled models are named by a ``str``: ``"default"`` or one of :data:`BUNDLED_MODELS`.
 
     Every entry point that takes a model (``EmotionRecognizer``, ``fer-onnx model inspect``,
     ``model stamp``'s input and ``--crop-template-from``) resolves it here.
@@ -173,8 +187,9 @@ class EmotionRecognizer:
         ...         print(face.box, face.label, face.score)
 
     Args:
-        model: ``"default"``, a bundled model name (``"fp32"``, ``"int8"``) or the path of an
-            ONNX file with fer-onnx metadata (labels, input size, colour mode, value range).
+        model: ``"default"``, a bundled model name (``"accurate"``, ``"fast"``, ``"fp32"``,
+            ``"int8"``: see :data:`BUNDLED_MODELS`) or the path of an ONNX file with fer-onnx
+            metadata (labels, input size, colour mode, value range).
         detector: ``"yunet"`` (default: the bundled YuNet CNN, run on the same providers and
             session options as the classifier), ``"haar"`` (OpenCV's frontal-face cascade, the
             original notebooks' detector), the path of another YuNet ``.onnx`` file, any

@@ -119,10 +119,13 @@ class WebDemoSite:
         models = {"detector": bundled_yunet_path()}
         for name in BUNDLED_MODELS:
             try:
-                models[name] = bundled_model_path(name)
+                path = bundled_model_path(name)
             except ModelLoadError:
                 continue
-        default = bundled_model_path("default").stem
+            if path not in models.values():  # "int8" is another name of "fast": list it once
+                models[name] = path
+        default_path = bundled_model_path("default")
+        default = next(name for name, path in models.items() if path == default_path)
         if model is not None:
             path = Path(model)
             if not path.is_file():

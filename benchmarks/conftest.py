@@ -83,7 +83,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path
     from fer_onnx.recognizer import BUNDLED_MODELS, bundled_model_path
 
     models: dict[str, str | Path] = {}
-    for name in BUNDLED_MODELS:
+    for name in ("default", *BUNDLED_MODELS):
         try:
             bundled_model_path(name)
             models[name] = name
@@ -93,6 +93,5 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path
         from conftest import build_tiny_model
 
         tiny = build_tiny_model(tmp_path_factory.mktemp("m") / "tiny.onnx")
-        models = {"fp32": tiny, "int8": tiny}
-    models.setdefault("int8", models["fp32"])
+        models = {"default": tiny, "fast": tiny, "fp32": tiny}
     return models

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 OURS = "test_video_mode[1 face-yunet]"
-STILL = "test_recognize_still[1 face-yunet]"
-STILL_HAAR = "test_recognize_still[1 face-haar]"
+STILL = "test_recognize_still[1 face-yunet-fast]"
+STILL_ACCURATE = "test_recognize_still[1 face-yunet-accurate]"
+STILL_HAAR = "test_recognize_still[1 face-haar-fast]"
 BASELINES = {"seed loop": "test_seed_loop", "fer package": "test_fer_package"}
 
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for ours_name, label in (
         (OURS, "video mode, 1 face"),
-        (STILL, "still image, 1 face"),
+        (STILL, "still image, 1 face, fast"),
+        (STILL_ACCURATE, "still image, 1 face, accurate"),
         (STILL_HAAR, "still image with Haar, 1 face"),
     ):
         ours = rows.get(ours_name)
@@ -60,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"- {label}: {ours['stats']['median'] * 1e3:.2f} ms vs {name} "
                 f"{base['stats']['median'] * 1e3:.2f} ms: **{ratio:.1f}x faster**"
             )
-    for precision in ("fp32", "int8"):
+    for model in ("accurate", "fast", "fp32"):
         for faces in (1, 8):
-            b = rows.get(f"test_classify[{precision}-{faces}]")
+            b = rows.get(f"test_classify[{model}-{faces}]")
             if b:
                 per_face = b["stats"]["median"] * 1e3 / faces
                 print(
-                    f"- classify {precision}, batch {faces}: {per_face:.3f} ms per face, "
+                    f"- classify {model}, batch {faces}: {per_face:.3f} ms per face, "
                     f"{1000 / per_face:.0f} faces/s"
                 )
     return 0

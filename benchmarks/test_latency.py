@@ -19,7 +19,13 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_onnx import EmotionRecognizer, HaarDetector, VideoRecognizer, YuNetDetector
+from fer_onnx import (
+    EmotionRecognizer,
+    HaarDetector,
+    SessionConfig,
+    VideoRecognizer,
+    YuNetDetector,
+)
 from fer_onnx.yunet import bundled_yunet_path
 
 Frames = list[np.ndarray]
@@ -70,11 +76,19 @@ def test_detection(benchmark: Any, one_face_frames: Frames, settings: str) -> No
 
 @pytest.mark.benchmark(group="classify")
 @pytest.mark.parametrize("faces", [1, 8])
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_classify(benchmark: Any, model_path: dict[str, Any], precision: str, faces: int) -> None:
+@pytest.mark.parametrize("model", ["accurate", "fast", "fp32"])
+def test_classify(benchmark: Any, model_path: dict[str, Any], model: str, faces: int) -> None:
+    """Per-face classifier time, views included (one session thread, as the card reports)."""
+    if model not in model_path:
+        pytest.skip(f"the {model!r} model is not installed")
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (120, 120, 3), dtype=np.uint8) for _ in range(faces)]
-    with EmotionRecognizer(model_path[precision], detector=None, device="cpu") as rec:
+    with EmotionRecognizer(
+        model_path[model],
+        detector=None,
+        device="cpu",
+        session_config=SessionConfig(intra_op_threads=1),
+    ) as rec:
         result = benchmark(rec.predict, crops)
     assert result.shape == (faces, 7)
     benchmark.extra_info["faces"] = faces
@@ -84,6 +98,7 @@ def test_classify(benchmark: Any, model_path: dict[str, Any], precision: str, fa
 
 
 @pytest.mark.benchmark(group="recognize still 640x480")
+@pytest.mark.parametrize("model", ["accurate", "fast"])
 @pytest.mark.parametrize("detector", ["yunet", "haar"])
 @pytest.mark.parametrize("scene", ["1 face", "group"])
 def test_recognize_still(
@@ -92,12 +107,15 @@ def test_recognize_still(
     request: pytest.FixtureRequest,
     scene: str,
     detector: str,
+    model: str,
 ) -> None:
+    if model not in model_path:
+        pytest.skip(f"the {model!r} model is not installed")
     frames: Frames = request.getfixturevalue(
         "one_face_frames" if scene == "1 face" else "group_frames"
     )
     frame = cycle(frames)
-    with EmotionRecognizer(model_path["int8"], detector=detector, device="cpu") as rec:
+    with EmotionRecognizer(model_path[model], detector=detector, device="cpu") as rec:
         benchmark(lambda: rec.recognize(frame()))
     benchmark.extra_info["detector"] = detector
 
@@ -119,7 +137,7 @@ def test_video_mode(
     )
     frame = cycle(frames)
     name = detector.split("-")[0]
-    with EmotionRecognizer(model_path["int8"], detector=name, device="cpu") as rec:
+    with EmotionRecognizer(model_path["default"], detector=name, device="cpu") as rec:
         video = VideoRecognizer(rec, redetect_every=10 if detector.endswith("regions") else None)
         benchmark(lambda: video.process(frame()))
 

@@ -51,8 +51,9 @@ ALIASES = {"anger": "angry", "happiness": "happy", "sadness": "sad", "surprised"
 
 Crops = Callable[[list[np.ndarray]], np.ndarray]
 """Crops (BGR or grey uint8) -> ``(N, 7)`` probabilities in :data:`LABELS` order."""
-Pipeline = Callable[[np.ndarray], "str | None"]
-"""A whole photo -> the label of the face nearest its centre, or ``None`` when none is found."""
+Pipeline = Callable[[np.ndarray], "np.ndarray | None"]
+"""A whole photo -> the probabilities (in :data:`LABELS` order) of the face nearest its
+centre, or ``None`` when no face is found."""
 
 
 @dataclass
@@ -93,11 +94,13 @@ def onnx_scorer(model: str, batch: int = 256) -> Scorer:
         out = [rec.predict(images[i : i + batch]) for i in range(0, len(images), batch)]
         return _reorder(np.concatenate(out), rec.labels)
 
-    def pipeline(image: np.ndarray) -> str | None:
+    def pipeline(image: np.ndarray) -> np.ndarray | None:
         faces = rec.recognize(image)
         boxes = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in faces]
         i = _central(boxes, image.shape[1], image.shape[0])
-        return None if i is None else faces[i].label
+        if i is None:
+            return None
+        return np.array([faces[i].probabilities[name] for name in LABELS])
 
     return Scorer(model, crops, pipeline, rec.close)
 
@@ -128,12 +131,10 @@ def fer_scorer() -> Scorer:
             rows.append(emotions(detector.detect_emotions(bgr, face_rectangles=[(0, 0, w, h)]))[0])
         return np.array(rows)
 
-    def pipeline(image: np.ndarray) -> str | None:
+    def pipeline(image: np.ndarray) -> np.ndarray | None:
         found = detector.detect_emotions(image)
         i = _central([tuple(f["box"]) for f in found], image.shape[1], image.shape[0])
-        if i is None:
-            return None
-        return LABELS[int(np.argmax(emotions([found[i]])[0]))]
+        return None if i is None else np.asarray(emotions([found[i]])[0], dtype=np.float64)
 
     return Scorer("fer 25.10.3", crops, pipeline, lambda: None)
 
@@ -224,13 +225,15 @@ def _fer_sets(shared: Path, private: bool) -> Iterator[tuple[str, list[np.ndarra
             yield f"ferplus{suffix}", [faces.images[i] for i in kept], labels
 
 
-def score(scorer: Scorer, shared: Path, private: bool = False) -> dict[str, Any]:
-    """Every set of the suite (those present under ``shared``) for one scorer."""
-    results: dict[str, Any] = {}
+def collect(scorer: Scorer, shared: Path, private: bool = False) -> dict[str, SetOutputs]:
+    """Every set of the suite (those present under ``shared``): labels and probabilities.
+
+    A pipeline set's row is NaN where no face was found.
+    """
+    out: dict[str, SetOutputs] = {}
     for name, faces, labels in _fer_sets(shared, private):
         t = time.time()
-        predicted = scorer.crops(faces).argmax(axis=1)
-        results[name] = metrics(labels, predicted) | {"seconds": round(time.time() - t, 1)}
+        out[name] = SetOutputs(labels, scorer.crops(faces), time.time() - t)
     folders = {
         "sfew": shared / "data" / "sfew2" / "val",
         "taiwanese": shared / "data" / "taiwanese",
@@ -245,18 +248,39 @@ def score(scorer: Scorer, shared: Path, private: bool = False) -> dict[str, Any]
         images = [_read(path) for path, _ in items]
         if key == "sfew":
             t = time.time()
-            predicted = scorer.crops(images).argmax(axis=1)
-            results["sfew-crop"] = metrics(truth, predicted) | {
-                "seconds": round(time.time() - t, 1)
-            }
+            out["sfew-crop"] = SetOutputs(truth, scorer.crops(images), time.time() - t)
         t = time.time()
-        got = [scorer.pipeline(image) for image in images]
-        predicted = np.array([-1 if g is None else LABELS.index(g) for g in got])
-        name = "sfew-pipeline" if key == "sfew" else key
-        results[name] = metrics(truth, predicted, missed=got.count(None)) | {
-            "seconds": round(time.time() - t, 1)
+        rows = [scorer.pipeline(image) for image in images]
+        probs = np.array([np.full(len(LABELS), np.nan) if r is None else r for r in rows])
+        out["sfew-pipeline" if key == "sfew" else key] = SetOutputs(truth, probs, time.time() - t)
+    return out
+
+
+@dataclass
+class SetOutputs:
+    """One set's true labels and a classifier's probabilities (NaN rows: no face found)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    seconds: float = 0.0
+
+    def predicted(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Arg-max labels (after multiplying by class ``weights``), -1 where no face was found."""
+        p = self.probabilities if weights is None else self.probabilities * weights
+        missed = np.isnan(p).any(axis=1)
+        return np.where(missed, -1, np.nan_to_num(p, nan=-1.0).argmax(axis=1))
+
+    def metrics(self, weights: np.ndarray | None = None) -> dict[str, Any]:
+        """:func:`metrics` of this set."""
+        missed = int(np.isnan(self.probabilities).any(axis=1).sum())
+        return metrics(self.labels, self.predicted(weights), missed) | {
+            "seconds": round(self.seconds, 1)
         }
-    return results
+
+
+def score(scorer: Scorer, shared: Path, private: bool = False) -> dict[str, Any]:
+    """Every set of the suite (those present under ``shared``) for one scorer."""
+    return {name: out.metrics() for name, out in collect(scorer, shared, private).items()}
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:

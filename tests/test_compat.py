@@ -38,9 +38,11 @@ FALLBACK = "ignore::fer_onnx.video_out.VideoFallbackWarning"
 
 
 @pytest.fixture(autouse=True)
-def _in_a_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_a_temporary_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Video.analyze writes data.csv and output/ into the working directory, as fer does."""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="module")

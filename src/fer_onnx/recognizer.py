@@ -65,7 +65,7 @@ MAX_BATCH = 64
 """Most faces per session run: more faces (a crowd, 10,000 boxes, a long list of crops) are
 cut, prepared and classified in chunks of this many, so memory stays bounded whatever the
 count. A chunk also holds at most :data:`BUFFER_BYTES` of input (fewer faces for large inputs)."""
-DEFAULT_MODEL = "fast"
+DEFAULT_MODEL = "accurate"
 """The bundled model used by ``EmotionRecognizer()`` and ``model="default"``.
 
 It is ``"accurate"`` when a still 640x480 frame with one face stays at least 5x faster with it

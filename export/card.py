@@ -123,6 +123,31 @@ def _framing(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pretrained_origin(weights: str) -> str:
+    """A start's provenance: package, version, digest and licence terms for registry starts."""
+    from training.pretrained import SOURCES
+
+    source = SOURCES.get(weights.lower())
+    if source is None:
+        return f"trained from {weights}"
+    return (
+        f"trained from the `{source.name}` start ({source.arch}, alpha {source.alpha}): "
+        f"{source.registry} `{source.package}@{source.version}` (`{source.tarball}`, SHA-256 "
+        f"{source.sha256}), converted by `training.pretrained` and checked against the "
+        f"original graph; licence: {source.licence}; upstream {source.upstream}"
+    )
+
+
+def _input_scaling(args: dict[str, Any]) -> str:
+    """What the graph does to values after resizing (registry starts take raw 0..255)."""
+    from training.pretrained import SOURCES
+
+    source = SOURCES.get(str(args.get("weights")).lower())
+    if source is not None and source.input_range == (0.0, 255.0):
+        return "values kept at 0..255 (as the pretrained start takes them)"
+    return "scaling to [-1, 1]"
+
+
 def _origin(args: dict[str, Any]) -> str:
     """Where the network's weights started: from scratch, pretrained, or a trained model
     (``--init``), with that model's own provenance when ``training.from_onnx`` rebuilt it."""
@@ -130,9 +155,13 @@ def _origin(args: dict[str, Any]) -> str:
     if not init:
         if str(args.get("weights")).lower() == "none":
             return "trained from scratch (no ImageNet weights available)"
-        return f"trained from {args.get('weights')}"
+        return _pretrained_origin(str(args.get("weights")))
     init_path = Path(str(init))
     text = f"fine-tuned from the trained model `{init_path}` (every layer, `--init`)"
+    from training.pretrained import SOURCES
+
+    if str(args.get("weights")).lower() in SOURCES:
+        text += f"; that model was {_pretrained_origin(str(args.get('weights')))}"
     try:
         record = json.loads((init_path.parent / "from_onnx.json").read_text())
         meta = record["source_metadata"]
@@ -297,7 +326,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         f"- {net} {origin}, {len(labels)}-way softmax head" + ("s." if members > 1 else "."),
         f"- Input: one {height}x{width} {described} face, float32 values {low:g}..{high:g}, NHWC "
         "(`faces`, dynamic batch). Inside the graph: bilinear resize to "
-        f"{args.get('image_size')}x{args.get('image_size')}, {to_three}scaling to [-1, 1]. "
+        f"{args.get('image_size')}x{args.get('image_size')}, {to_three}{_input_scaling(args)}. "
         f"Output: `probabilities` over {', '.join(labels)} (in this order, also in the file's "
         "metadata).",
         _tta_line(summary.get("tta")),

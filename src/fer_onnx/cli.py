@@ -70,7 +70,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default="default",
-        help="'default', 'fp32', 'int8' or the path of an .onnx model (default: default)",
+        help="'default' (= 'accurate'), 'accurate', 'fast', 'fp32', 'int8' (= 'fast') or the "
+        "path of an .onnx model (default: default)",
     )
     g.add_argument(
         "--device",

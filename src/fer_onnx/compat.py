@@ -199,8 +199,9 @@ class FER:
         offsets: ``fer``'s padding around each face before classification; validated as
             ``fer`` does, but the model frames faces as it was trained to (see
             :meth:`fer_onnx.EmotionRecognizer.cut_faces`).
-        model: fer-onnx only: a bundled model name (``"default"``, ``"fp32"``, ``"int8"``) or
-            the path of an ONNX model whose labels are among :data:`FER_LABELS`.
+        model: fer-onnx only: a bundled model name (``"default"``, ``"accurate"``,
+            ``"fast"``, ``"fp32"``, ``"int8"``) or the path of an ONNX model whose labels are
+            among :data:`FER_LABELS`.
         device: fer-onnx only: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Raises:

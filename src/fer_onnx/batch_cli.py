@@ -148,7 +148,8 @@ def add_batch_parser(subparsers: Any) -> None:
     m.add_argument(
         "--model",
         default="default",
-        help="'default', 'fp32', 'int8' or the path of an .onnx model (default: default)",
+        help="'default' (= 'accurate'), 'accurate', 'fast', 'fp32', 'int8' (= 'fast') or the path "
+        "of an .onnx model (default: default)",
     )
     m.add_argument(
         "--device",

@@ -738,7 +738,8 @@ def add_model_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--crop-template-from",
         default=None,
         metavar="MODEL",
-        help="copy the face framing (crop template) from 'default', 'fp32', 'int8' or a path",
+        help="copy the face framing (crop template) from a bundled model ('default', "
+        "'accurate', 'fast', 'fp32', 'int8') or a path",
     )
     p.set_defaults(func=_cmd_stamp)
     return parser

@@ -112,7 +112,7 @@ def fer_scorer() -> Scorer:
         PipelineError: ``fer`` is not installed.
     """
     try:
-        from fer.fer import FER  # type: ignore[import-untyped]
+        from fer.fer import FER
     except ImportError as e:
         raise PipelineError(
             "--fer needs the fer package: pip install --no-deps fer==25.10.3 (with tensorflow, "

@@ -181,6 +181,8 @@ def test_stamp_refuses_logits_without_softmax_and_probabilities_with_it(tmp_path
         ({"input_size": (64, 64)}, ModelLoadError, "fits neither NHWC nor NCHW"),
         ({"color": "rgb"}, ModelLoadError, "fits neither NHWC nor NCHW"),
         ({"color": "hsv"}, InvalidOptionError, "color must be one of"),
+        # The colour is checked before the size: the first bad option is the one reported.
+        ({"color": "hsv", "input_size": "big"}, InvalidOptionError, "color must be one of"),
         ({"value_range": (1.0, 0.0)}, InvalidOptionError, "low < high"),
         ({"mean": [0.5]}, InvalidOptionError, "mean and std together"),
         ({"mean": [0.5, 0.5], "std": [0.5, 0.5]}, InvalidOptionError, "needs one finite value"),

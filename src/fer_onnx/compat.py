@@ -468,6 +468,57 @@ def _column_key(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+def _check_analyze_options(output: str, lang: str, include_audio: bool) -> None:
+    """Refuse the options of ``Video.analyze`` that fer-onnx does not serve, before any work.
+
+    Decides: ``output`` is ``"csv"`` or ``"pandas"`` (pandas then importable), ``lang`` is
+    ``"en"`` and ``include_audio`` is off.
+    """
+    if output not in ("csv", "pandas"):
+        raise InvalidOptionError(f"output must be 'csv' or 'pandas', got {output!r}")
+    if output == "pandas":
+        _pandas()  # fail before the work, not after it
+    if lang != "en":
+        raise InvalidOptionError(
+            f"lang={lang!r} is not supported: fer_onnx.compat annotates in English only"
+        )
+    if include_audio:
+        raise InvalidOptionError(
+            "include_audio=True is not supported: mux the audio with ffmpeg afterwards"
+        )
+
+
+def _analyze_frame(
+    detector: _EmotionDetector,
+    image: npt.NDArray[np.uint8],
+    detection_box: Mapping[str, int] | None,
+    annotate: bool,
+    size_multiplier: int,
+) -> tuple[list[FaceResult], npt.NDArray[np.uint8]]:
+    """The faces of one frame (in frame pixels) and the image to show and write.
+
+    With a ``detection_box`` only that region is searched, and shown; the boxes found are moved
+    back to frame pixels after the annotations are drawn on the region.
+    """
+    region = image if detection_box is None else _crop(image, detection_box)
+    faces = detector.detect_emotions(region)
+    shown = draw_annotations(region, faces, size_multiplier) if annotate else region
+    if detection_box is not None:
+        faces = _offset(faces, detection_box)
+    return faces, shown
+
+
+def _stop_after(
+    count: int, shown: npt.NDArray[np.uint8], display: bool, max_results: int | None
+) -> bool:
+    """Whether ``analyze`` stops after its ``count``-th frame.
+
+    With ``display`` the frame is shown first, and ``q`` stops; otherwise it stops once
+    ``max_results`` frames (if given and not 0) are analysed.
+    """
+    return bool((display and _show(shown)) or (max_results and count >= max_results))
+
+
 class Video:
     """``fer.Video``: analyse a video file frame by frame with a :class:`FER` detector.
 
@@ -554,52 +605,65 @@ class Video:
             OutputError: An output file cannot be written.
         """
         del batch_size, use_async_io  # fer's performance knobs: no effect on the results
-        if output not in ("csv", "pandas"):
-            raise InvalidOptionError(f"output must be 'csv' or 'pandas', got {output!r}")
-        if output == "pandas":
-            _pandas()  # fail before the work, not after it
-        if lang != "en":
-            raise InvalidOptionError(
-                f"lang={lang!r} is not supported: fer_onnx.compat annotates in English only"
-            )
-        if include_audio:
-            raise InvalidOptionError(
-                "include_audio=True is not supported: mux the audio with ffmpeg afterwards"
-            )
+        _check_analyze_options(output, lang, include_audio)
         every = self._frequency(frequency, save_fps)
-        root, ext = os.path.splitext(os.path.basename(self.filepath))
-        ext = ext if ext.lower() in _VIDEO_SUFFIXES else ".mp4"
-        outfile = os.path.join(self.outdir, f"{root}_output{ext}")
+        root, outfile = self._output_names()
         written: list[Path] = []
         data: list[list[FaceResult]] = []
         with ExitStack() as stack:
             source = stack.enter_context(VideoSource(self.filepath, every=every))
             sink: VideoSink | None = None
             for count, frame in enumerate(source, 1):
-                image = frame.image if detection_box is None else _crop(frame.image, detection_box)
-                faces = detector.detect_emotions(image)
-                shown = (
-                    draw_annotations(image, faces, size_multiplier) if annotate_frames else image
+                faces, shown = _analyze_frame(
+                    detector, frame.image, detection_box, annotate_frames, size_multiplier
                 )
-                if detection_box is not None:
-                    faces = _offset(faces, detection_box)
                 if save_frames:
                     written.append(self._save_frame(shown, f"{video_id or root}{frame.index}.jpg"))
                 if save_video:
-                    if sink is None:
-                        sink = self._open_sink(outfile, source, shown)
-                        stack.enter_context(sink)
-                    sink.write(Frame(frame.index, frame.timestamp, shown), [])
+                    sink = self._write_video_frame(stack, sink, outfile, source, frame, shown)
                 if faces:
                     data.append(faces)
-                if (display and _show(shown)) or (max_results and count >= max_results):
+                if _stop_after(count, shown, display, max_results):
                     break
             if sink is not None:
-                finish_all([sink])
-                if self.tempfile:
-                    os.replace(self.tempfile, outfile)
+                self._finish_video(sink, outfile)
         self._close(written, display, save_frames and zip_images)
         return self.to_format(data, output)
+
+    def _output_names(self) -> tuple[str, str]:
+        """The video's name without suffix (the frames' default prefix) and the output video.
+
+        The output is ``outdir/<name>_output<ext>``, ``.mp4`` when the writer does not serve
+        the input's suffix.
+        """
+        root, ext = os.path.splitext(os.path.basename(self.filepath))
+        ext = ext if ext.lower() in _VIDEO_SUFFIXES else ".mp4"
+        return root, os.path.join(self.outdir, f"{root}_output{ext}")
+
+    def _write_video_frame(
+        self,
+        stack: ExitStack,
+        sink: VideoSink | None,
+        outfile: str,
+        source: VideoSource,
+        frame: Frame,
+        shown: npt.NDArray[np.uint8],
+    ) -> VideoSink:
+        """Append ``shown`` to the output video, opening it (sized by this frame) on first use.
+
+        Returns the sink to pass for the next frame; ``stack`` closes it.
+        """
+        if sink is None:
+            sink = self._open_sink(outfile, source, shown)
+            stack.enter_context(sink)
+        sink.write(Frame(frame.index, frame.timestamp, shown), [])
+        return sink
+
+    def _finish_video(self, sink: VideoSink, outfile: str) -> None:
+        """Finish the output video and move it from the temporary file, if any, to ``outfile``."""
+        finish_all([sink])
+        if self.tempfile:
+            os.replace(self.tempfile, outfile)
 
     def _frequency(self, frequency: int | None, save_fps: float | None) -> int:
         if save_fps is not None:

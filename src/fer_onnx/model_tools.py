@@ -470,6 +470,199 @@ def _probe(
     return np.asarray(out, np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class _StampOptions:
+    """The checked options of :func:`stamp_model`, before the model is looked at."""
+
+    names: tuple[str, ...]
+    spec: InputSpec
+    value_range: tuple[float, float]
+    mean: npt.NDArray[np.float32] | None
+    std: npt.NDArray[np.float32] | None
+    template: CropTemplate | None
+
+
+def _color_mode(color: object) -> ColorMode:
+    """The colour mode named by ``color``; anything but ``gray``/``rgb``/``bgr`` is refused."""
+    if not isinstance(color, str) or color not in COLOR_MODES:
+        raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {color!r}")
+    return "gray" if color == "gray" else "rgb" if color == "rgb" else "bgr"
+
+
+def _stamp_options(
+    labels: Sequence[str],
+    input_size: tuple[int, int],
+    color: str,
+    value_range: tuple[float, float],
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    crop_template: CropTemplate | str | os.PathLike[str] | None,
+) -> _StampOptions:
+    """Check every option of :func:`stamp_model` in the order it names them.
+
+    Decides: the labels, size, colour and range are plausible; mean and std, if given, have
+    one value or one per channel and come together; a crop template given as a model is read
+    from that model.
+    """
+    names = _label_names(labels)
+    mode = _color_mode(color)  # the colour is checked before the size
+    spec = InputSpec(*_input_size(input_size), mode)
+    low, high = check_value_range(value_range)
+    mean_array = _check_stats("mean", mean, spec.channels)
+    std_array = _check_stats("std", std, spec.channels)
+    if (mean_array is None) != (std_array is None):
+        raise InvalidOptionError("give mean and std together (transforms.Normalize(mean, std))")
+    template = (
+        crop_template
+        if crop_template is None or isinstance(crop_template, CropTemplate)
+        else _template_from(crop_template)
+    )
+    return _StampOptions(names, spec, (low, high), mean_array, std_array, template)
+
+
+def _stamp_input(src: Path, options: _StampOptions) -> tuple[TensorInfo, Layout]:
+    """The image input of the classifier at ``src`` and its layout (NHWC or NCHW).
+
+    Decides: the file is a classifier (not a detector, not something else), its input is one
+    the runtime can feed, its shape fits the stamped size and colour, and its class count (when
+    fixed) matches the labels.
+    """
+    report = inspect_model(src)
+    if report.kind == "detector":
+        raise ModelLoadError(f"{src} is a YuNet face detector, not an expression classifier")
+    if report.kind != "classifier":
+        raise ModelLoadError(f"{src}: {report.problems[0]}")
+    tensor = report.inputs[0]
+    check_input(str(src), tensor.type, tensor.shape)
+    spec = options.spec
+    layout = _layout(tensor.shape, spec)
+    if layout is None:
+        raise ModelLoadError(
+            f"{src}: input shape {list(tensor.shape)} fits neither NHWC nor NCHW for "
+            f"{spec.height}x{spec.width} {spec.color} ({spec.channels} channel(s)); check "
+            "--input-size and --color"
+        )
+    classes = report.outputs[0].shape[1]
+    if isinstance(classes, int) and classes != len(options.names):
+        raise InvalidOptionError(
+            f"{src} outputs {classes} classes but {len(options.names)} labels were given"
+        )
+    return tensor, layout
+
+
+def _load_proto(onnx: Any, src: Path) -> Any:
+    """The model at ``src`` as an ONNX protobuf; any onnx failure is a :class:`ModelLoadError`."""
+    try:
+        return onnx.load(str(src))
+    except Exception as e:  # onnx raises several untyped errors for a bad file
+        raise ModelLoadError(f"cannot read {src} with onnx: {e}") from e
+
+
+def _refuse_second_normalisation(
+    src: Path, previous: Mapping[str, str], options: _StampOptions
+) -> None:
+    """Refuse ``mean``/``std`` for a file whose earlier stamp already normalises in its graph."""
+    if options.mean is None or KEY_STAMP not in previous:
+        return
+    earlier = json.loads(previous[KEY_STAMP])
+    if isinstance(earlier, dict) and earlier.get("mean") is not None:
+        raise InvalidOptionError(
+            f"{src} was stamped with --mean/--std already (its graph normalises); stamp "
+            f"the original file {earlier.get('source')!r} instead"
+        )
+
+
+def _stamp_metadata(
+    src: Path, previous: Mapping[str, str], options: _StampOptions, softmax: bool
+) -> dict[str, str]:
+    """The metadata of the stamped file: foreign keys kept, every ``fer_onnx.`` key replaced.
+
+    Decides the output kind (``logits`` with ``softmax``, else ``probabilities``) and records
+    the source's name and the mean/std added to the graph under :data:`KEY_STAMP`.
+    """
+    info = ModelInfo(
+        options.names,
+        options.spec,
+        options.value_range,
+        {k: v for k, v in previous.items() if not k.startswith("fer_onnx.")},
+        options.template,
+        "logits" if softmax else "probabilities",
+    )
+    props = info.to_metadata()
+    props[KEY_OUTPUT] = info.output
+    props[KEY_STAMP] = json.dumps(
+        {
+            "source": src.name,
+            "mean": None if options.mean is None else [float(v) for v in options.mean],
+            "std": None if options.std is None else [float(v) for v in options.std],
+        }
+    )
+    return props
+
+
+def _set_metadata(onnx: Any, proto: Any, src: Path, props: Mapping[str, str]) -> None:
+    """Replace the metadata of ``proto`` by ``props``; the result must pass onnx's checker."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:  # onnx.checker.ValidationError and friends
+        raise ModelLoadError(f"{src}: the stamped graph does not validate: {e}") from e
+
+
+def _check_probe_outputs(
+    src: Path, raw: npt.NDArray[np.float32], labels: int, softmax: bool
+) -> None:
+    """Decide that the probed outputs are one score per label, of the kind ``softmax`` says.
+
+    Probabilities stamped with ``softmax``, or anything else stamped without it, is refused.
+    """
+    if raw.ndim != 2 or raw.shape != (_PROBE_ROWS, labels):
+        raise ModelOutputError(
+            f"{src} returns shape {raw.shape} for {_PROBE_ROWS} faces, expected "
+            f"({_PROBE_ROWS}, {labels}): one score per label"
+        )
+    if softmax and are_probabilities(raw):
+        raise ModelOutputError(
+            f"{src} already outputs probabilities (rows >= 0 summing to 1); stamp it "
+            "without --softmax"
+        )
+    if not softmax and not are_probabilities(raw):
+        raise ModelOutputError(
+            f"{src} outputs values that are not probabilities (rows must be >= 0 and sum "
+            "to 1; got row sums "
+            f"{', '.join(f'{s:.3g}' for s in raw.sum(axis=1))}): if they are logits, "
+            "stamp with --softmax"
+        )
+
+
+def _write_checked(
+    onnx: Any,
+    proto: Any,
+    src: Path,
+    dst: Path,
+    input_name: str,
+    layout: Layout,
+    options: _StampOptions,
+    softmax: bool,
+) -> None:
+    """Save ``proto`` to ``dst`` atomically, committing only a file the runtime loads and runs.
+
+    The temporary copy is probed (:func:`_check_probe_outputs`) and opened by an
+    :class:`EmotionRecognizer`; any failure leaves ``dst`` as it was.
+    """
+    with contextlib.ExitStack() as stack:
+        with deferred_signals():  # a signal while it is created leaves no temporary file
+            out = stack.enter_context(AtomicOutput(dst))
+        onnx.save(proto, str(out.tmp))
+        raw = _probe(out.tmp, input_name, layout, options.spec, options.value_range)
+        _check_probe_outputs(src, raw, len(options.names), softmax)
+        EmotionRecognizer(out.tmp, detector=None, device="cpu").close()
+        out.commit()
+
+
 def stamp_model(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -531,106 +724,15 @@ def stamp_model(
     onnx = _import_onnx()
     src = resolve_model(source)
     check_outputs([dst], [src])
-    names = _label_names(labels)
-    if not isinstance(color, str) or color not in COLOR_MODES:
-        raise InvalidOptionError(f"color must be one of {COLOR_MODES}, got {color!r}")
-    mode: ColorMode = "gray" if color == "gray" else "rgb" if color == "rgb" else "bgr"
-    spec = InputSpec(*_input_size(input_size), mode)
-    low, high = check_value_range(value_range)
-    mean_array = _check_stats("mean", mean, spec.channels)
-    std_array = _check_stats("std", std, spec.channels)
-    if (mean_array is None) != (std_array is None):
-        raise InvalidOptionError("give mean and std together (transforms.Normalize(mean, std))")
-    template = (
-        crop_template
-        if crop_template is None or isinstance(crop_template, CropTemplate)
-        else _template_from(crop_template)
-    )
-
-    report = inspect_model(src)
-    if report.kind == "detector":
-        raise ModelLoadError(f"{src} is a YuNet face detector, not an expression classifier")
-    if report.kind != "classifier":
-        raise ModelLoadError(f"{src}: {report.problems[0]}")
-    tensor = report.inputs[0]
-    check_input(str(src), tensor.type, tensor.shape)
-    layout = _layout(tensor.shape, spec)
-    if layout is None:
-        raise ModelLoadError(
-            f"{src}: input shape {list(tensor.shape)} fits neither NHWC nor NCHW for "
-            f"{spec.height}x{spec.width} {spec.color} ({spec.channels} channel(s)); check "
-            "--input-size and --color"
-        )
-    classes = report.outputs[0].shape[1]
-    if isinstance(classes, int) and classes != len(names):
-        raise InvalidOptionError(
-            f"{src} outputs {classes} classes but {len(names)} labels were given"
-        )
-
-    try:
-        proto = onnx.load(str(src))
-    except Exception as e:  # onnx raises several untyped errors for a bad file
-        raise ModelLoadError(f"cannot read {src} with onnx: {e}") from e
-    if mean_array is not None and std_array is not None:
-        _normalise_in_graph(onnx, proto, tensor.name, layout, mean_array, std_array)
+    options = _stamp_options(labels, input_size, color, value_range, mean, std, crop_template)
+    tensor, layout = _stamp_input(src, options)
+    proto = _load_proto(onnx, src)
+    if options.mean is not None and options.std is not None:
+        _normalise_in_graph(onnx, proto, tensor.name, layout, options.mean, options.std)
     previous = {p.key: p.value for p in proto.metadata_props}
-    if mean_array is not None and KEY_STAMP in previous:
-        earlier = json.loads(previous[KEY_STAMP])
-        if isinstance(earlier, dict) and earlier.get("mean") is not None:
-            raise InvalidOptionError(
-                f"{src} was stamped with --mean/--std already (its graph normalises); stamp "
-                f"the original file {earlier.get('source')!r} instead"
-            )
-    info = ModelInfo(
-        names,
-        spec,
-        (low, high),
-        {k: v for k, v in previous.items() if not k.startswith("fer_onnx.")},
-        template,
-        "logits" if softmax else "probabilities",
-    )
-    props = info.to_metadata()
-    props[KEY_OUTPUT] = info.output
-    props[KEY_STAMP] = json.dumps(
-        {
-            "source": src.name,
-            "mean": None if mean_array is None else [float(v) for v in mean_array],
-            "std": None if std_array is None else [float(v) for v in std_array],
-        }
-    )
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    try:
-        onnx.checker.check_model(proto)
-    except Exception as e:  # onnx.checker.ValidationError and friends
-        raise ModelLoadError(f"{src}: the stamped graph does not validate: {e}") from e
-
-    with contextlib.ExitStack() as stack:
-        with deferred_signals():  # a signal while it is created leaves no temporary file
-            out = stack.enter_context(AtomicOutput(dst))
-        onnx.save(proto, str(out.tmp))
-        raw = _probe(out.tmp, tensor.name, layout, spec, (low, high))
-        if raw.ndim != 2 or raw.shape != (_PROBE_ROWS, len(names)):
-            raise ModelOutputError(
-                f"{src} returns shape {raw.shape} for {_PROBE_ROWS} faces, expected "
-                f"({_PROBE_ROWS}, {len(names)}): one score per label"
-            )
-        if softmax and are_probabilities(raw):
-            raise ModelOutputError(
-                f"{src} already outputs probabilities (rows >= 0 summing to 1); stamp it "
-                "without --softmax"
-            )
-        if not softmax and not are_probabilities(raw):
-            raise ModelOutputError(
-                f"{src} outputs values that are not probabilities (rows must be >= 0 and sum "
-                "to 1; got row sums "
-                f"{', '.join(f'{s:.3g}' for s in raw.sum(axis=1))}): if they are logits, "
-                "stamp with --softmax"
-            )
-        EmotionRecognizer(out.tmp, detector=None, device="cpu").close()
-        out.commit()
+    _refuse_second_normalisation(src, previous, options)
+    _set_metadata(onnx, proto, src, _stamp_metadata(src, previous, options, softmax))
+    _write_checked(onnx, proto, src, dst, tensor.name, layout, options, softmax)
     return inspect_model(dst)
 
 

@@ -399,7 +399,7 @@ def test_item14_stamp_to_stdout_is_refused_before_writing(
 # -- issue 26 item 4: model inspect default -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "fp32", "int8"])
+@pytest.mark.parametrize("name", ["default", "accurate", "fast", "fp32", "int8"])
 def test_issue26_item04_inspect_takes_bundled_names(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -407,7 +407,9 @@ def test_issue26_item04_inspect_takes_bundled_names(
     assert cli_main(["model", "inspect", name, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["usable"] is True
-    assert Path(report["path"]).name in ("fp32.onnx", "int8.onnx")
+    from fer_onnx.recognizer import bundled_model_path
+
+    assert Path(report["path"]) == bundled_model_path(name)
 
 
 def test_video_mode_checks_the_detector_like_recognize(template_model: Path) -> None:

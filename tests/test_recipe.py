@@ -80,6 +80,7 @@ def test_a_step_that_leaves_no_done_file_is_an_error(tmp_path: Path) -> None:
         (_step("a", [], "a"), "non-empty list"),
         (_step("a", ["x"], "a", "budget_minutes = 400"), "budget_minutes"),
         (_step("a", ["x"], "a", "typo = 1"), "unknown keys"),
+        (_step("a", ["x"], "a", 'resume = "--resume"'), "resume must be"),
         (_step("a", ["x"], "a") + _step("a", ["y"], "b"), "repeat"),
     ],
 )
@@ -102,3 +103,9 @@ def test_the_shipped_recipe_parses_and_starts_with_the_fetch(tmp_path: Path) -> 
     lines = run_recipe(recipe, dry_run=True)
     assert len(lines) == len(recipe.steps)
     assert "training.pretrained" in lines[0]
+
+
+def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:
+    body = _step("ghost", [str(tmp_path / "no-such-program")], "{runs}/x")
+    with pytest.raises(PipelineError, match="cannot start"):
+        run_recipe(load_recipe(_write(tmp_path, body)))

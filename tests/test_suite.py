@@ -39,7 +39,7 @@ def test_set_outputs_weigh_classes_and_keep_missed_rows_wrong() -> None:
 def test_choose_weights_finds_the_prior_that_fixes_a_biased_model() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 7, 600)
-    # A model that knows the class but leans towards neutral (index 6) by a factor of 3.
+    # A model that knows the class but leans towards neutral (index 6): its share times 9.
     probs = np.full((600, 7), 0.05)
     probs[np.arange(600), labels] = 0.4
     probs[:, 6] *= 9.0

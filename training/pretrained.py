@@ -156,14 +156,27 @@ def fetch(source: PretrainedSource, folder: Path | None = None) -> Path:
             f"{tarball} has SHA-256 {digest}, expected {source.sha256}; delete it and fetch again"
         )
     unpacked = folder / "unpacked"
-    if not all((unpacked / name).is_file() for name in (source.graph, source.weights)):
-        with tarfile.open(tarball, "r:gz") as tar:
-            members = [tar.getmember(name) for name in (source.graph, source.weights)]
-            tar.extractall(unpacked, members=members, filter="data")
+    if not unpacked.is_dir():  # extracted whole into a temporary folder, then renamed
+        partial = folder / ".unpacked.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            with tarfile.open(tarball, "r:gz") as tar:
+                members = [tar.getmember(name) for name in (source.graph, source.weights)]
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(partial, members=members, **safe)
+        except (OSError, KeyError, tarfile.TarError) as e:
+            raise PretrainedError(f"cannot unpack {tarball}: {e}; delete it and fetch again") from e
+        partial.replace(unpacked)
     return unpacked
 
 
-_DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16, "uint8": np.uint8}
+_DTYPES = {
+    "float32": np.float32,
+    "int32": np.int32,
+    "float16": np.float16,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+}
 
 
 def read_graph_model(graph: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -178,6 +191,13 @@ def read_graph_model(graph: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
         _ = model["modelTopology"]["node"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PretrainedError(f"{graph} is not a TF.js graph model: {e}") from e
+    try:
+        return model, _read_shards(graph, manifest)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise PretrainedError(f"{graph}: unreadable weight shards ({type(e).__name__}: {e})") from e
+
+
+def _read_shards(graph: Path, manifest: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     weights: dict[str, np.ndarray] = {}
     for group in manifest:
         data = b"".join((graph.parent / p).read_bytes() for p in group["paths"])
@@ -197,7 +217,7 @@ def read_graph_model(graph: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
             weights[entry["name"]] = raw.astype(_DTYPES[entry["dtype"]]).reshape(shape)
         if offset != len(data):
             raise PretrainedError(f"{graph}: {len(data) - offset} bytes of shards left over")
-    return model, weights
+    return weights
 
 
 def faceres_layer_weights(

@@ -9,7 +9,8 @@ probabilities by one weight per class and renormalises, ``p' = p * w / sum(p * w
 softmax output that is the same as adding ``log w`` to the logits. The weights are chosen on
 the validation suite (:mod:`training.suite`, PublicTest splits only) as those of highest mean
 accuracy over ``--sets``, by coordinate ascent over ``log w`` in steps of 0.1 within +-1.5
-(ties keep the smaller change). PrivateTest is read once, after the choice, for the record.
+(a change is kept only when it raises the mean). PrivateTest is scored in the same pass but
+never used to choose; it is reported once, for the record.
 
 The result is the input model with three nodes appended (``Mul``, ``ReduceSum``, ``Div``); its
 metadata keeps everything and gains ``class_weights`` and the re-measured FER2013 accuracies.
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx.errors import FerOnnxError
 from training.errors import PipelineError
 from training.suite import LABELS, SETS, SetOutputs, collect, default_shared, onnx_scorer, table
 
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     shared = args.shared or default_shared()
+    if args.out.exists():
+        print(f"error: {args.out} exists; choose a new path", file=sys.stderr)
+        return 2
     try:
         scorer = onnx_scorer(str(args.model))
         try:
@@ -154,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             "class_weights_chosen_on": " ".join(args.sets) + " (PublicTest splits)",
             "onnx_PublicTest_accuracy": str(after["fer2013"]["accuracy"]),
             "onnx_PrivateTest_accuracy": str(after["fer2013-private"]["accuracy"]),
+            "onnx_PublicTest_macro_f1": str(after["fer2013"]["macro_f1"]),
+            "onnx_PrivateTest_macro_f1": str(after["fer2013-private"]["macro_f1"]),
         }
         bake(args.model, args.out, weights, extra)
-    except (PipelineError, FileNotFoundError) as e:
+    except (PipelineError, FerOnnxError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     record: dict[str, Any] = {

@@ -16,8 +16,8 @@ A recipe is a TOML file: ``[vars]`` (strings substituted as ``{name}`` into ever
 
 A step whose ``done`` file exists is skipped; any other step runs (resumed when its
 ``resume_if`` file exists), and must leave its ``done`` file behind or the recipe stops.
-Every finished step's wall time is written to ``{runs}/recipe-times.json`` (which the model
-card reads) and a step that overran its budget is reported. Steps pass work on only through
+Every finished step's wall time is written to ``{runs}/recipe-times.json`` (for the model
+card) and a step that overran its budget is reported. Steps pass work on only through
 files named in the recipe: committed files, ``../shared``, the package registries, and what
 earlier steps of the same recipe wrote.
 """
@@ -109,7 +109,9 @@ def _step(raw: Any, variables: dict[str, str], index: int) -> Step:
         run=tuple(sub(a) for a in _strings(raw.get("run"), f"{where}: run")),
         done=Path(sub(raw["done"])),
         resume_if=Path(sub(resume_if)) if isinstance(resume_if, str) else None,
-        resume=tuple(sub(a) for a in raw.get("resume", [])),
+        resume=tuple(
+            sub(a) for a in (_strings(raw["resume"], f"{where}: resume") if "resume" in raw else [])
+        ),
         budget_minutes=float(budget),
     )
 
@@ -186,7 +188,10 @@ def run_recipe(recipe: Recipe, only: str | None = None, dry_run: bool = False) -
             continue
         print(f"== {step.name}: {' '.join(command)}", flush=True)
         start = time.time()
-        code = subprocess.run(command, check=False).returncode
+        try:
+            code = subprocess.run(command, check=False).returncode
+        except OSError as e:
+            raise PipelineError(f"step {step.name!r} cannot start {command[0]!r}: {e}") from e
         seconds = time.time() - start
         if code != 0:
             raise PipelineError(f"step {step.name!r} failed (exit {code}) after {seconds:.0f}s")

@@ -38,6 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fer_onnx.errors import FerOnnxError
 from training.data import FER2013_LABELS, FERPLUS_COLUMNS, DataError, load_fer2013_csv
 from training.errors import PipelineError
 
@@ -198,11 +199,19 @@ def ferplus_majority(votes_csv: Path, rows: np.ndarray) -> tuple[np.ndarray, np.
     A row is kept when its seven-class votes sum above zero and their largest count is at
     least the largest of contempt / unknown / not-a-face (the rule training uses).
     """
-    with votes_csv.open(newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        cols = [header.index(name) for name, _ in FERPLUS_COLUMNS]
-        votes = np.array([[int(r[c]) for c in cols] for r in reader], dtype=np.float64)
+    try:
+        with votes_csv.open(newline="") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            cols = [header.index(name) for name, _ in FERPLUS_COLUMNS]
+            votes = np.array([[int(r[c]) for c in cols] for r in reader], dtype=np.float64)
+    except (OSError, ValueError, IndexError) as e:
+        raise DataError(
+            f"{votes_csv}: not a FER+ vote file (columns {[n for n, _ in FERPLUS_COLUMNS]}, "
+            f"integer votes): {e}"
+        ) from e
+    if len(votes) <= int(rows.max(initial=0)):
+        raise DataError(f"{votes_csv}: {len(votes)} rows; it must be row-aligned with fer2013.csv")
     seven = np.zeros((len(votes), len(LABELS)))
     for j, (_, label) in enumerate(FERPLUS_COLUMNS):
         if label is not None:
@@ -308,7 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model",
         action="append",
         default=[],
-        help="ONNX classifier (path, or default/fp32/int8); repeat to compare",
+        help="ONNX classifier (a path, or a bundled name: default, accurate, fast, fp32, "
+        "int8); repeat to compare",
     )
     p.add_argument("--fer", action="store_true", help="also score the fer package")
     p.add_argument("--shared", type=Path, default=None, help="the shared data folder")
@@ -334,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 scorer.close()
             log.info("%s: %s", scorer.name, json.dumps(results[scorer.name]))
-    except (PipelineError, FileNotFoundError) as e:
+    except (PipelineError, FerOnnxError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json is not None:

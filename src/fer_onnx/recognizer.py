@@ -83,6 +83,7 @@ def bundled_model_path(name: str) -> Path:
     """Path of a bundled model (one of :data:`BUNDLED_MODELS`, or ``"default"``).
 
     Raises:
+        InvalidTypeError: ``name`` is not a ``str``.
         ModelLoadError: The name is unknown or the file is not in this installation.
     """
     if not isinstance(name, str):

@@ -158,34 +158,12 @@ def add_batch_parser(subparsers: Any) -> None:
         help="execution device of every worker (default: auto = CUDA when available)",
     )
     m.add_argument(
-        "--detector",
-        default="yunet",
-        help="'yunet' (default, bundled), 'haar' or the path of a YuNet .onnx",
-    )
-    m.add_argument(
         "--providers",
         default=None,
         metavar="LIST",
         help="comma-separated onnxruntime providers of every worker, overrides --device",
     )
-    m.add_argument(
-        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
-    )
-    m.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
-    m.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
-    m.add_argument(
-        "--min-size",
-        type=int,
-        default=None,
-        help="Haar smallest face, pixels of the detection image",
-    )
-    m.add_argument(
-        "--detect-width",
-        type=int,
-        default=None,
-        metavar="N",
-        help="detect on a copy this wide (0 = full size; default 320)",
-    )
+    add_detector_options(m)
     m.add_argument(
         "--no-align",
         action="store_true",
@@ -365,3 +343,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def add_detector_options(group: Any) -> None:
+    """The detector options that ``image``, ``video``, ``webcam`` and ``batch`` share."""
+    group.add_argument(
+        "--detector",
+        default="yunet",
+        help="'yunet' (default, bundled), 'haar' (OpenCV cascade) or the path of a YuNet .onnx",
+    )
+    group.add_argument(
+        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
+    )
+    group.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
+    group.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
+    group.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="Haar smallest face, pixels of the detection image",
+    )
+    group.add_argument(
+        "--detect-width",
+        type=int,
+        default=None,
+        metavar="N",
+        help="detect on a copy this wide (0 = full size; default 320)",
+    )

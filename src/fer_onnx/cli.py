@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 
 from fer_onnx.batch import VIDEO_EXTENSIONS
-from fer_onnx.batch_cli import add_batch_parser
+from fer_onnx.batch_cli import add_batch_parser, add_detector_options
 from fer_onnx.detectors import HaarDetector
 from fer_onnx.draw import draw_faces, draw_text
 from fer_onnx.errors import (
@@ -84,28 +84,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated onnxruntime providers, overrides --device",
     )
-    g.add_argument(
-        "--detector",
-        default="yunet",
-        help="'yunet' (default, bundled), 'haar' (OpenCV cascade) or the path of a YuNet .onnx",
-    )
-    g.add_argument(
-        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
-    )
-    g.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
-    g.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
-    g.add_argument(
-        "--min-size",
-        type=int,
-        default=None,
-        help="Haar smallest face, pixels of the detection image",
-    )
-    g.add_argument(
-        "--detect-width",
-        type=int,
-        default=None,
-        help="detect on a copy this wide (0 = full size; default 320)",
-    )
+    add_detector_options(g)
     g.add_argument(
         "--no-align",
         action="store_true",

@@ -414,34 +414,13 @@ def apply_ferplus(
     path = _check_file(Path(path))
     if mode not in ("majority", "soft"):
         raise DataError(f"FER+ mode must be 'majority' or 'soft', got {mode!r}")
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        needed = [name for name, _ in FERPLUS_COLUMNS]
-        missing = [c for c in needed if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing FER+ vote column(s) {missing}; got {header}")
-        cols = [header.index(c) for c in needed]
-        votes_list = []
-        for r, rec in enumerate(reader):
-            try:
-                votes_list.append([int(rec[c]) for c in cols])
-            except (ValueError, IndexError):
-                raise DataError(f"{path}, line {r + 2}: votes are not integers") from None
-    votes = np.array(votes_list, dtype=np.float32)
+    votes = read_ferplus_votes(path)
     train = dataset["Training"]
     if len(votes) <= int(train.rows.max()):
         raise DataError(
             f"{path}: {len(votes)} rows, but fer2013.csv has more; the files must be row-aligned"
         )
-    index = {label: i for i, label in enumerate(dataset.labels)}
-    seven = np.zeros((len(votes), len(dataset.labels)), dtype=np.float32)
-    for j, (_, label) in enumerate(FERPLUS_COLUMNS):
-        if label is not None:
-            seven[:, index[label]] = votes[:, j]
-    v7 = seven[train.rows]
-    other = votes[train.rows][:, 7:].max(axis=1)
-    keep = (v7.sum(axis=1) > 0) & (v7.max(axis=1) >= other)
+    v7, keep = ferplus_seven_votes(votes, train.rows, dataset.labels)
     dropped = int((~keep).sum())
     if mode == "majority":
         targets = _one_hot(v7.argmax(axis=1), len(dataset.labels))
@@ -468,6 +447,48 @@ def apply_ferplus(
     return Dataset(
         splits, dataset.labels, dataset.spec, dataset.source, notes, template=dataset.template
     )
+
+
+def read_ferplus_votes(path: Path | str) -> np.ndarray:
+    """FER+ votes (``fer2013new.csv``) as an ``(N, 10)`` array in :data:`FERPLUS_COLUMNS` order.
+
+    Raises:
+        DataError: The file is missing, lacks a vote column, or holds a non-integer vote.
+    """
+    path = _check_file(Path(path))
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        needed = [name for name, _ in FERPLUS_COLUMNS]
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing FER+ vote column(s) {missing}; got {header}")
+        cols = [header.index(c) for c in needed]
+        votes_list = []
+        for r, rec in enumerate(reader):
+            try:
+                votes_list.append([int(rec[c]) for c in cols])
+            except (ValueError, IndexError):
+                raise DataError(f"{path}, line {r + 2}: votes are not integers") from None
+    return np.array(votes_list, dtype=np.float32)
+
+
+def ferplus_seven_votes(
+    votes: np.ndarray, rows: np.ndarray, labels: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seven-class votes of ``rows`` (in ``labels`` order) and which rows are usable.
+
+    A row is usable when its seven-class votes sum above zero and their largest count is at
+    least the largest of contempt / unknown / not-a-face.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    seven = np.zeros((len(rows), len(labels)), dtype=np.float32)
+    for j, (_, label) in enumerate(FERPLUS_COLUMNS):
+        if label is not None:
+            seven[:, index[label]] = votes[rows, j]
+    other = votes[rows][:, 7:].max(axis=1)
+    keep = (seven.sum(axis=1) > 0) & (seven.max(axis=1) >= other)
+    return seven, keep
 
 
 def limit_rows(dataset: Dataset, limit: int) -> None:

@@ -24,7 +24,6 @@ choose anything.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -39,7 +38,13 @@ import cv2
 import numpy as np
 
 from fer_onnx.errors import FerOnnxError
-from training.data import FER2013_LABELS, FERPLUS_COLUMNS, DataError, load_fer2013_csv
+from training.data import (
+    FER2013_LABELS,
+    DataError,
+    ferplus_seven_votes,
+    load_fer2013_csv,
+    read_ferplus_votes,
+)
 from training.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -196,29 +201,16 @@ def _read(path: Path) -> np.ndarray:
 def ferplus_majority(votes_csv: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FER+ majority labels of ``rows``: ``(kept positions, labels)``.
 
-    A row is kept when its seven-class votes sum above zero and their largest count is at
-    least the largest of contempt / unknown / not-a-face (the rule training uses).
+    Rows are kept by the rule training uses (:func:`training.data.ferplus_seven_votes`).
+
+    Raises:
+        DataError: The vote file is malformed or not row-aligned with ``rows``.
     """
-    try:
-        with votes_csv.open(newline="") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            cols = [header.index(name) for name, _ in FERPLUS_COLUMNS]
-            votes = np.array([[int(r[c]) for c in cols] for r in reader], dtype=np.float64)
-    except (OSError, ValueError, IndexError) as e:
-        raise DataError(
-            f"{votes_csv}: not a FER+ vote file (columns {[n for n, _ in FERPLUS_COLUMNS]}, "
-            f"integer votes): {e}"
-        ) from e
+    votes = read_ferplus_votes(votes_csv)
     if len(votes) <= int(rows.max(initial=0)):
         raise DataError(f"{votes_csv}: {len(votes)} rows; it must be row-aligned with fer2013.csv")
-    seven = np.zeros((len(votes), len(LABELS)))
-    for j, (_, label) in enumerate(FERPLUS_COLUMNS):
-        if label is not None:
-            seven[:, LABELS.index(label)] = votes[:, j]
-    v7, other = seven[rows], votes[rows][:, 7:].max(axis=1)
-    keep = (v7.sum(axis=1) > 0) & (v7.max(axis=1) >= other)
-    return np.flatnonzero(keep), v7[keep].argmax(axis=1)
+    seven, keep = ferplus_seven_votes(votes, rows, LABELS)
+    return np.flatnonzero(keep), seven[keep].argmax(axis=1)
 
 
 def _fer_sets(shared: Path, private: bool) -> Iterator[tuple[str, list[np.ndarray], np.ndarray]]:

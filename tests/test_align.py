@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import FER_CSV, shared_file
 
-from export.template import frame_landmarks, load_template
 from fer_onnx.yunet import YuNetDetector
-from training.align import main
-from training.config import FER2013_TEMPLATE, ModelContract, TrainConfig, template_for
-from training.data import DataError, Dataset, load, load_fer2013_csv
-from training.train import write_contract
+from fer_onnx_factory.data.align import main
+from fer_onnx_factory.data.datasets import DataError, Dataset, load, load_fer2013_csv
+from fer_onnx_factory.data.framing import FER2013_TEMPLATE, frame_landmarks, load_template
+from fer_onnx_factory.train.config import ModelContract, TrainConfig, template_for
+from fer_onnx_factory.train.run import write_contract
 
 ROWS = 40
 
@@ -91,7 +91,7 @@ def test_the_run_contract_takes_the_datasets_template(aligned: Path, tmp_path: P
 def test_bad_npz_and_existing_output_are_clear_errors(aligned: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.npz"
     np.savez(other, x=np.zeros(3))
-    with pytest.raises(DataError, match=r"training\.align"):
+    with pytest.raises(DataError, match="fer-onnx-factory align"):
         load(other)
     assert main(["--data", str(FER_CSV), "--out", str(aligned)]) == 2
     assert main(["--data", str(FER_CSV), "--out", str(tmp_path / "x.csv")]) == 2
@@ -100,5 +100,5 @@ def test_bad_npz_and_existing_output_are_clear_errors(aligned: Path, tmp_path: P
 def test_truncated_npz_dataset_is_a_clear_error(aligned: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.npz"
     cut.write_bytes(aligned.read_bytes()[:5000])
-    with pytest.raises(DataError, match=r"training\.align"):
+    with pytest.raises(DataError, match="fer-onnx-factory align"):
         load(cut)

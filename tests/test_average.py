@@ -1,4 +1,4 @@
-"""Weight averaging of kept epochs (training.average) and --keep-epochs."""
+"""Weight averaging of kept epochs (fer_onnx_factory.tune.average) and --keep-epochs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from conftest import FER_CSV, shared_file
 
-from training.average import (
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.train.config import RunState, TrainConfig, snapshot_name
+from fer_onnx_factory.train.run import _end_at, _keep
+from fer_onnx_factory.tune.average import (
     average_run,
     average_weights,
     choose,
@@ -17,9 +20,6 @@ from training.average import (
     recompute_batchnorm,
     snapshots,
 )
-from training.config import RunState, TrainConfig, snapshot_name
-from training.errors import PipelineError
-from training.train import _end_at, _keep
 
 
 def test_average_weights_is_the_elementwise_mean() -> None:
@@ -112,7 +112,7 @@ def fake_run(tmp_path: Path, epochs_done: int, **state: object) -> tuple[TrainCo
     run = tmp_path / "run"
     run.mkdir(parents=True)
     cfg = TrainConfig(data=tmp_path / "fer2013.csv", out=run, weights="none", epochs=10)
-    cfg.write(run, "python -m training.train ...", {})
+    cfg.write(run, "fer-onnx-factory train ...", {})
     RunState(epoch=epochs_done, phase=2, **state).write(run)  # type: ignore[arg-type]
     return cfg, run
 
@@ -150,7 +150,7 @@ def test_init_weight_needs_a_run_started_from_a_model(tmp_path: Path) -> None:
     cfg = TrainConfig(
         data=tmp_path / "fer2013.csv", out=run, weights="none", epochs=10, init=tmp_path / "a.keras"
     )
-    cfg.write(run, "python -m training.train --init a.keras", {})
+    cfg.write(run, "fer-onnx-factory train --init a.keras", {})
     with pytest.raises(PipelineError, match=r"within \[0, 1\)"):
         average_run(run, tmp_path / "avg", None, init_weight=1.0)
     assert not (tmp_path / "avg").exists()
@@ -185,8 +185,8 @@ def test_kept_epochs_average_into_a_run_of_their_own(
     shared_file(FER_CSV)
     from test_training_run import train
 
-    from training.average import main as average_main
-    from training.model import load_model
+    from fer_onnx_factory.model.build import load_model
+    from fer_onnx_factory.tune.average import main as average_main
 
     run = tmp_path / "kept"
     train(run, "--epochs", "3", "--keep-epochs", "2")
@@ -201,7 +201,7 @@ def test_kept_epochs_average_into_a_run_of_their_own(
         def killed(*_: object, **__: object) -> None:
             raise KeyboardInterrupt
 
-        m.setattr("training.report.write_report", killed)
+        m.setattr("fer_onnx_factory.report.write_report", killed)
         with pytest.raises(KeyboardInterrupt):
             average_main([*args, "--bn-faces", "64"])
     assert not out.exists()
@@ -209,7 +209,7 @@ def test_kept_epochs_average_into_a_run_of_their_own(
     assert not (tmp_path / ".avg.partial").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["averaged_epochs"] == [2, 3]
-    assert metrics["averaged_with"].startswith("python -m training.average --run ")
+    assert metrics["averaged_with"].startswith("fer-onnx-factory average --run ")
     assert metrics["model"] == str(out / "best.keras")
     assert set(metrics["splits"]) == {"PublicTest", "PrivateTest"}
     assert metrics["wall_time_s"] >= metrics["averaging_s"] > 0

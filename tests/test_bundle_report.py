@@ -1,4 +1,4 @@
-"""export.bundle --report-on: the bundled files measured on other framings of the test faces."""
+"""fer-onnx-factory bundle --report-on: the bundled files measured on other framings of faces."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import LABELS
 
-from export.bundle import load_report_data, report_on_data
-from export.onnx import ExportError
 from fer_onnx import EmotionRecognizer
+from fer_onnx_factory.export.bundle import load_report_data, report_on_data
+from fer_onnx_factory.export.onnx import ExportError
 
 
 def write_csv(path: Path) -> Path:

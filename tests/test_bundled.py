@@ -11,6 +11,7 @@ from conftest import FER_CSV, LABELS, MEDIA, shared_file
 from fer_onnx import BUNDLED_MODELS, EmotionRecognizer, ModelLoadError
 from fer_onnx import recognizer as recognizer_module
 from fer_onnx.recognizer import bundled_model_path
+from fer_onnx_factory.data.framing import FER2013_TEMPLATE
 
 
 def bundled(name: str) -> Path:
@@ -90,7 +91,7 @@ def test_astronaut_smiles(astronaut: np.ndarray) -> None:
 def test_accuracy_on_public_faces_and_int8_agreement() -> None:
     """The shipped models still classify real FER2013 faces (PublicTest, never PrivateTest)."""
     bundled("fp32")
-    from training.data import load_fer2013_csv
+    from fer_onnx_factory.data.datasets import load_fer2013_csv
 
     split = load_fer2013_csv(shared_file(FER_CSV), splits=("PublicTest",))["PublicTest"]
     faces, labels = list(split.images), split.labels
@@ -120,7 +121,7 @@ def test_bundled_models_carry_the_measured_crop_template(name: str) -> None:
 
     from fer_onnx.alignment import CropTemplate
 
-    measured = Path(__file__).resolve().parents[1] / "export" / "templates" / "fer2013.json"
+    measured = FER2013_TEMPLATE
     expected = CropTemplate.from_json(json.dumps(json.loads(measured.read_text())["template"]))
     with EmotionRecognizer(bundled(name), detector=None) as rec:
         assert rec.info.template == expected

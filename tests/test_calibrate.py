@@ -1,4 +1,4 @@
-"""Class-bias calibration (training.calibrate): the grid choice, without Keras."""
+"""Class-bias calibration (fer_onnx_factory.tune.calibrate): the grid choice, without Keras."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from fer_onnx.preprocessing import InputSpec
-from training.calibrate import adjust, choose_biases, choose_biases_across, main, recall
-from training.data import Dataset, Split
-from training.errors import PipelineError
+from fer_onnx_factory.data.datasets import Dataset, Split
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.tune.calibrate import (
+    adjust,
+    choose_biases,
+    choose_biases_across,
+    main,
+    recall,
+)
 
 
 def test_adjust_is_softmax_per_view_then_the_mean() -> None:
@@ -184,7 +190,7 @@ def views_model(path: object, tta: str = "flip", average: bool = True) -> np.nda
 
 
 def test_per_view_probabilities_of_an_export(tmp_path: object) -> None:
-    from training.calibrate import onnx_view_probabilities
+    from fer_onnx_factory.tune.calibrate import onnx_view_probabilities
 
     path = Path(str(tmp_path)) / "views.onnx"
     weight = views_model(path)
@@ -216,7 +222,7 @@ def test_per_view_probabilities_of_an_export(tmp_path: object) -> None:
 
 
 def test_protection_and_its_floors_are_checked() -> None:
-    from training.calibrate import _check_protection
+    from fer_onnx_factory.tune.calibrate import _check_protection
 
     labels = ["angry", "disgust", "fear"]
     _check_protection(labels, ["fear"], None, {"fear": 0.4})
@@ -251,7 +257,7 @@ def test_framings_must_frame_the_runs_public_test_in_one_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--framing: same classes, the same faces (after --limit), listed in the same order."""
-    from training.calibrate import _choosing_splits
+    from fer_onnx_factory.tune.calibrate import _choosing_splits
 
     own = in_memory(public_split([0, 1, 2], [0, 1, 2]))
     framings = {
@@ -262,7 +268,7 @@ def test_framings_must_frame_the_runs_public_test_in_one_order(
         "fewer": in_memory(public_split([0, 1], [0, 1])),
         "classes": in_memory(public_split([0, 1, 2], [0, 1, 2]), ("a", "b", "x")),
     }
-    monkeypatch.setattr("training.data.load", lambda path: framings[str(path)])
+    monkeypatch.setattr("fer_onnx_factory.data.datasets.load", lambda path: framings[str(path)])
     data = Path("run.csv")
     assert _choosing_splits(own, data, 0, []) == {data: own["PublicTest"]}
     chosen = _choosing_splits(own, data, 3, [Path("csv"), Path("aligned")])

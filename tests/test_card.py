@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import LABELS
 
-from export.card import write_card
+from fer_onnx_factory.export.card import write_card
 
 
 def split(accuracy: float) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def fake_run(tmp_path: Path, members: int) -> Path:
         "splits": {"PublicTest": split(0.641), "PrivateTest": split(0.662)},
         "dataset": {"counts": counts},
         "args": args,
-        "command": "python -m training.train --tiny",
+        "command": "fer-onnx-factory train --tiny",
         "wall_time_s": 6000,
         "seconds_per_epoch": 80.0,
         "epochs_run": 75,
@@ -72,7 +72,7 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
     text = out.read_text()
     assert "| ONNX int8 | 65.90% | 65.90% |" in text
     assert "| Keras (without TTA) | 64.10% | 66.20% |" in text
-    assert "python -m training.train --tiny" in text
+    assert "fer-onnx-factory train --tiny" in text
     assert "Default: `int8`" in text
     assert "`zoomflip`, the average over 2 view(s) of each face (face, zoom-mirror;" in text
     assert "the most accurate on PublicTest with at most 2 views" in text
@@ -85,8 +85,8 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
 
 
 def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
-    from training.config import TrainConfig
-    from training.ledger import Experiment, write
+    from fer_onnx_factory.ledger import Experiment, write
+    from fer_onnx_factory.train.config import TrainConfig
 
     run = fake_run(tmp_path, 1)
     TrainConfig(
@@ -96,7 +96,7 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
         teacher=(Path("runs/a/best.keras"), Path("t.onnx")),
         teacher_weight=0.6,
         teacher_temperature=3.0,
-    ).write(run, "python -m training.train --teacher ...", {})
+    ).write(run, "fer-onnx-factory train --teacher ...", {})
     ledger = tmp_path / "experiments.json"
     entry = Experiment("a", "base", None, "cmd", 4, 4, 9.5, 0.6, 0.61, 0.62, True, "record")
     write([entry], ledger)
@@ -117,7 +117,7 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
         ferplus=Path("x/fer2013new.csv"),
         ferplus_mode="soft",
         ferplus_weight=0.3,
-    ).write(run, "python -m training.train --ferplus ...", {})
+    ).write(run, "fer-onnx-factory train --ferplus ...", {})
     write_card(run, SUMMARY, out, ledger=ledger)
     assert "- FER+ votes (`fer2013new.csv`, soft) as 0.3 of the training targets." in (
         out.read_text()
@@ -132,19 +132,19 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     metrics.update(
         averaged_epochs=[68, 69, 70, 71, 72, 73, 74, 75],
-        averaged_with="python -m training.average --run r --last 8",
+        averaged_with="fer-onnx-factory average --run r --last 8",
         batchnorm_faces=8192,
     )
     (run / "metrics.json").write_text(json.dumps(metrics))
     write_card(run, SUMMARY, out)
     assert (
         "75 epochs, weights averaged over epochs 68-75, BatchNorm statistics re-estimated on "
-        "8192 Training faces by `python -m training.average --run r --last 8`)"
+        "8192 Training faces by `fer-onnx-factory average --run r --last 8`)"
     ) in out.read_text()
     assert "Class-bias calibration" not in out.read_text()
     metrics.update(
         averaged_epochs=[75],
-        calibrated_with="python -m training.calibrate --run r --protect disgust",
+        calibrated_with="fer-onnx-factory calibrate --run r --protect disgust",
         calibration={
             "reference": "old.onnx",
             "tta": "flip",
@@ -159,7 +159,7 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
     text = out.read_text()
     assert "75 epochs, epoch 75's weights, BatchNorm statistics re-estimated" in text
     assert (
-        "- Class-bias calibration (`python -m training.calibrate --run r --protect disgust`): "
+        "- Class-bias calibration (`fer-onnx-factory calibrate --run r --protect disgust`): "
         "logit biases disgust +0.9 in the final layer, chosen on PublicTest with `flip` views"
     ) in text
     assert (
@@ -191,7 +191,7 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
     (run / "metrics.json").write_text(json.dumps(metrics))
     write_card(run, SUMMARY, out)
     assert (
-        "- Class-bias calibration (`python -m training.calibrate --run r --protect disgust`): "
+        "- Class-bias calibration (`fer-onnx-factory calibrate --run r --protect disgust`): "
         "logit biases disgust +0.9 in the final layer, chosen on PublicTest in 2 framings of the "
         "same faces with `flip` views as the setting of highest mean accuracy that keeps each "
         "protected class's recall at its floor in every framing (given with --floor). "
@@ -202,7 +202,7 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
 
 
 def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:
-    from export.card import main
+    from fer_onnx_factory.export.card import main
 
     run = fake_run(tmp_path, 1)
     out = tmp_path / "card.md"
@@ -214,11 +214,11 @@ def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:
 
 
 def test_card_reads_the_run_record(tmp_path: Path) -> None:
-    from training.config import ModelContract, TrainConfig
+    from fer_onnx_factory.train.config import ModelContract, TrainConfig
 
     run = fake_run(tmp_path, 1)
     TrainConfig(data=Path("faces/train"), out=run, arch="mobilenetv3small", image_size=64).write(
-        run, "python -m training.train --data faces/train", {}
+        run, "fer-onnx-factory train --data faces/train", {}
     )
     ModelContract(labels=LABELS, input_size=(64, 64), color="rgb", value_range=(0.0, 1.0)).write(
         run
@@ -233,13 +233,13 @@ def test_card_reads_the_run_record(tmp_path: Path) -> None:
 
 
 def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
-    from training.config import TrainConfig
+    from fer_onnx_factory.train.config import TrainConfig
 
     run = fake_run(tmp_path, 1)
     init = tmp_path / "ship64k" / "best.keras"
     init.parent.mkdir()
     cfg = TrainConfig(data=Path("fer2013.csv"), out=run, weights="none", init=init)
-    cfg.write(run, "python -m training.train --init ...", {})
+    cfg.write(run, "fer-onnx-factory train --init ...", {})
     out = tmp_path / "MODEL_CARD.md"
     write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
     text = out.read_text()
@@ -252,7 +252,7 @@ def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
                 "source": "src/fer_onnx/models/fp32.onnx",
                 "source_sha256": "ab" * 32,
                 "source_metadata": {
-                    "training_command": "python -m training.train --epochs 65",
+                    "training_command": "fer-onnx-factory train --epochs 65",
                     "training_wall_time_s": "6167.1",
                 },
                 "check": {"agree": 3589, "faces": 3589, "max_probability_gap": 6.8e-06},
@@ -263,9 +263,9 @@ def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:
     text = out.read_text()
     assert (
         "that model is the network of `fp32.onnx` (SHA-256 abababababab...) rebuilt as Keras by "
-        "`python -m training.from_onnx` (it agrees with the file on 3589 of 3589 PublicTest "
+        "`fer-onnx-factory rebuild` (it agrees with the file on 3589 of 3589 PublicTest "
         "faces, largest probability gap 6.8e-06), which was trained by "
-        "`python -m training.train --epochs 65` in 103 min"
+        "`fer-onnx-factory train --epochs 65` in 103 min"
     ) in text
 
 

@@ -1,4 +1,4 @@
-"""export.compare: a candidate replaces the shipped model only if it holds up in every framing."""
+"""fer-onnx-factory compare: a candidate replaces the shipped model only if it holds up."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import LABELS, build_tiny_model
 
-from export.compare import Framing, Scores, decide, main
-from training.errors import PipelineError
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.evaluate.compare import Framing, Scores, decide, main
 
 
 def framing(name: str, acc: tuple[float, float], fear: tuple[float, float]) -> Framing:

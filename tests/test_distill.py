@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
-from training.data import FER2013_LABELS, FER2013_SPEC, Dataset, Split
-from training.distill import TEACHER, blend, describe, distil, soften
-from training.errors import PipelineError
+from fer_onnx_factory.data.datasets import FER2013_LABELS, FER2013_SPEC, Dataset, Split
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.train.config import TrainConfig
+from fer_onnx_factory.train.distill import TEACHER, blend, describe, distil, soften
 
 
 def _dataset(n: int = 6) -> Dataset:
@@ -101,7 +101,7 @@ def test_a_keras_teacher_without_a_contract_is_refused(tmp_path: Path) -> None:
 
 
 def _fake_teacher(monkeypatch: pytest.MonkeyPatch, calls: list[int]) -> None:
-    import training.distill as distill_module
+    import fer_onnx_factory.train.distill as distill_module
 
     def predictor(model: Path) -> object:
         def run(x: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
 ) -> None:
     calls: list[int] = []
     _fake_teacher(monkeypatch, calls)
-    from training.config import ModelContract
+    from fer_onnx_factory.train.config import ModelContract
 
     ModelContract(labels=FER2013_LABELS, input_size=(48, 48), color="gray").write(tmp_path)
     teachers = [tmp_path / "a.keras", tmp_path / "b.keras"]
@@ -130,7 +130,7 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
     out = distil(data, teachers, weight=1.0, temperature=1.0, out=tmp_path)
     assert calls == [6, 6]  # each teacher ran once over the 6 Training faces
     assert np.allclose(out["Training"].targets[:, 3], 0.7)
-    from training.distill import labelling_seconds
+    from fer_onnx_factory.train.distill import labelling_seconds
 
     seconds = labelling_seconds(tmp_path)
     assert seconds is not None
@@ -150,7 +150,7 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
 def test_a_teacher_with_other_classes_is_refused_before_labelling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.config import ModelContract
+    from fer_onnx_factory.train.config import ModelContract
 
     calls: list[int] = []
     _fake_teacher(monkeypatch, calls)
@@ -170,6 +170,6 @@ def test_a_teacher_with_other_classes_is_refused_before_labelling(
 def test_the_shipped_onnx_teacher_names_its_classes() -> None:
     from conftest import ROOT
 
-    from training.distill import teacher_labels
+    from fer_onnx_factory.train.distill import teacher_labels
 
     assert teacher_labels(ROOT / "src/fer_onnx/models/fp32.onnx") == FER2013_LABELS

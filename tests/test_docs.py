@@ -141,7 +141,7 @@ def load_hooks() -> ModuleType:
 
 
 def test_experiment_history_is_rendered_from_the_ledger() -> None:
-    from training.ledger import read, table
+    from fer_onnx_factory.ledger import read, table
 
     hooks = load_hooks()
     page = (DOCS / "history.md").read_text(encoding="utf-8")

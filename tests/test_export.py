@@ -12,18 +12,18 @@ from conftest import FER_CSV, LABELS
 pytest.importorskip("tf2onnx")
 keras = pytest.importorskip("keras")
 
-from export.onnx import ExportError, export  # noqa: E402
-from export.onnx import main as export_main  # noqa: E402
-from export.parity import compare, keras_onnx_parity  # noqa: E402
-from export.quantize import quantize  # noqa: E402
 from fer_onnx import EmotionRecognizer  # noqa: E402
+from fer_onnx_factory.export.onnx import ExportError, export  # noqa: E402
+from fer_onnx_factory.export.onnx import main as export_main  # noqa: E402
+from fer_onnx_factory.export.parity import compare, keras_onnx_parity  # noqa: E402
+from fer_onnx_factory.export.quantize import quantize  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def faces() -> np.ndarray:
     """512 real FER2013 faces when the data is present, else random faces."""
     if FER_CSV.exists():
-        from training.data import load_fer2013_csv
+        from fer_onnx_factory.data.datasets import load_fer2013_csv
 
         return load_fer2013_csv(FER_CSV, splits=("PublicTest",))["PublicTest"].images[:512]
     return np.random.default_rng(0).integers(0, 256, (512, 48, 48, 1), dtype=np.uint8)
@@ -64,7 +64,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "image_size": 32,
                     "weights": "none",
                 },
-                "command": "python -m training.train --tiny",
+                "command": "fer-onnx-factory train --tiny",
                 "versions": {"tensorflow": "2.x", "keras": "3.x"},
             }
         )
@@ -89,7 +89,7 @@ def test_metadata_and_io_names(exported: Path) -> None:
     assert props["fer_onnx.color_mode"] == "gray"
     assert json.loads(props["fer_onnx.value_range"]) == [0.0, 255.0]
     assert props["keras_PrivateTest_accuracy"] == "0.2500"
-    assert props["training_command"] == "python -m training.train --tiny"
+    assert props["training_command"] == "fer-onnx-factory train --tiny"
     for key in ("tf2onnx_version", "tensorflow_version", "keras_version", "dataset", "opset"):
         assert props[key]
     assert [i.name for i in proto.graph.input] == ["faces"]

@@ -1,4 +1,4 @@
-"""training.from_onnx: an exported fp32 network rebuilt as a trainable Keras model."""
+"""fer_onnx_factory.tune.rebuild: an exported fp32 network rebuilt as a trainable Keras model."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from conftest import LABELS
 pytest.importorskip("tf2onnx")
 keras = pytest.importorskip("keras")
 
-from export.onnx import export  # noqa: E402
 from fer_onnx.preprocessing import InputSpec  # noqa: E402
-from training.errors import PipelineError  # noqa: E402
-from training.from_onnx import main, read_onnx, rebuild  # noqa: E402
-from training.model import build_model, load_model, with_tta  # noqa: E402
+from fer_onnx_factory.errors import PipelineError  # noqa: E402
+from fer_onnx_factory.export.onnx import export  # noqa: E402
+from fer_onnx_factory.model.build import build_model, load_model, with_tta  # noqa: E402
+from fer_onnx_factory.tune.rebuild import main, read_onnx, rebuild  # noqa: E402
 
 
 def write_csv(path: Path, rng: np.random.Generator, counts: dict[str, int]) -> Path:
@@ -62,7 +62,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, keras.
                     "image_size": 32,
                     "weights": "none",
                 },
-                "command": "python -m training.train --tiny",
+                "command": "fer-onnx-factory train --tiny",
             }
         )
     )
@@ -99,7 +99,7 @@ def test_rebuild_reproduces_the_network(
     assert all(np.abs(np.asarray(bn.moving_mean)).max() > 0 for bn in bns)
     # ... and they are the statistics of each layer's input over the Training faces: checked
     # on the first layer, whose input is the convolution of the faces themselves.
-    from training.data import load
+    from fer_onnx_factory.data.datasets import load
 
     train = load(data)["Training"].images.astype(np.float32)
     backbone = rebuilt.get_layer("mobilenetv2_0.35_32")
@@ -117,7 +117,7 @@ def test_a_rebuild_that_does_not_reproduce_the_file_writes_nothing(
     source: tuple[Path, Path, keras.Model], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     onnx_path, data, _ = source
-    monkeypatch.setattr("training.from_onnx.MAX_PROBABILITY_GAP", -1.0)
+    monkeypatch.setattr("fer_onnx_factory.tune.rebuild.MAX_PROBABILITY_GAP", -1.0)
     with pytest.raises(PipelineError, match="differs from"):
         rebuild(onnx_path, data, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from training.config import RunState, TrainConfig
-from training.errors import PipelineError
-from training.ledger import LEDGER, add, from_run, main, read, table
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.ledger import LEDGER, add, from_run, main, read, table
+from fer_onnx_factory.train.config import RunState, TrainConfig
 
 
 def fake_run(folder: Path, epochs_done: int, finished: bool, exported: bool = False) -> Path:
@@ -18,7 +18,7 @@ def fake_run(folder: Path, epochs_done: int, finished: bool, exported: bool = Fa
         {"data": "fer2013.csv", "out": str(folder), "epochs": 4, "weights": "none"}
     )
     folder.mkdir(parents=True)
-    cfg.write(folder, "python -m training.train --epochs 4", {})
+    cfg.write(folder, "fer-onnx-factory train --epochs 4", {})
     RunState(epoch=epochs_done, phase=2, best=0.61, best_epoch=2, train_seconds=600.0).write(folder)
     if finished:
         splits = {"PublicTest": {"accuracy": 0.6123}, "PrivateTest": {"accuracy": 0.6321}}

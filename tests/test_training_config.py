@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from training.config import (
-    FER2013_TEMPLATE,
+from fer_onnx_factory.data.framing import FER2013_TEMPLATE
+from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.train.config import (
     ModelContract,
     RunState,
     TrainConfig,
     template_for,
 )
-from training.errors import PipelineError
-from training.train import parse_args, start_run
+from fer_onnx_factory.train.run import parse_args, start_run
 
 
 def test_config_from_the_command_line_round_trips(tmp_path: Path) -> None:
@@ -57,10 +57,10 @@ def test_old_configs_load_with_defaults_and_typos_fail() -> None:
 def test_start_run_writes_the_record_and_resume_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = TrainConfig(data=Path("x.csv"), out=out, epochs=7)
-    started, state, record = start_run(cfg, "python -m training.train ...")
+    started, state, record = start_run(cfg, "fer-onnx-factory train ...")
     assert started == cfg
     assert state == RunState()
-    assert record["command"] == "python -m training.train ..."
+    assert record["command"] == "fer-onnx-factory train ..."
     assert "versions" in record
     with pytest.raises(PipelineError, match="already holds a run"):
         start_run(cfg, "again")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pandas")  # the [train] extra
-from training.data import (
+from fer_onnx_factory.data.datasets import (
     FER2013_LABELS,
     DataError,
     apply_ferplus,
@@ -266,7 +266,7 @@ def test_fer2013_field_count_and_unused_splits(tmp_path: Path) -> None:
 
 
 def test_held_out_validation_rows_are_stratified_and_seeded() -> None:
-    from training.data import _held_out
+    from fer_onnx_factory.data.datasets import _held_out
 
     labels = np.array([0] * 25 + [1] * 2 + [2] * 1 + [3] * 7)
     mask = _held_out(labels, 0.1, seed=0)

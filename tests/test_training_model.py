@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 from fer_onnx.preprocessing import InputSpec  # noqa: E402
-from training.model import (  # noqa: E402
+from fer_onnx_factory.model.build import (  # noqa: E402
     OUTPUT_NAME,
     TTA_CHOICES,
     TTA_VIEWS,
@@ -72,9 +72,9 @@ def test_members_must_be_positive() -> None:
 
 def test_ensemble_exports_to_one_onnx_output(tmp_path: Path) -> None:
     pytest.importorskip("tf2onnx")
-    from export.onnx import export
-    from export.parity import keras_onnx_parity
     from fer_onnx import EmotionRecognizer
+    from fer_onnx_factory.export.onnx import export
+    from fer_onnx_factory.export.parity import keras_onnx_parity
 
     keras.utils.set_random_seed(0)
     model, _ = build_model(spec=SPEC, num_classes=len(LABELS), members=2, **SMALL)
@@ -103,7 +103,7 @@ def zoom_view(x: np.ndarray) -> np.ndarray:
     """The flip+zoom centre view computed independently with OpenCV (half-pixel bilinear)."""
     import cv2
 
-    from training.model import ZOOM_CROP
+    from fer_onnx_factory.model.build import ZOOM_CROP
 
     c = ZOOM_CROP
     return np.stack(
@@ -112,7 +112,7 @@ def zoom_view(x: np.ndarray) -> np.ndarray:
 
 
 def test_tta_views_average_the_documented_views() -> None:
-    from training.model import with_tta
+    from fer_onnx_factory.model.build import with_tta
 
     model = position_sensitive_model()
     x = faces(8)
@@ -144,7 +144,7 @@ def test_tta_views_average_the_documented_views() -> None:
 def test_auto_tta_is_the_best_on_public_test_within_the_view_budget(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from export.bundle import choose_tta
+    from fer_onnx_factory.export.bundle import choose_tta
 
     model = position_sensitive_model()
     path = tmp_path / "best.keras"
@@ -169,9 +169,9 @@ def test_auto_tta_is_the_best_on_public_test_within_the_view_budget(tmp_path: Pa
 
 def test_tta_model_saves_loads_and_exports(tmp_path: Path) -> None:
     pytest.importorskip("tf2onnx")
-    from export.onnx import export
-    from export.parity import keras_onnx_parity
-    from training.model import with_tta
+    from fer_onnx_factory.export.onnx import export
+    from fer_onnx_factory.export.parity import keras_onnx_parity
+    from fer_onnx_factory.model.build import with_tta
 
     path = tmp_path / "tta.keras"
     with_tta(position_sensitive_model(), "flip+zoom").save(path)
@@ -199,13 +199,22 @@ def test_evaluate_and_parity_commands_load_tta_models(tmp_path: Path) -> None:
     from conftest import ROOT
     from test_training_data import good_rows, write_csv
 
-    from training.model import with_tta
+    from fer_onnx_factory.model.build import with_tta
 
     data = write_csv(tmp_path / "fer.csv", good_rows())
     model = tmp_path / "tta.keras"
     with_tta(position_sensitive_model(), "zoomflip").save(model)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "training.evaluate", "--model", str(model), "--data", str(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fer_onnx_factory",
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+    ]
     result = subprocess.run(
         [*cmd, "--out", str(tmp_path / "eval")], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -229,8 +238,8 @@ def test_evaluate_and_parity_commands_load_tta_models(tmp_path: Path) -> None:
 def test_init_copies_a_trained_models_weights_and_refuses_another_network(
     tmp_path: Path,
 ) -> None:
-    from training.errors import PipelineError
-    from training.train import _initialise
+    from fer_onnx_factory.errors import PipelineError
+    from fer_onnx_factory.train.run import _initialise
 
     source, _ = build_model(spec=SPEC, num_classes=len(LABELS), **SMALL)
     source.set_weights([w + 0.5 for w in source.get_weights()])  # unlike any fresh network
@@ -252,9 +261,9 @@ def _pipeline_batch(
     n: int = 32, **options: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One training batch of the real tf.data pipeline, with only ``options`` augmenting."""
-    from training.config import TrainConfig
-    from training.data import Dataset, Split
-    from training.train import _make_dataset
+    from fer_onnx_factory.data.datasets import Dataset, Split
+    from fer_onnx_factory.train.config import TrainConfig
+    from fer_onnx_factory.train.run import _make_dataset
 
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (n, 48, 48, 1)).astype(np.uint8)
@@ -304,7 +313,7 @@ def test_cutmix_pastes_rectangles_and_mixes_targets_by_area() -> None:
     np.testing.assert_allclose(
         t[np.arange(len(t)), targets[own].argmax(axis=1)], share.max(axis=1), atol=0.05
     )
-    from training.errors import PipelineError
+    from fer_onnx_factory.errors import PipelineError
 
     with pytest.raises(PipelineError, match="not both"):
         _pipeline_batch(cutmix=1.0, mixup=0.2)

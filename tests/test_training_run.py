@@ -63,8 +63,7 @@ def command(out: Path, *extra: str) -> list[str]:
     """The small training command; a later ``--flag value`` in ``extra`` overrides ARGS."""
     return [
         sys.executable,
-        "-m",
-        "training.train",
+        "-m", "fer_onnx_factory", "train",
         "--data",
         str(FER_CSV),
         "--out",
@@ -106,7 +105,7 @@ def ensemble_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def assert_beats_chance_on_training_rows(run: Path) -> None:
     import keras
 
-    from training.data import load_fer2013_csv
+    from fer_onnx_factory.data.datasets import load_fer2013_csv
 
     train_split = load_fer2013_csv(FER_CSV, splits=("Training",))["Training"]
     x, y = train_split.images[:ROWS], train_split.labels[:ROWS]
@@ -221,7 +220,7 @@ def test_full_report_is_written(run: Path) -> None:
     assert metrics["epochs_run"] == 2
     assert metrics["seconds_per_epoch"] > 0
     assert metrics["wall_time_s"] > 0
-    assert "training.train" in metrics["command"]
+    assert "fer_onnx_factory.train.run" in metrics["command"]
     assert "tensorflow" in metrics["versions"]
 
 
@@ -317,8 +316,8 @@ def test_resume_can_move_the_end_of_the_run(run: Path, tmp_path: Path) -> None:
 def test_calibration_bakes_the_chosen_biases_into_a_run_of_its_own(
     run: Path, ensemble_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from training.calibrate import main as calibrate_main
-    from training.model import OUTPUT_NAME, load_model
+    from fer_onnx_factory.model.build import OUTPUT_NAME, load_model
+    from fer_onnx_factory.tune.calibrate import main as calibrate_main
 
     out = tmp_path / "cal"
     args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
@@ -354,8 +353,8 @@ def test_calibration_keeps_the_floors_in_every_framing(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--framing: one setting chosen on FER2013's framing and the aligned one together."""
-    from training.align import main as align_main
-    from training.calibrate import main as calibrate_main
+    from fer_onnx_factory.data.align import main as align_main
+    from fer_onnx_factory.tune.calibrate import main as calibrate_main
 
     aligned = tmp_path / "aligned.npz"
     assert align_main(["--data", str(FER_CSV), "--out", str(aligned), "--limit", str(ROWS)]) == 0
@@ -392,9 +391,9 @@ def test_calibration_chooses_on_an_export(
     """--choose-on: the biases are chosen on an exported file's per-view probabilities (the
     shipped int8 file in the recipe; here the fp32 export, since int8 rounding of this
     two-epoch network moves its near-uniform probabilities by more than the check allows)."""
-    from export.onnx import export
-    from training.calibrate import main as calibrate_main
-    from training.model import OUTPUT_NAME, load_model, with_tta
+    from fer_onnx_factory.export.onnx import export
+    from fer_onnx_factory.model.build import OUTPUT_NAME, load_model, with_tta
+    from fer_onnx_factory.tune.calibrate import main as calibrate_main
 
     def onnx_export(model: object, name: str) -> Path:
         keras_path = tmp_path / f"{name}.keras"
@@ -426,9 +425,9 @@ def test_calibration_chooses_on_an_export(
 @pytest.mark.slow
 def test_init_weight_moves_a_fine_tune_back_towards_its_start(run: Path, tmp_path: Path) -> None:
     """WiSE-FT: (1 - W) x fine-tuned + W x the --init model, statistics re-estimated."""
-    from training.average import main as average_main
-    from training.config import snapshot_name
-    from training.model import load_model
+    from fer_onnx_factory.model.build import load_model
+    from fer_onnx_factory.train.config import snapshot_name
+    from fer_onnx_factory.tune.average import main as average_main
 
     start = run / "best.keras"
     tuned = tmp_path / "tuned"
@@ -450,8 +449,8 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(run: Path, tmp_pat
 def test_phase_two_learning_rate_follows_the_schedule() -> None:
     """--schedule cosine: a linear warmup from 1% of the peak, then a decay to 0; plateau: the
     peak (lowered later by the run-state callback)."""
-    from training.config import TrainConfig
-    from training.train import _learning_rate
+    from fer_onnx_factory.train.config import TrainConfig
+    from fer_onnx_factory.train.run import _learning_rate
 
     cfg = TrainConfig(data=Path("x.csv"), out=Path("r"), weights="none", lr=1e-3)
     cosine = _learning_rate(cfg, warmup=10, decay_steps=100)

@@ -1,7 +1,8 @@
 """MkDocs hooks: pages and files made at build time from the repository itself.
 
 * ``<!-- ledger -->`` in a page is replaced by the table of the committed ledger of training
-  runs (``training/experiments.json``, rendered by ``training.ledger.table``), so the
+  runs (``src/fer_onnx_factory/experiments.json``, rendered by
+  ``fer_onnx_factory.ledger.table``), so the
   experiment history can never fall behind the ledger.
 * The browser demo's screenshot (``examples/web/screenshot.png``, written by the browser test)
   is published as ``img/browser-demo.png`` without a copy in ``docs/``.
@@ -19,10 +20,10 @@ EXTRA_FILES = {"img/browser-demo.png": ROOT / "examples" / "web" / "screenshot.p
 
 
 def ledger_table() -> str:
-    """The table of ``training/experiments.json``, as ``python -m training.ledger table``."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from training.ledger import read, table
+    """The table of the committed ledger, as ``fer-onnx-factory ledger table``."""
+    if str(ROOT / "src") not in sys.path:
+        sys.path.insert(0, str(ROOT / "src"))
+    from fer_onnx_factory.ledger import read, table
 
     return table(read())
 

@@ -43,7 +43,7 @@ export function modelInfo(props, source) {
   if (missing.length) {
     throw new Error(
       `${source} lacks the metadata fer-onnx needs: ${missing.join(', ')}. Stamp it with `
-      + '`fer-onnx model stamp` or export it with `python -m export.onnx`.',
+      + '`fer-onnx model stamp` or export it with `fer-onnx-factory export`.',
     );
   }
   try {

@@ -1,0 +1,95 @@
+"""``fer-onnx-factory``: the model factory's one command line, a sub-command per step.
+
+Each sub-command is the ``main(argv)`` of one module, listed here by stage, so
+``fer-onnx-factory train --help`` is the help of :mod:`fer_onnx_factory.train.run` and
+``python -m fer_onnx_factory train ...`` runs the same. Modules are imported only when their
+command runs: TensorFlow loads for the steps that need it, not for ``--help`` or ``recipe``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command -> (module, one line); the order is the stage order of the package
+STAGES: dict[str, dict[str, tuple[str, str]]] = {
+    "data and framing": {
+        "align": ("fer_onnx_factory.data.align", "every face aligned as the runtime frames it"),
+    },
+    "model": {
+        "pretrained": (
+            "fer_onnx_factory.model.pretrained",
+            "fetch a registry's pretrained start, convert it and check it",
+        ),
+    },
+    "train": {
+        "train": ("fer_onnx_factory.train.run", "train (or resume) a run folder"),
+    },
+    "evaluate": {
+        "evaluate": ("fer_onnx_factory.evaluate.evaluate", "a model's report on a dataset"),
+        "suite": ("fer_onnx_factory.evaluate.suite", "ONNX models on the validation suite"),
+        "compare": (
+            "fer_onnx_factory.evaluate.compare",
+            "a candidate against the shipped model, in every framing",
+        ),
+        "ledger": ("fer_onnx_factory.ledger", "the committed ledger of training runs"),
+    },
+    "tune": {
+        "average": (
+            "fer_onnx_factory.tune.average",
+            "average a run's last epochs, re-estimate BatchNorm",
+        ),
+        "calibrate": ("fer_onnx_factory.tune.calibrate", "class biases chosen on PublicTest"),
+        "prior": ("fer_onnx_factory.tune.prior", "a class-prior correction chosen on the suite"),
+        "rebuild": (
+            "fer_onnx_factory.tune.rebuild",
+            "an exported fp32 network rebuilt as a trainable Keras model",
+        ),
+    },
+    "export": {
+        "export": ("fer_onnx_factory.export.onnx", "a run's model to ONNX with its metadata"),
+        "quantize": ("fer_onnx_factory.export.quantize", "static int8 quantization"),
+        "parity": ("fer_onnx_factory.export.parity", "Keras against ONNX on the same faces"),
+        "bundle": ("fer_onnx_factory.export.bundle", "fp32 + int8 files, checked, with a card"),
+        "card": ("fer_onnx_factory.export.card", "a run's model card"),
+        "template": ("fer_onnx_factory.export.template", "measure or stamp the crop template"),
+        "yunet": ("fer_onnx_factory.export.yunet", "the bundled YuNet detector, made dynamic"),
+    },
+    "recipe": {
+        "recipe": ("fer_onnx_factory.recipe", "run a recipe file's steps, resumably"),
+    },
+}
+COMMANDS: dict[str, tuple[str, str]] = {
+    name: entry for stage in STAGES.values() for name, entry in stage.items()
+}
+
+
+def usage() -> str:
+    """The list of sub-commands, by stage."""
+    lines = [
+        "usage: fer-onnx-factory COMMAND [options]   (fer-onnx-factory COMMAND --help)",
+        "",
+        "The fer-onnx model factory (needs the train extra: pip install 'fer-onnx[train]').",
+    ]
+    for stage, commands in STAGES.items():
+        lines += ["", f"{stage}:"]
+        lines += [f"  {name:<11} {about}" for name, (_, about) in commands.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; returns its exit status (2 for an unknown command)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(
+            f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest))

@@ -1,0 +1,244 @@
+"""Knowledge distillation: a teacher's probabilities on the Training faces as soft targets.
+
+``fer-onnx-factory train ... --teacher runs/a/best.keras src/fer_onnx/models/fp32.onnx``
+averages the teachers' probabilities on every Training face and trains the student on
+
+    (1 - w) * label + w * soften(teacher, T)
+
+(``--teacher-weight`` w, ``--teacher-temperature`` T; ``soften`` raises the probabilities to
+1/T and renormalises, i.e. a softmax of the logits divided by T). Evaluation splits keep their
+FER2013 labels, so PublicTest still decides every choice.
+
+The teachers run once, before the first epoch: a Keras teacher on the face and its mirror
+image, an exported ONNX teacher as it ships (through the library, with its in-graph views). The
+result is saved in the run folder (``teacher.npz``: probabilities, the Training rows they
+belong to, each teacher's path, size and SHA-256, and the seconds the labelling took, which
+the run's report adds to its wall time) so that ``--resume`` trains on the same
+targets instead of re-running, and the record says exactly which files taught the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fer_onnx_factory.data.datasets import DataError, Dataset, Split
+from fer_onnx_factory.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+TEACHER = "teacher.npz"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(models: Sequence[Path]) -> list[dict[str, object]]:
+    """Path, size and SHA-256 of each teacher file.
+
+    Raises:
+        PipelineError: A teacher file does not exist.
+    """
+    out: list[dict[str, object]] = []
+    for m in models:
+        if not m.is_file():
+            raise PipelineError(f"teacher model not found: {m} (expected a .keras or .onnx file)")
+        out.append({"path": str(m), "bytes": m.stat().st_size, "sha256": _sha256(m)})
+    return out
+
+
+def teacher_labels(model: Path) -> tuple[str, ...]:
+    """The class names of a teacher in output order.
+
+    An ONNX model's from its fer-onnx metadata; a Keras model's from the ``contract.json`` of
+    the run folder it sits in.
+
+    Raises:
+        PipelineError: The model cannot be loaded, or a Keras model has no contract beside it.
+    """
+    if model.suffix == ".onnx":
+        from fer_onnx import EmotionRecognizer, FerOnnxError
+
+        try:
+            with EmotionRecognizer(model, detector=None, device="cpu") as rec:
+                return tuple(rec.labels)
+        except FerOnnxError as e:
+            raise PipelineError(f"teacher {model} cannot be loaded: {e}") from e
+    from fer_onnx_factory.train.config import CONTRACT, ModelContract
+
+    if (model.parent / CONTRACT).is_file():
+        return ModelContract.read(model.parent).labels
+    raise PipelineError(
+        f"teacher {model}: no {CONTRACT} beside it, so its classes cannot be checked; use the "
+        "best.keras of a training run folder, or its ONNX export (fer-onnx-factory bundle)"
+    )
+
+
+def check_teachers(models: Sequence[Path], labels: Sequence[str]) -> None:
+    """Refuse teachers whose classes are not ``labels`` in the same order.
+
+    Raises:
+        PipelineError: A teacher names other classes, or another order.
+    """
+    for model in models:
+        theirs = teacher_labels(model)
+        if tuple(theirs) != tuple(labels):
+            raise PipelineError(
+                f"teacher {model} predicts {list(theirs)}, the data has {list(labels)}; "
+                "a teacher must predict the data's classes in the same order"
+            )
+
+
+def _teacher_predictor(model: Path) -> Callable[[np.ndarray], np.ndarray]:
+    from fer_onnx_factory.model.predict import predictor
+
+    run = predictor(model)
+    if model.suffix == ".onnx":
+        return run  # exported models carry their own test-time views
+
+    def face_and_mirror(x: np.ndarray) -> np.ndarray:
+        return np.asarray((run(x) + run(x[:, :, ::-1])) / 2.0)
+
+    return face_and_mirror
+
+
+def teacher_probabilities(models: Sequence[Path], images: np.ndarray) -> np.ndarray:
+    """The teachers' mean probabilities, ``(N, K)`` float32.
+
+    Raises:
+        PipelineError: The teachers disagree on the number of classes or return something
+            that is not a probability distribution per row.
+    """
+    if not models:
+        raise PipelineError("distillation needs at least one teacher model")
+    total: np.ndarray | None = None
+    for model in models:
+        t0 = time.time()
+        p = np.asarray(_teacher_predictor(model)(images), dtype=np.float64)
+        log.info("teacher %s labelled %d faces in %.0fs", model, len(images), time.time() - t0)
+        if p.ndim != 2 or len(p) != len(images):
+            raise PipelineError(f"teacher {model} returned shape {p.shape} for {len(images)} faces")
+        # an int8 model's softmax output is quantized (steps of 1/255 per view), so its rows
+        # sum to 1 within about 1%; they are renormalised below
+        sums = p.sum(axis=1, keepdims=True)
+        if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(sums - 1.0).max() > 0.02:
+            raise PipelineError(f"teacher {model} does not return probabilities")
+        p = p / sums
+        if total is not None and p.shape != total.shape:
+            raise PipelineError(
+                f"teacher {model} has {p.shape[1]} classes, the first teacher {total.shape[1]}"
+            )
+        total = p if total is None else total + p
+    assert total is not None
+    return (total / len(models)).astype(np.float32)
+
+
+def soften(p: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(p) / T)`` row by row: T > 1 flattens, T = 1 returns ``p``."""
+    if not temperature > 0:
+        raise PipelineError(f"teacher temperature must be > 0, got {temperature}")
+    logp = np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def blend(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * targets + weight * teacher``."""
+    if not 0.0 <= weight <= 1.0:
+        raise PipelineError(f"teacher weight must be in [0, 1], got {weight}")
+    if targets.shape != teacher.shape:
+        raise PipelineError(f"targets {targets.shape} and teacher {teacher.shape} differ")
+    return ((1.0 - weight) * targets + weight * teacher).astype(np.float32)
+
+
+def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]) -> np.ndarray:
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
+            cached_rows = saved["rows"]
+            probs = np.asarray(saved["probabilities"])
+            cached_teachers = json.loads(str(saved["teachers"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise PipelineError(
+            f"{path} cannot be read ({e}); move it away to label the faces again"
+        ) from e
+    if not np.array_equal(cached_rows, rows) or cached_teachers != teachers:
+        raise PipelineError(
+            f"{path} was made for other Training rows or other teacher files; move it away to "
+            "label the faces again"
+        )
+    return probs
+
+
+def labelling_seconds(out: Path) -> float | None:
+    """Wall time the teachers took to label the Training faces of the run in ``out``."""
+    path = out / TEACHER
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
+            return float(saved["seconds"]) if "seconds" in saved.files else None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise PipelineError(f"{path} cannot be read: {e}") from e
+
+
+def distil(
+    dataset: Dataset, models: Sequence[Path], weight: float, temperature: float, out: Path
+) -> Dataset:
+    """The dataset with Training targets blended with the teachers' softened probabilities.
+
+    The teachers' probabilities are cached in ``out/teacher.npz`` and reused when the rows and
+    teacher files (by SHA-256) are the same.
+
+    Raises:
+        PipelineError: Missing teachers, a mismatched cache, or bad teacher output.
+    """
+    train = dataset["Training"]
+    teachers = describe(models)
+    cache = out / TEACHER
+    if cache.exists():
+        probs = _load_cached(cache, train.rows, teachers)
+        log.info("teacher probabilities read from %s", cache)
+    else:
+        check_teachers(models, dataset.labels)
+        t0 = time.time()
+        probs = teacher_probabilities(models, train.images)
+        seconds = time.time() - t0
+        if probs.shape[1] != train.targets.shape[1]:
+            raise DataError(
+                f"the teachers have {probs.shape[1]} classes, the data {train.targets.shape[1]}"
+            )
+        tmp = cache.with_name(f".{cache.name}.tmp.npz")
+        np.savez_compressed(
+            tmp,
+            rows=train.rows,
+            probabilities=probs,
+            teachers=np.array(json.dumps(teachers)),
+            seconds=np.array(seconds),
+        )
+        tmp.replace(cache)
+    agree = float((probs.argmax(axis=1) == train.labels).mean())
+    targets = blend(train.targets, soften(probs, temperature), weight)
+    splits = dict(dataset.splits)
+    splits["Training"] = Split(train.images, train.labels, targets, train.rows)
+    notes = [
+        *dataset.notes,
+        f"distilled: Training targets = {1 - weight:g} x labels + {weight:g} x teacher "
+        f"(T={temperature:g}) from {[t['path'] for t in teachers]}; the teachers' top class "
+        f"matches the label on {agree:.1%} of Training faces",
+    ]
+    return Dataset(
+        splits, dataset.labels, dataset.spec, dataset.source, notes, template=dataset.template
+    )

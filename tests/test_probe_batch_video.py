@@ -117,7 +117,7 @@ def test_a_real_avi_claiming_2e31_frames_ends(tmp_path: Path) -> None:
 
 DRIVER = """
 import os, sys, time
-import fer_onnx.batch as batch
+from fer_onnx.batch.worker import Reader
 
 def init(self, job):
     self.job, self.recognizer = job, None
@@ -127,8 +127,8 @@ def read(self, paths):  # a long video in flight, in every worker
     time.sleep(300)
     return []
 
-batch._Reader.__init__ = init  # module level: the spawned workers run this too
-batch._Reader.read = read
+Reader.__init__ = init  # module level: the spawned workers run this too
+Reader.read = read
 
 if __name__ == "__main__":
     from fer_onnx.cli import main

@@ -91,7 +91,7 @@ def test_dash_and_dev_stdout_write_to_standard_output(tiny_model: Path, tmp_path
         cmd = [sys.executable, "-m", "fer_onnx.cli", *video_args(clip, tiny_model, "--csv", target)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("frame,timestamp,track_id")
+        assert done.stdout.startswith("source,frame,timestamp,track_id,face,")
     assert not (tmp_path / "-").exists()
 
 
@@ -407,7 +407,7 @@ def test_source_and_sinks_compose(tiny_model: Path, tmp_path: Path) -> None:
         finish_all([csv_sink, json_sink])
     assert source.stats.read == 4
     assert source.stats.skipped == 4
-    assert (tmp_path / "f.csv").read_text().startswith("frame,")
+    assert (tmp_path / "f.csv").read_text().startswith("source,frame,")
     assert partials(tmp_path) == []
 
 

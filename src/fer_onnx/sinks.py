@@ -30,6 +30,7 @@ import numpy as np
 from fer_onnx.draw import draw_faces
 from fer_onnx.errors import OutputError
 from fer_onnx.outputs import AtomicOutput, commit_all
+from fer_onnx.rows import face_values, row_columns
 from fer_onnx.types import FaceEmotion
 from fer_onnx.video import Frame
 from fer_onnx.video_out import (
@@ -101,23 +102,28 @@ def _commit_of(sink: _Sink) -> object:
     return type(sink).commit
 
 
-def face_row(frame: Frame, face: FaceEmotion) -> dict[str, Any]:
-    """One flat row: frame, timestamp, track, box, detection score, label, score, p_<label>."""
-    b = face.box
-    row: dict[str, Any] = {
-        "frame": frame.index,
-        "timestamp": round(frame.timestamp, 4),
-        "track_id": face.track_id,
-        "x": b.x,
-        "y": b.y,
-        "width": b.width,
-        "height": b.height,
-        "detection_score": None if face.detection_score is None else round(face.detection_score, 4),
-        "label": face.label,
-        "score": round(face.score, 6),
-    }
-    row.update({f"p_{k}": round(v, 6) for k, v in face.probabilities.items()})
-    return row
+def face_row(
+    frame: Frame, face: FaceEmotion, index: int = 0, *, source: str | None = None
+) -> dict[str, Any]:
+    """One flat row, as the faces table of :func:`fer_onnx.batch.run` writes it.
+
+    The columns of :mod:`fer_onnx.rows`: source, frame, timestamp, track, face index, box,
+    detection score, label, score and ``p_<label>`` (in the order of ``face.probabilities``);
+    integers stay integers and floats are not rounded.
+
+    Args:
+        frame: The frame the face was found in.
+        face: The face.
+        index: Its index among the faces of the frame (the ``face`` column).
+        source: The video read (the ``source`` column; ``None`` leaves it empty).
+    """
+    labels = tuple(face.probabilities)
+    values = face_values(face, index, labels, source=source, frame=frame)
+    return dict(zip(row_columns(labels), values, strict=True))
+
+
+def _source(source: str | os.PathLike[str] | None) -> str | None:
+    return None if source is None else os.fspath(source)
 
 
 class _Sink:
@@ -168,23 +174,27 @@ class _Sink:
 
 
 class CsvSink(_Sink):
-    """One CSV row per face per frame (:func:`face_row`'s columns)."""
+    """One CSV row per face per frame (:func:`face_row`'s columns).
 
-    def __init__(self, path: str | os.PathLike[str], labels: Sequence[str]) -> None:
+    Args:
+        path: The CSV file.
+        labels: The model's classes (one ``p_<label>`` column each).
+        source: What the ``source`` column says (the video read); ``None`` leaves it empty.
+
+    Raises:
+        OutputError: The file cannot be created.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        labels: Sequence[str],
+        *,
+        source: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__(path)
-        self.fields = [
-            "frame",
-            "timestamp",
-            "track_id",
-            "x",
-            "y",
-            "width",
-            "height",
-            "detection_score",
-            "label",
-            "score",
-            *[f"p_{label}" for label in labels],
-        ]
+        self.fields = row_columns(labels)
+        self.source = _source(source)
         try:
             self._file: IO[str] | None = open(self.output.tmp, "w", newline="")  # noqa: SIM115
         except OSError as e:
@@ -195,8 +205,8 @@ class CsvSink(_Sink):
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
         """Append one row per face."""
-        for face in faces:
-            self._writer.writerow(face_row(frame, face))
+        for i, face in enumerate(faces):
+            self._writer.writerow(face_row(frame, face, i, source=self.source))
 
     def _finish(self) -> None:
         if self._file is not None:
@@ -211,16 +221,25 @@ class CsvSink(_Sink):
 
 
 class JsonSink(_Sink):
-    """A JSON list of the same rows, plus each face's landmarks."""
+    """A JSON list of the same rows, plus each face's landmarks.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Args:
+        path: The JSON file.
+        source: What the ``source`` field says (the video read); ``None`` writes ``null``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None
+    ) -> None:
         super().__init__(path)
+        self.source = _source(source)
         self.rows: list[dict[str, Any]] = []
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
         """Collect one row per face."""
-        for face in faces:
-            self.rows.append({**face_row(frame, face), "landmarks": face.to_dict()["landmarks"]})
+        for i, face in enumerate(faces):
+            row = face_row(frame, face, i, source=self.source)
+            self.rows.append({**row, "landmarks": face.to_dict()["landmarks"]})
 
     def _finish(self) -> None:
         with open(self.output.tmp, "w") as f:

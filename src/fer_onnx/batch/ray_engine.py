@@ -26,28 +26,57 @@ import logging
 import socket
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.batch import (
-    BatchError,
-    MissingDependencyError,
-    RayOptions,
-    _chunks,
-    _Done,
-    _Job,
-    _quiet_ffmpeg,
-    _Reader,
-)
+from fer_onnx.batch.errors import BatchError, MissingDependencyError, is_number
+from fer_onnx.batch.worker import Done, Job, Reader, chunks, quiet_ffmpeg
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_ray", "run_ray"]
+__all__ = ["CONNECT_TIMEOUT_S", "RayOptions", "check_ray", "run_ray"]
 
 _INSTALL = "the Ray engine needs Ray Data: pip install 'fer-onnx[ray]'"
+
+
+@dataclass(frozen=True, slots=True)
+class RayOptions:
+    """How the Ray engine runs.
+
+    Attributes:
+        address: Address of a running Ray cluster (``"auto"``, ``"ray://host:10001"``, ...);
+            ``None`` starts a local one, or uses the one this process is already connected to.
+        concurrency: Number of actors (each holds one recognizer); ``None`` fills the
+            cluster: its CPUs divided by ``num_cpus`` (its GPUs divided by ``num_gpus`` for GPU
+            actors).
+        num_cpus: CPUs reserved per actor.
+        num_gpus: GPUs reserved per actor (fractions share a GPU); ``None`` means 1 when
+            ``device="cuda"`` and 0 otherwise.
+        batch_size: Photos per actor call (each video goes alone). Larger calls spend less
+            on Ray's per-task overhead; smaller ones balance a small job better.
+    """
+
+    address: str | None = None
+    concurrency: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or self.concurrency < 1
+        ):
+            raise BatchError(f"Ray concurrency must be an integer >= 1, got {self.concurrency!r}")
+        if not is_number(self.num_cpus, allow_zero=True):
+            raise BatchError(f"Ray num_cpus must be a number >= 0, got {self.num_cpus!r}")
+        if self.num_gpus is not None and not is_number(self.num_gpus, allow_zero=True):
+            raise BatchError(f"Ray num_gpus must be a number >= 0, got {self.num_gpus!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise BatchError(f"Ray batch_size must be an integer >= 1, got {self.batch_size!r}")
 
 
 def _ray() -> Any:
@@ -71,10 +100,10 @@ def check_ray() -> None:
 class _RayReader:
     """A Ray actor's state: one recognizer, built once; each call reads a chunk of files."""
 
-    def __init__(self, job: _Job) -> None:
-        _quiet_ffmpeg()  # the actor's process is ours: FFmpeg's raw lines stay off its log
+    def __init__(self, job: Job) -> None:
+        quiet_ffmpeg()  # the actor's process is ours: FFmpeg's raw lines stay off its log
         cv2.setNumThreads(1)  # one core per actor
-        self.reader = _Reader(job)
+        self.reader = Reader(job)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         paths = [path for chunk in batch["chunk"] for path in json.loads(str(chunk))]
@@ -190,9 +219,9 @@ def _no_restarts(map_batches: Callable[..., Any]) -> dict[str, Any]:
 
 def run_ray(
     paths: Sequence[str],
-    job: _Job,
+    job: Job,
     options: RayOptions,
-    emit: Callable[[Sequence[_Done]], None],
+    emit: Callable[[Sequence[Done]], None],
 ) -> None:
     """Read ``paths`` on Ray actors; hand each finished batch to ``emit`` (in this process).
 
@@ -237,20 +266,20 @@ def _run(
     ray: Any,
     data: Any,
     paths: Sequence[str],
-    job: _Job,
+    job: Job,
     options: RayOptions,
-    emit: Callable[[Sequence[_Done]], None],
+    emit: Callable[[Sequence[Done]], None],
 ) -> None:
     num_gpus = (
         options.num_gpus if options.num_gpus is not None else (1.0 if job.device == "cuda" else 0.0)
     )
-    rough = _chunks(paths, 1, options.batch_size)
+    rough = chunks(paths, 1, options.batch_size)
     actors = _actors(ray, options, num_gpus, len(rough))
-    chunks = _chunks(paths, actors, options.batch_size)
-    log.info("Ray: %d chunks of files on %d actors", len(chunks), actors)
+    work = chunks(paths, actors, options.batch_size)
+    log.info("Ray: %d chunks of files on %d actors", len(work), actors)
     items = data.from_items(
-        [{"chunk": json.dumps(chunk)} for chunk in chunks],  # any character in a path
-        override_num_blocks=len(chunks),
+        [{"chunk": json.dumps(chunk)} for chunk in work],  # any character in a path
+        override_num_blocks=len(work),
     )
     with warnings.catch_warnings():
         # Ray Data names no parameter for max_restarts; passing it among the remote args is
@@ -270,7 +299,7 @@ def _run(
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             emit(
                 [
-                    _Done(str(line), int(faces), bool(ok), bool(partial))
+                    Done(str(line), int(faces), bool(ok), bool(partial))
                     for line, faces, ok, partial in zip(
                         batch["line"], batch["faces"], batch["ok"], batch["partial"], strict=True
                     )

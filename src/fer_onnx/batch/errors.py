@@ -1,0 +1,27 @@
+"""The errors of batch jobs, and the check of their numeric options."""
+
+from __future__ import annotations
+
+import math
+
+from fer_onnx.errors import FerOnnxError, InvalidOptionError
+
+__all__ = ["BatchError", "MissingDependencyError", "is_number"]
+
+
+class BatchError(InvalidOptionError):
+    """A batch job cannot start: no inputs, an unusable output path, a bad option.
+
+    The message says what was wrong and what to do instead.
+    """
+
+
+class MissingDependencyError(FerOnnxError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def is_number(value: object, *, allow_zero: bool = False) -> bool:
+    """Whether ``value`` is a finite ``int`` or ``float`` (not a bool) above zero (or at it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value >= 0 if allow_zero else value > 0

@@ -134,3 +134,16 @@ def test_default_pipeline_aligns_real_faces(astronaut: np.ndarray) -> None:
         assert face.landmarks is not None
         (aligned,) = rec.cut_faces(astronaut, [rec.detector.detect(astronaut)[0]])  # type: ignore[union-attr]
         assert aligned.shape[:2] == (rec.info.input.height, rec.info.input.width)
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_probabilities_sum_to_one(name: str) -> None:
+    # int8 files quantize their softmax output in steps of 1/255: raw rows sum to 1 only
+    # within about 1%, and the runtime renormalises them
+    rng = np.random.default_rng(0)
+    faces = list(rng.integers(0, 256, size=(32, 48, 48), dtype=np.uint8))
+    with EmotionRecognizer(name, detector=None) as rec:
+        p = rec.predict(faces)
+    assert p.shape == (32, len(LABELS))
+    assert (p >= 0).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)

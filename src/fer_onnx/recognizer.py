@@ -569,6 +569,11 @@ class EmotionRecognizer:
                 "be >= 0 and sum to 1). If it outputs logits, say so in its metadata: "
                 "fer-onnx model stamp ... --softmax (metadata key fer_onnx.output = logits)."
             )
+        else:
+            # an int8 model's softmax output is quantized (steps of 1/255), so its rows sum to 1
+            # only within about 1%: every row returned is >= 0 and sums to 1
+            np.clip(values, 0.0, None, out=values)
+            values /= values.sum(axis=1, keepdims=True)
         return values
 
 

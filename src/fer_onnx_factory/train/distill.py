@@ -76,10 +76,10 @@ def teacher_labels(model: Path) -> tuple[str, ...]:
                 return tuple(rec.labels)
         except FerOnnxError as e:
             raise PipelineError(f"teacher {model} cannot be loaded: {e}") from e
-    from fer_onnx_factory.train.config import CONTRACT, ModelContract
+    from fer_onnx_factory.train.config import CONTRACT, read_contract
 
     if (model.parent / CONTRACT).is_file():
-        return ModelContract.read(model.parent).labels
+        return read_contract(model.parent).labels
     raise PipelineError(
         f"teacher {model}: no {CONTRACT} beside it, so its classes cannot be checked; use the "
         "best.keras of a training run folder, or its ONNX export (fer-onnx-factory bundle)"

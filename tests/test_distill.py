@@ -173,3 +173,30 @@ def test_the_shipped_onnx_teacher_names_its_classes() -> None:
     from fer_onnx_factory.train.distill import teacher_labels
 
     assert teacher_labels(ROOT / "src/fer_onnx/models/fp32.onnx") == FER2013_LABELS
+
+
+@pytest.mark.parametrize(("total", "accepted"), [(0.99, True), (1.015, True), (0.9, False)])
+def test_quantized_teacher_rows_are_renormalised_and_others_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, total: float, accepted: bool
+) -> None:
+    # an int8 teacher's softmax output comes in steps of 1/255: its rows sum to 1 within ~1%
+    import fer_onnx_factory.train.distill as distill_module
+
+    def predictor(model: Path) -> object:
+        def run(x: np.ndarray) -> np.ndarray:
+            p = np.full((len(x), 7), 0.05, np.float32)
+            p[:, 3] = total - 0.3
+            return p
+
+        return run
+
+    monkeypatch.setattr(distill_module, "_teacher_predictor", predictor)
+    teacher = tmp_path / "t.onnx"
+    teacher.write_bytes(b"x")
+    if not accepted:
+        with pytest.raises(PipelineError, match="does not return probabilities"):
+            distill_module.teacher_probabilities([teacher], np.zeros((4, 48, 48, 1), np.uint8))
+        return
+    p = distill_module.teacher_probabilities([teacher], np.zeros((4, 48, 48, 1), np.uint8))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert (p.argmax(axis=1) == 3).all()

@@ -31,7 +31,7 @@ from fer_onnx.batch import (
     output_paths,
     run,
 )
-from fer_onnx.batch_cli import main as batch_main
+from fer_onnx.cli.batch import main as batch_main
 
 # -- fixtures ----------------------------------------------------------------------------------
 
@@ -225,7 +225,7 @@ def test_ray_missing_says_how_to_install(
 
 def test_import_loads_no_optional_dependency() -> None:
     code = (
-        "import sys, fer_onnx.batch, fer_onnx.batch_cli; "
+        "import sys, fer_onnx.batch, fer_onnx.cli.batch; "
         "print([m for m in ('ray', 'pyarrow', 'tqdm') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

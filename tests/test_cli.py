@@ -275,6 +275,6 @@ def test_webcam_without_display_or_camera(
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["webcam", "--model", str(tiny_model)]) == 2
     assert "no display" in capsys.readouterr().err
-    monkeypatch.setattr("fer_onnx.cli._has_gui", lambda: True)
+    monkeypatch.setattr("fer_onnx.cli.webcam._has_gui", lambda: True)
     assert main(["webcam", "--camera", "97", "--model", str(tiny_model)]) == 2
     assert "cannot open camera 97" in capsys.readouterr().err

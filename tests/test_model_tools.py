@@ -12,9 +12,10 @@ from conftest import LABELS, MEDIA, YUNET, shared_file
 
 from fer_onnx import EmotionRecognizer
 from fer_onnx.cli import main as cli_main
+from fer_onnx.cli.model import add_model_parser
 from fer_onnx.errors import InvalidOptionError, ModelLoadError, ModelOutputError, OutputError
 from fer_onnx.metadata import KEY_COLOR, KEY_INPUT_SIZE, KEY_LABELS, KEY_OUTPUT, KEY_VALUE_RANGE
-from fer_onnx.model_tools import KEY_STAMP, add_model_parser, inspect_model, stamp_model
+from fer_onnx.model_tools import KEY_STAMP, inspect_model, stamp_model
 from fer_onnx.recognizer import bundled_model_path
 from fer_onnx.yunet import bundled_yunet_path
 

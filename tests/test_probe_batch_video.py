@@ -27,8 +27,8 @@ import pytest
 from conftest import MEDIA, shared_file
 
 from fer_onnx.batch import BatchError, RayOptions, output_paths, run
-from fer_onnx.batch_cli import main as batch_main
 from fer_onnx.cli import main as cli_main
+from fer_onnx.cli.batch import main as batch_main
 from fer_onnx.video import VideoSource, VideoStats, read_frames
 
 # -- helpers -----------------------------------------------------------------------------------

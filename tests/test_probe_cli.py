@@ -293,6 +293,6 @@ def test_video_summary_counts_in_words(
 
 
 def test_plural() -> None:
-    from fer_onnx.cli import _plural
+    from fer_onnx.cli.console import plural
 
-    assert [_plural(n, "track") for n in (0, 1, 2)] == ["0 tracks", "1 track", "2 tracks"]
+    assert [plural(n, "track") for n in (0, 1, 2)] == ["0 tracks", "1 track", "2 tracks"]

@@ -313,7 +313,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 def test_web_command_prints_the_url_and_serves(tmp_path: Path) -> None:
     script = (
         "import argparse, sys\n"
-        "from fer_onnx.web import add_web_parser\n"
+        "from fer_onnx.cli.web import add_web_parser\n"
         "parser = argparse.ArgumentParser(prog='fer-onnx')\n"
         "add_web_parser(parser.add_subparsers(dest='command', required=True))\n"
         "args = parser.parse_args(sys.argv[1:])\n"

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ from fer_onnx.batch import (
     output_paths,
     run,
 )
+from fer_onnx.cli.options import add_detector_options
+from fer_onnx.cli.signals import Terminated, terminating_signals
 from fer_onnx.errors import FerOnnxError
 
 __all__ = ["add_batch_parser", "main"]
@@ -47,12 +47,17 @@ of the files table); 130 interrupted (what finished is kept: run the same comman
 """
 
 
-def add_batch_parser(subparsers: Any) -> None:
+def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``batch`` subcommand on ``fer-onnx``'s subparsers (from ``add_subparsers``).
 
-    The subcommand's handler, ``args.func(args) -> int``, returns the exit code.
+    Args:
+        subparsers: The top-level parser's sub-command action.
+
+    Returns:
+        The sub-command's parser; its handler, ``args.func(args) -> int``, returns the exit
+        code.
     """
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "batch",
         help="every face of many photos and videos, to a Parquet or CSV table (resumable)",
         description=_DESCRIPTION,
@@ -180,6 +185,7 @@ def add_batch_parser(subparsers: Any) -> None:
     )
     m.add_argument("--no-smoothing", action="store_true", help="videos: raw probabilities")
     p.set_defaults(func=_cmd_batch)
+    return p
 
 
 class _Bar:
@@ -300,73 +306,31 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return _exit_code(summary)
 
 
-class _Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised in the main thread so that the pool is stopped and joined."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    raise _Terminated(signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fer-onnx batch`` on its own (``python -m fer_onnx.batch_cli batch ...``).
+    """Run ``fer-onnx batch`` on its own (``python -m fer_onnx.cli.batch batch ...``).
 
-    Returns the exit code (see the module docstring); SIGTERM and SIGHUP stop the workers and
-    keep what finished, as Ctrl-C does.
+    SIGTERM and SIGHUP stop the workers and keep what finished, as Ctrl-C does.
+
+    Args:
+        argv: The arguments, ``batch`` first; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The exit code (see the module docstring).
     """
     parser = argparse.ArgumentParser(prog="fer-onnx")
     add_batch_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
-            signum = getattr(signal, name, None)
-            if signum is not None:
-                previous[signum] = signal.signal(signum, _on_signal)
-    try:
-        code: int = args.func(args)
-    except _Terminated as e:
-        print(f"\nstopped by signal {e.signum}", file=sys.stderr)
-        return 128 + e.signum
-    except FerOnnxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with terminating_signals():
+        try:
+            code: int = args.func(args)
+        except Terminated as e:
+            print(f"\nstopped by signal {e.signum}", file=sys.stderr)
+            return 128 + e.signum
+        except FerOnnxError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return code
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def add_detector_options(group: Any) -> None:
-    """The detector options that ``image``, ``video``, ``webcam`` and ``batch`` share."""
-    group.add_argument(
-        "--detector",
-        default="yunet",
-        help="'yunet' (default, bundled), 'haar' (OpenCV cascade) or the path of a YuNet .onnx",
-    )
-    group.add_argument(
-        "--score-threshold", type=float, default=None, help="YuNet minimum face score (default 0.7)"
-    )
-    group.add_argument("--scale-factor", type=float, default=None, help="Haar scale factor")
-    group.add_argument("--min-neighbors", type=int, default=None, help="Haar min neighbours")
-    group.add_argument(
-        "--min-size",
-        type=int,
-        default=None,
-        help="Haar smallest face, pixels of the detection image",
-    )
-    group.add_argument(
-        "--detect-width",
-        type=int,
-        default=None,
-        metavar="N",
-        help="detect on a copy this wide (0 = full size; default 320)",
-    )

@@ -59,7 +59,9 @@ def make_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="fer-onnx-factory yunet",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--src", type=Path, required=True, help="upstream face_detection_yunet_2023mar.onnx"

@@ -82,7 +82,8 @@ def _reorder(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     return np.asarray(probs, dtype=np.float64)[:, index]
 
 
-def _central(boxes: list[tuple[int, int, int, int]], width: int, height: int) -> int | None:
+def central(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int) -> int | None:
+    """Index of the box whose centre is nearest the photo's centre; ``None`` for no box."""
     if not boxes:
         return None
     cx, cy = width / 2, height / 2
@@ -103,7 +104,7 @@ def onnx_scorer(model: str, batch: int = 256) -> Scorer:
     def pipeline(image: np.ndarray) -> np.ndarray | None:
         faces = rec.recognize(image)
         boxes = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in faces]
-        i = _central(boxes, image.shape[1], image.shape[0])
+        i = central(boxes, image.shape[1], image.shape[0])
         if i is None:
             return None
         return np.array([faces[i].probabilities[name] for name in LABELS])
@@ -139,7 +140,7 @@ def fer_scorer() -> Scorer:
 
     def pipeline(image: np.ndarray) -> np.ndarray | None:
         found = detector.detect_emotions(image)
-        i = _central([tuple(f["box"]) for f in found], image.shape[1], image.shape[0])
+        i = central([tuple(f["box"]) for f in found], image.shape[1], image.shape[0])
         return None if i is None else np.asarray(emotions([found[i]])[0], dtype=np.float64)
 
     return Scorer("fer 25.10.3", crops, pipeline, lambda: None)

@@ -214,15 +214,15 @@ def test_card_command_renders_a_bundled_run(tmp_path: Path) -> None:
 
 
 def test_card_reads_the_run_record(tmp_path: Path) -> None:
-    from fer_onnx_factory.train.config import ModelContract, TrainConfig
+    from fer_onnx.metadata import ModelInfo
+    from fer_onnx.preprocessing import InputSpec
+    from fer_onnx_factory.train.config import TrainConfig, write_contract
 
     run = fake_run(tmp_path, 1)
     TrainConfig(data=Path("faces/train"), out=run, arch="mobilenetv3small", image_size=64).write(
         run, "fer-onnx-factory train --data faces/train", {}
     )
-    ModelContract(labels=LABELS, input_size=(64, 64), color="rgb", value_range=(0.0, 1.0)).write(
-        run
-    )
+    write_contract(run, ModelInfo(LABELS, InputSpec(64, 64, "rgb"), (0.0, 1.0), {}))
     out = tmp_path / "MODEL_CARD.md"
     write_card(run, {**SUMMARY, "calibration_faces": 200}, out)
     text = out.read_text()

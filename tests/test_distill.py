@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_onnx.metadata import ModelInfo
 from fer_onnx_factory.data.datasets import FER2013_LABELS, FER2013_SPEC, Dataset, Split
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.train.config import TrainConfig
 from fer_onnx_factory.train.distill import TEACHER, blend, describe, distil, soften
+
+
+def _contract(labels: tuple[str, ...]) -> ModelInfo:
+    """A teacher run's contract: ``labels`` on 48x48 grey faces."""
+    return ModelInfo(labels, FER2013_SPEC, (0.0, 255.0), {})
 
 
 def _dataset(n: int = 6) -> Dataset:
@@ -120,9 +126,9 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
 ) -> None:
     calls: list[int] = []
     _fake_teacher(monkeypatch, calls)
-    from fer_onnx_factory.train.config import ModelContract
+    from fer_onnx_factory.train.config import write_contract
 
-    ModelContract(labels=FER2013_LABELS, input_size=(48, 48), color="gray").write(tmp_path)
+    write_contract(tmp_path, _contract(FER2013_LABELS))
     teachers = [tmp_path / "a.keras", tmp_path / "b.keras"]
     for t in teachers:
         t.write_bytes(t.name.encode())
@@ -150,7 +156,7 @@ def test_teachers_label_once_and_the_cache_is_keyed_by_rows(
 def test_a_teacher_with_other_classes_is_refused_before_labelling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fer_onnx_factory.train.config import ModelContract
+    from fer_onnx_factory.train.config import write_contract
 
     calls: list[int] = []
     _fake_teacher(monkeypatch, calls)
@@ -158,11 +164,11 @@ def test_a_teacher_with_other_classes_is_refused_before_labelling(
     run.mkdir()
     (run / "best.keras").write_bytes(b"x")
     swapped = (FER2013_LABELS[1], FER2013_LABELS[0], *FER2013_LABELS[2:])
-    ModelContract(labels=swapped, input_size=(48, 48), color="gray").write(run)
+    write_contract(run, _contract(swapped))
     with pytest.raises(PipelineError, match="same order"):
         distil(_dataset(), [run / "best.keras"], 0.5, 2.0, tmp_path)
     assert calls == []
-    ModelContract(labels=FER2013_LABELS, input_size=(48, 48), color="gray").write(run)
+    write_contract(run, _contract(FER2013_LABELS))
     distil(_dataset(), [run / "best.keras"], 0.5, 2.0, tmp_path)
     assert calls == [6]
 

@@ -123,6 +123,71 @@ def test_export_is_byte_identical(run_dir: Path, exported: Path, tmp_path: Path)
     assert again.read_bytes() == exported.read_bytes()
 
 
+def test_export_writes_the_run_contract_plus_provenance(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's metadata parses to the run's contract with provenance extras, written by the
+    one metadata writer; a contract.json of the old format exports the same bytes."""
+    import dataclasses
+    import shutil
+
+    import onnx
+    import tf2onnx
+
+    from fer_onnx.metadata import ModelInfo
+    from fer_onnx.model_tools import write_metadata
+    from fer_onnx.preprocessing import InputSpec
+    from fer_onnx_factory.data.framing import FER2013_TEMPLATE, load_template
+    from fer_onnx_factory.export import onnx as export_module
+    from fer_onnx_factory.export.onnx import run_metadata
+    from fer_onnx_factory.train.config import write_contract
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.keras", "metrics.json", "config.json"):
+        shutil.copy(run_dir / name, run / name)
+    template = load_template(FER2013_TEMPLATE)
+    contract = ModelInfo(LABELS, InputSpec(48, 48, "gray"), (0.0, 1.0), {}, template)
+    write_contract(run, contract)
+    written: list[dict[str, str]] = []
+
+    def recording(proto: object, props: dict[str, str]) -> None:
+        written.append(dict(props))
+        write_metadata(proto, props)
+
+    monkeypatch.setattr(export_module, "write_metadata", recording)
+    info = export(run / "best.keras", tmp_path / "new.onnx")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "new.onnx")).metadata_props}
+    assert written == [props]
+    assert list(props) == sorted(props)
+    parsed = ModelInfo.from_metadata(props)
+    assert parsed == info
+    assert dataclasses.replace(parsed, extra={}) == contract
+    assert parsed.extra == {
+        **run_metadata(run),
+        "tf2onnx_version": tf2onnx.__version__,
+        "opset": "17",
+        "precision": "fp32",
+    }
+    old = {
+        "labels": list(LABELS),
+        "input_size": [48, 48],
+        "color": "gray",
+        "value_range": [0.0, 1.0],
+        "output": "probabilities",
+        "template": json.loads(template.to_json()),
+    }
+    (run / "contract.json").write_text(json.dumps(old, indent=2))
+    export(run / "best.keras", tmp_path / "old.onnx")
+    assert (tmp_path / "old.onnx").read_bytes() == (tmp_path / "new.onnx").read_bytes()
+    export(run / "best.keras", tmp_path / "plain.onnx", contract_template=False)
+    plain = {p.key: p.value for p in onnx.load(str(tmp_path / "plain.onnx")).metadata_props}
+    assert ModelInfo.from_metadata(plain).template is None
+    (run / "contract.json").write_text(json.dumps({**old, "input_size": [64, 64]}))
+    with pytest.raises(ExportError, match="differs from the run's contract"):
+        export(run / "best.keras", tmp_path / "x.onnx")
+
+
 def test_library_loads_export(exported: Path, faces: np.ndarray) -> None:
     with EmotionRecognizer(exported, detector=None) as rec:
         assert rec.labels == LABELS

@@ -1,4 +1,4 @@
-"""The typed run record (Keras-free): TrainConfig, RunState, ModelContract, and start_run."""
+"""The typed run record (Keras-free): TrainConfig, RunState, the model contract, start_run."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from fer_onnx_factory.data.framing import FER2013_TEMPLATE
+from fer_onnx.alignment import CropTemplate
+from fer_onnx.metadata import ModelInfo
+from fer_onnx.preprocessing import InputSpec
+from fer_onnx_factory.data.framing import FER2013_TEMPLATE, load_template
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.train.config import (
-    ModelContract,
+    CONTRACT_FORMAT,
     RunState,
     TrainConfig,
+    read_contract,
     template_for,
+    write_contract,
 )
 from fer_onnx_factory.train.run import parse_args, start_run
 
@@ -83,21 +88,97 @@ def test_run_state_and_contract_round_trip(tmp_path: Path) -> None:
     state = RunState(epoch=5, phase=2, best=0.61, best_epoch=4, wait=1, train_seconds=3.0)
     state.write(tmp_path)
     assert RunState.read(tmp_path) == state
-    contract = ModelContract(
-        labels=("a", "b"), input_size=(48, 48), color="gray", template={"landmarks": [[0, 0]]}
-    )
-    contract.write(tmp_path)
-    assert ModelContract.read(tmp_path) == contract
     (tmp_path / "contract.json").write_text("{}")
     with pytest.raises(PipelineError, match="malformed"):
-        ModelContract.read(tmp_path)
+        read_contract(tmp_path)
     with pytest.raises(PipelineError, match="not found"):
         RunState.read(tmp_path / "nothing")
 
 
+TEMPLATE = CropTemplate(
+    ((0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.75), (0.65, 0.75)), (0.1, 0.1, 0.8, 0.8)
+)
+
+
+@pytest.mark.parametrize(
+    "contract",
+    [
+        ModelInfo(("a", "b"), InputSpec(48, 48, "gray"), (0.0, 255.0), {}),
+        ModelInfo(("x", "y", "z"), InputSpec(64, 56, "bgr"), (-1.0, 1.0), {}, TEMPLATE, "logits"),
+    ],
+)
+def test_the_run_contract_round_trips_as_model_info(tmp_path: Path, contract: ModelInfo) -> None:
+    write_contract(tmp_path, contract)
+    assert read_contract(tmp_path) == contract
+    data = json.loads((tmp_path / "contract.json").read_text())
+    assert data["format"] == CONTRACT_FORMAT
+    # Exactly the fer-onnx entries the exported file's metadata will hold, in sorted order.
+    assert data["metadata"] == contract.to_metadata()
+    assert list(data["metadata"]) == sorted(data["metadata"])
+
+
+def test_the_contract_keeps_no_provenance(tmp_path: Path) -> None:
+    info = ModelInfo(("a", "b"), InputSpec(48, 48, "gray"), (0.0, 255.0), {"dataset": "x.csv"})
+    write_contract(tmp_path, info)
+    assert read_contract(tmp_path).extra == {}
+
+
+OLD_CONTRACT = {
+    "labels": ["angry", "happy"],
+    "input_size": [48, 48],
+    "color": "gray",
+    "value_range": [0, 255],
+    "output": "probabilities",
+    "template": json.loads(TEMPLATE.to_json()),
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, ModelInfo(("angry", "happy"), InputSpec(48, 48, "gray"), (0, 255), {}, TEMPLATE)),
+        (
+            {"template": None, "color": "rgb", "value_range": [0.0, 1.0], "output": "logits"},
+            ModelInfo(("angry", "happy"), InputSpec(48, 48, "rgb"), (0, 1), {}, None, "logits"),
+        ),
+        (
+            {"output": None},  # no "output" key: probabilities
+            ModelInfo(("angry", "happy"), InputSpec(48, 48, "gray"), (0, 255), {}, TEMPLATE),
+        ),
+    ],
+)
+def test_a_contract_of_the_old_format_still_reads(
+    tmp_path: Path, changes: dict[str, object], expected: ModelInfo
+) -> None:
+    """Runs written before the format key (plain JSON fields) can still be exported."""
+    old = {k: v for k, v in {**OLD_CONTRACT, **changes}.items() if v is not None or k != "output"}
+    (tmp_path / "contract.json").write_text(json.dumps(old, indent=2))
+    assert read_contract(tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ({**OLD_CONTRACT, "color": "purple"}, "color_mode must be one of"),
+        ({**OLD_CONTRACT, "labels": ["a", "a"]}, "distinct"),
+        ({**OLD_CONTRACT, "template": {"landmarks": [[0, 0]]}}, "malformed"),
+        ({"format": "fer_onnx.metadata/9", "metadata": {}}, "unknown format"),
+        ({"format": CONTRACT_FORMAT, "metadata": {"fer_onnx.labels": 1}}, "strings"),
+        ({"format": CONTRACT_FORMAT, "metadata": {}}, "lacks fer_onnx.labels"),
+        ({"format": CONTRACT_FORMAT}, "malformed"),
+    ],
+)
+def test_a_bad_contract_is_a_clear_error(
+    tmp_path: Path, content: dict[str, object], error: str
+) -> None:
+    (tmp_path / "contract.json").write_text(json.dumps(content))
+    with pytest.raises(PipelineError, match=error):
+        read_contract(tmp_path)
+
+
 def test_fer2013_runs_get_the_measured_template() -> None:
     template = template_for(Path("../shared/data/fer2013/fer2013.csv.gz"))
-    assert template == json.loads(FER2013_TEMPLATE.read_text())["template"]
+    assert template == load_template(FER2013_TEMPLATE)
     assert template_for(Path("my_faces/")) is None
 
 

@@ -598,12 +598,34 @@ def _stamp_metadata(
     return props
 
 
+def write_metadata(proto: Any, props: Mapping[str, str]) -> None:
+    """Replace the ``metadata_props`` of an ONNX model with ``props``, sorted by name.
+
+    The one writer of ONNX metadata: :func:`stamp_model`, the model factory's export,
+    quantisation and template stamping all go through it, so every file lists its entries
+    the same way (sorted, which also keeps an export byte-stable).
+
+    Args:
+        proto: An ``onnx.ModelProto``, changed in place (the ``onnx`` package itself is not
+            needed here).
+        props: Every entry the model is to carry (e.g. :meth:`ModelInfo.to_metadata` with
+            provenance added); names and values are strings. Entries not in it are dropped.
+
+    Raises:
+        InvalidTypeError: A name or value is not a string.
+    """
+    bad = [k for k, v in props.items() if not (isinstance(k, str) and isinstance(v, str))]
+    if bad:
+        raise InvalidTypeError(f"metadata names and values must be strings, not so for {bad[:5]!r}")
+    del proto.metadata_props[:]
+    for key in sorted(props):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, props[key]
+
+
 def _set_metadata(onnx: Any, proto: Any, src: Path, props: Mapping[str, str]) -> None:
     """Replace the metadata of ``proto`` by ``props``; the result must pass onnx's checker."""
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_metadata(proto, props)
     try:
         onnx.checker.check_model(proto)
     except Exception as e:  # onnx.checker.ValidationError and friends
@@ -732,4 +754,3 @@ def stamp_model(
     _set_metadata(onnx, proto, src, _stamp_metadata(src, previous, options, softmax))
     _write_checked(onnx, proto, src, dst, tensor.name, layout, options, softmax)
     return inspect_model(dst)
-

@@ -37,7 +37,7 @@ import numpy as np
 
 from fer_onnx_factory.data.framing import FER2013_TEMPLATE
 from fer_onnx_factory.errors import PipelineError
-from fer_onnx_factory.export.onnx import ExportError, export, save, set_metadata
+from fer_onnx_factory.export.onnx import ExportError, export, save
 from fer_onnx_factory.export.parity import keras_onnx_parity
 from fer_onnx_factory.export.quantize import calibration_faces, quantize
 
@@ -72,6 +72,7 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any], suffix: str = "")
     import onnx
 
     from fer_onnx.metadata import ModelInfo
+    from fer_onnx.model_tools import write_metadata
 
     proto = onnx.load(str(path))
     info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
@@ -79,7 +80,7 @@ def add_accuracy_metadata(path: Path, metrics: dict[str, Any], suffix: str = "")
     for split, m in metrics["splits"].items():
         props[f"onnx_{split}_accuracy{suffix}"] = f"{m['accuracy']:.4f}"
         props[f"onnx_{split}_macro_f1{suffix}"] = f"{m['macro_f1']:.4f}"
-    set_metadata(proto, dataclasses.replace(info, extra=props))
+    write_metadata(proto, dataclasses.replace(info, extra=props).to_metadata())
     save(proto, path)
 
 

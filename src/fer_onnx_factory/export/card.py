@@ -15,7 +15,7 @@ from typing import Any
 
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.ledger import LEDGER, read, table
-from fer_onnx_factory.train.config import CONFIG, CONTRACT, ModelContract, TrainConfig
+from fer_onnx_factory.train.config import CONFIG, CONTRACT, TrainConfig, read_contract
 
 
 def _table(metrics: dict[str, Any], split: str) -> list[str]:
@@ -299,10 +299,10 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         if (run / CONFIG).is_file()
         else keras_metrics.get("args", {})
     )
-    contract = ModelContract.read(run) if (run / CONTRACT).is_file() else None
+    contract = read_contract(run) if (run / CONTRACT).is_file() else None
     labels = list(contract.labels) if contract else list(keras_metrics["labels"])
-    height, width = contract.input_size if contract else (48, 48)
-    color = contract.color if contract else "gray"
+    height, width = (contract.input.height, contract.input.width) if contract else (48, 48)
+    color = contract.input.color if contract else "gray"
     low, high = contract.value_range if contract else (0.0, 255.0)
     described = {"gray": "grey", "rgb": "RGB", "bgr": "BGR"}.get(color, color)
     to_three = "grey to 3 channels, " if color == "gray" else ""

@@ -3,15 +3,17 @@
     fer-onnx-factory export --keras runs/ship/best.keras --out build/fp32.onnx
 
 The ONNX file gets a fixed opset, a dynamic batch dimension, the input name ``faces`` and the
-output name ``probabilities``, and the metadata the library reads (``fer_onnx.metadata``):
-labels, input size, colour mode, value range, plus dataset, accuracies, training command and
-versions taken from the run folder (``config.json``, ``metrics.json`` next to the model).
+output name ``probabilities``, and the metadata the library reads (``fer_onnx.metadata``): the
+run's model contract (``contract.json``: labels, input size, colour mode, value range, output
+kind, crop template) plus dataset, accuracies, training command and versions taken from the run
+folder (``config.json``, ``metrics.json`` next to the model).
 The same Keras model exported twice gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -25,8 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fer_onnx.alignment import CropTemplate
 from fer_onnx.metadata import ModelInfo
+from fer_onnx.model_tools import write_metadata
 from fer_onnx.preprocessing import InputSpec
-from fer_onnx_factory.train.config import CONTRACT, ModelContract
+from fer_onnx_factory.train.config import CONTRACT, read_contract
 
 OPSET = 17
 INPUT_NAME = "faces"
@@ -150,12 +153,42 @@ def canonicalize(proto: Any) -> None:
     graph.initializer.extend(initializers)
 
 
-def set_metadata(proto: Any, info: ModelInfo) -> None:
-    """Replace the model's ``metadata_props`` with ``info`` (sorted, so output is stable)."""
-    import onnx.helper
+def model_contract(
+    run_dir: Path,
+    labels: tuple[str, ...],
+    spec: InputSpec,
+    keras_path: Path,
+    template: CropTemplate | None = None,
+    contract_template: bool = True,
+) -> ModelInfo:
+    """What the exported file promises: the run's ``contract.json``, checked against the graph.
 
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, dict(sorted(info.to_metadata().items())))
+    A run without a contract gets ``labels``, the graph's input ``spec`` and the defaults
+    (values ``0..255``, probabilities, no template). ``template`` replaces the contract's
+    crop template; ``contract_template=False`` drops it.
+
+    Raises:
+        ExportError: The labels or the graph's input differ from the contract.
+    """
+    if not (run_dir / CONTRACT).is_file():
+        return ModelInfo(labels, spec, (0.0, 255.0), {}, template)
+    # The run's contract is the truth; the graph must agree with it.
+    contract = read_contract(run_dir)
+    if tuple(labels) != contract.labels:
+        raise ExportError(f"labels {labels} differ from the run's contract {contract.labels}")
+    promised = contract.input
+    if (spec.height, spec.width, spec.channels) != (
+        promised.height,
+        promised.width,
+        promised.channels,
+    ):
+        raise ExportError(
+            f"{keras_path}: input {spec.height}x{spec.width}x{spec.channels} differs from "
+            f"the run's contract {(promised.height, promised.width)} {promised.color}"
+        )
+    if template is not None or not contract_template:
+        contract = dataclasses.replace(contract, template=template)
+    return contract
 
 
 def export(
@@ -192,26 +225,7 @@ def export(
         if not labels:
             raise ExportError(f"no labels: {run_dir / 'metrics.json'} has none; pass --labels")
     proto, spec = keras_to_onnx(keras_path, opset)
-    contract = ModelContract.read(run_dir) if (run_dir / CONTRACT).is_file() else None
-    value_range: tuple[float, float] = (0.0, 255.0)
-    output = "probabilities"
-    if contract is not None:
-        # The run's contract is the truth; the graph must agree with it.
-        if tuple(labels) != contract.labels:
-            raise ExportError(f"labels {labels} differ from the run's contract {contract.labels}")
-        channels = 1 if contract.color == "gray" else 3
-        if (spec.height, spec.width, spec.channels) != (*contract.input_size, channels):
-            raise ExportError(
-                f"{keras_path}: input {spec.height}x{spec.width}x{spec.channels} differs from "
-                f"the run's contract {contract.input_size} {contract.color}"
-            )
-        spec = InputSpec(spec.height, spec.width, contract.color)  # type: ignore[arg-type]
-        value_range, output = contract.value_range, contract.output
-        if template is None and contract_template and contract.template is not None:
-            try:
-                template = CropTemplate.from_json(json.dumps(contract.template))
-            except ValueError as e:
-                raise ExportError(f"{run_dir / CONTRACT}: {e}") from e
+    contract = model_contract(run_dir, tuple(labels), spec, keras_path, template, contract_template)
     n_out = proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     if n_out and n_out != len(labels):
         raise ExportError(f"model has {n_out} outputs but {len(labels)} labels were given")
@@ -224,8 +238,8 @@ def export(
         "precision": "fp32",
         **(extra or {}),
     }
-    info = ModelInfo(labels, spec, value_range, props, template, output)
-    set_metadata(proto, info)
+    info = dataclasses.replace(contract, extra={**contract.extra, **props})
+    write_metadata(proto, info.to_metadata())
     proto.producer_version = tf2onnx.__version__
     onnx.checker.check_model(proto)
     save(proto, out)

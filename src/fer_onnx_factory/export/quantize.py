@@ -58,7 +58,8 @@ def quantize(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from fer_onnx.metadata import ModelInfo
-    from fer_onnx_factory.export.onnx import save, set_metadata
+    from fer_onnx.model_tools import write_metadata
+    from fer_onnx_factory.export.onnx import save
 
     source = onnx.load(str(fp32_path))
     info = ModelInfo.from_metadata({p.key: p.value for p in source.metadata_props}, str(fp32_path))
@@ -87,7 +88,7 @@ def quantize(
     }
     # Accuracy figures measured on the fp32 model do not describe this one.
     props = {k: v for k, v in props.items() if not k.startswith("onnx_")}
-    set_metadata(proto, dataclasses.replace(info, extra=props))
+    write_metadata(proto, dataclasses.replace(info, extra=props).to_metadata())
     save(proto, out)
     return proto
 

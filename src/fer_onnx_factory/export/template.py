@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
+from fer_onnx.model_tools import write_metadata
 from fer_onnx_factory.data.framing import load_template, measure
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.export.onnx import ExportError, save
@@ -32,8 +33,7 @@ def stamp(model: Path, template: CropTemplate, out: Path | None = None) -> None:
     proto = onnx.load(str(model))
     props = {p.key: p.value for p in proto.metadata_props}
     props[KEY_CROP_TEMPLATE] = template.to_json()
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, dict(sorted(props.items())))
+    write_metadata(proto, props)
     save(proto, out or model)
 
 

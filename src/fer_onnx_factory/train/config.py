@@ -8,9 +8,21 @@ Keras-free, so that train, resume, report, export and the model card read the sa
   lacks take their defaults; unknown keys are an error (a typo must not pass silently).
 * :class:`RunState` — the resumable progress (``state.json``): epoch, phase, best PublicTest
   accuracy and its epoch, plateau/early-stopping counter, training seconds.
-* :class:`ModelContract` — what the trained model expects and returns (labels in output order,
-  input size and colour mode, value range, how its training faces were framed), written once
-  by training to ``contract.json`` and read by export, which copies it into the ONNX metadata.
+* the model contract — what the trained model expects and returns (labels in output order,
+  input size and colour mode, value range, output kind, how its training faces were framed):
+  the runtime's own :class:`fer_onnx.metadata.ModelInfo`, written once by training to
+  ``contract.json`` (:func:`write_contract`) and read by export (:func:`read_contract`), which
+  writes it into the ONNX metadata with the run's provenance added.
+
+``contract.json`` holds exactly the fer-onnx entries of the exported file's metadata::
+
+    {"format": "fer_onnx.metadata", "metadata": {"fer_onnx.labels": "[\"angry\", ...]",
+     "fer_onnx.input_size": "[48, 48]", "fer_onnx.color_mode": "gray", ...}}
+
+(the string map of :meth:`~fer_onnx.metadata.ModelInfo.to_metadata`, parsed back by
+:meth:`~fer_onnx.metadata.ModelInfo.from_metadata`). Runs written before this format hold
+``{"labels": [...], "input_size": [h, w], "color": ..., "value_range": [lo, hi], "output": ...,
+"template": {...} | null}``, which :func:`read_contract` still accepts.
 """
 
 from __future__ import annotations
@@ -18,18 +30,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
+from fer_onnx.errors import ModelLoadError
+from fer_onnx.metadata import (
+    KEY_COLOR,
+    KEY_INPUT_SIZE,
+    KEY_LABELS,
+    KEY_OUTPUT,
+    KEY_VALUE_RANGE,
+    REQUIRED_KEYS,
+    ModelInfo,
+)
 from fer_onnx_factory.data.framing import FER2013_TEMPLATE
 from fer_onnx_factory.errors import PipelineError
 
 CONFIG = "config.json"
 STATE = "state.json"
 CONTRACT = "contract.json"
-
-"""How FER2013 frames its faces (``fer-onnx-factory template measure``)."""
+CONTRACT_FORMAT = "fer_onnx.metadata"
+"""``format`` of ``contract.json``: its ``metadata`` is a :class:`ModelInfo`'s string map."""
 
 _PATHS = ("data", "out", "ferplus", "init")
 
@@ -187,6 +210,15 @@ class TrainConfig:
         return self.lr
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every option's default, by field name (``data`` and ``out`` have none)."""
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+
+    @classmethod
     def from_args(cls, args: Any) -> TrainConfig:
         """From an ``argparse.Namespace`` (or any object with the same attributes)."""
         return cls.from_dict(vars(args))
@@ -277,68 +309,93 @@ class RunState:
             raise PipelineError(f"{folder / STATE} is malformed: {e}") from e
 
 
-@dataclass(frozen=True)
-class ModelContract:
-    """What the trained model expects and returns, for export and the runtime.
+def write_contract(folder: Path, info: ModelInfo) -> None:
+    """Write the run's model contract ``info`` to ``contract.json`` (without its extras).
 
-    Attributes:
-        labels: Class names in output order.
-        input_size: ``(height, width)`` of one face.
-        color: ``gray``, ``rgb`` or ``bgr``.
-        value_range: Range of the input values the graph expects.
-        output: ``probabilities`` or ``logits``.
-        template: The crop template of the training faces' framing (the JSON of
-            ``fer_onnx.alignment.CropTemplate``), or ``None`` when unknown.
+    The provenance entries of ``info.extra`` are export's business, not the contract's.
     """
-
-    labels: tuple[str, ...]
-    input_size: tuple[int, int]
-    color: str
-    value_range: tuple[float, float] = (0.0, 255.0)
-    output: str = "probabilities"
-    template: dict[str, Any] | None = field(default=None, compare=True)
-
-    def write(self, folder: Path) -> None:
-        """Write ``contract.json``."""
-        data = dataclasses.asdict(self)
-        _write_json(folder / CONTRACT, data)
-
-    @classmethod
-    def read(cls, folder: Path) -> ModelContract:
-        """Read ``contract.json``.
-
-        Raises:
-            PipelineError: It is missing or malformed.
-        """
-        data = _read_json(folder / CONTRACT)
-        try:
-            return cls(
-                labels=tuple(data["labels"]),
-                input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
-                color=str(data["color"]),
-                value_range=(float(data["value_range"][0]), float(data["value_range"][1])),
-                output=str(data.get("output", "probabilities")),
-                template=data.get("template"),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise PipelineError(f"{folder / CONTRACT} is malformed: {e}") from e
+    props = dataclasses.replace(info, extra={}).to_metadata()
+    _write_json(
+        folder / CONTRACT, {"format": CONTRACT_FORMAT, "metadata": dict(sorted(props.items()))}
+    )
 
 
-def template_for(data: Path) -> dict[str, Any] | None:
+def read_contract(folder: Path) -> ModelInfo:
+    """Read the run's model contract from ``contract.json``, in either format.
+
+    Raises:
+        PipelineError: It is missing, malformed or implausible (bad labels, size, colour,
+            value range, output kind or crop template).
+    """
+    path = folder / CONTRACT
+    try:
+        props = _contract_props(_read_json(path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise PipelineError(f"{path} is malformed: {e}") from e
+    try:
+        return ModelInfo.from_metadata(props, str(path))
+    except ModelLoadError as e:  # "<path> has malformed fer-onnx metadata: ..."
+        raise PipelineError(str(e)) from e
+
+
+def _contract_props(data: dict[str, Any]) -> dict[str, str]:
+    """The metadata string map of a ``contract.json`` of either format.
+
+    Raises:
+        KeyError, TypeError, ValueError: It is neither format.
+    """
+    if "format" not in data:
+        return _old_contract_props(data)
+    if data["format"] != CONTRACT_FORMAT:
+        raise ValueError(f"unknown format {data['format']!r}, expected {CONTRACT_FORMAT!r}")
+    props = data["metadata"]
+    if not isinstance(props, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in props.items()
+    ):
+        raise TypeError("'metadata' must map names to strings")
+    missing = [key for key in REQUIRED_KEYS if key not in props]
+    if missing:
+        raise ValueError(f"'metadata' lacks {', '.join(missing)}")
+    return props
+
+
+def _old_contract_props(data: dict[str, Any]) -> dict[str, str]:
+    """The metadata string map of a run from before the format key (plain JSON fields)."""
+    old = {
+        KEY_LABELS: json.dumps(data["labels"]),
+        KEY_INPUT_SIZE: json.dumps(data["input_size"]),
+        KEY_COLOR: str(data["color"]),
+        KEY_VALUE_RANGE: json.dumps(data["value_range"]),
+        KEY_OUTPUT: str(data.get("output", "probabilities")),
+    }
+    if data.get("template") is not None:
+        old[KEY_CROP_TEMPLATE] = json.dumps(data["template"])
+    return old
+
+
+def template_for(data: Path) -> CropTemplate | None:
     """The framing template that fits ``data``, else ``None``.
 
     An aligned ``.npz`` dataset (``fer-onnx-factory align``) carries the template its faces
     were aligned onto; FER2013 csv files get the template measured on them.
+
+    Raises:
+        PipelineError: The template found is not a plausible :class:`CropTemplate`.
     """
     if data.suffix == ".npz":
         from fer_onnx_factory.data.datasets import read_npz_meta
 
-        template = read_npz_meta(data).get("template")
-        return template if isinstance(template, dict) else None
-    if "fer2013" not in data.name.lower() or not FER2013_TEMPLATE.is_file():
+        source, template = data, read_npz_meta(data).get("template")
+    elif "fer2013" in data.name.lower() and FER2013_TEMPLATE.is_file():
+        source, template = FER2013_TEMPLATE, _read_json(FER2013_TEMPLATE).get("template")
+    else:
         return None
-    template = _read_json(FER2013_TEMPLATE).get("template")
-    return template if isinstance(template, dict) else None
+    if not isinstance(template, dict):
+        return None
+    try:
+        return CropTemplate.from_json(json.dumps(template))
+    except ValueError as e:
+        raise PipelineError(f"{source}: its crop template is implausible: {e}") from e
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:

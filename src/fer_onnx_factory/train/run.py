@@ -33,19 +33,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from fer_onnx.metadata import ModelInfo
 from fer_onnx_factory.data.datasets import DataError, Dataset, apply_ferplus, limit_rows, load
 from fer_onnx_factory.report import versions, write_report
 from fer_onnx_factory.train.config import (
     CONTRACT,
     SNAPSHOT,
     STATE,
-    ModelContract,
     RunState,
     TrainConfig,
     snapshot_name,
     template_for,
     write_record,
 )
+from fer_onnx_factory.train.config import write_contract as save_contract
 
 log = logging.getLogger("fer_onnx_factory.train.run")
 
@@ -630,17 +631,17 @@ def load_data(cfg: TrainConfig) -> Dataset:
     return dataset
 
 
-def write_contract(cfg: TrainConfig, dataset: Dataset) -> ModelContract:
+def write_contract(cfg: TrainConfig, dataset: Dataset) -> ModelInfo:
     """Stage 3: what the model will expect and return, written once for export."""
-    contract = ModelContract(
+    contract = ModelInfo(
         labels=tuple(dataset.labels),
-        input_size=(dataset.spec.height, dataset.spec.width),
-        color=dataset.spec.color,
+        input=dataset.spec,
         value_range=(0.0, 255.0),
-        output="probabilities",
+        extra={},
         template=template_for(cfg.data),
+        output="probabilities",
     )
-    contract.write(cfg.out)
+    save_contract(cfg.out, contract)
     return contract
 
 

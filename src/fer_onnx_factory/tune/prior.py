@@ -95,6 +95,8 @@ def bake(model_in: Path, model_out: Path, weights: np.ndarray, extra: dict[str, 
     import onnx
     from onnx import helper, numpy_helper
 
+    from fer_onnx.model_tools import write_metadata
+
     if model_out.exists():
         raise PipelineError(f"{model_out} exists; choose a new path")
     model = onnx.load(str(model_in))
@@ -122,10 +124,7 @@ def bake(model_in: Path, model_out: Path, weights: np.ndarray, extra: dict[str, 
     graph.node.append(helper.make_node("Div", ["prior_weighted", "prior_sum"], ["probabilities"]))
     props = {p.key: p.value for p in model.metadata_props}
     props.update(extra)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    write_metadata(model, props)
     onnx.checker.check_model(model)
     model_out.parent.mkdir(parents=True, exist_ok=True)
     tmp = model_out.with_name(f".{model_out.name}.tmp")

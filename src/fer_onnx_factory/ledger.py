@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.report import write_json
 from fer_onnx_factory.train.config import STATE, RunState, TrainConfig
@@ -205,6 +205,7 @@ def table(entries: list[Experiment]) -> str:
     return "\n".join(lines)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory ledger",
@@ -221,15 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--note", default="", help="anything else a reader needs")
     sub.add_parser("table", help="print the Markdown table")
     args = p.parse_args(argv)
-    try:
-        if args.command == "add":
-            entry = from_run(args.run, args.name, args.change, args.baseline, args.note)
-            entries = add(entry, args.ledger)
-        else:
-            entries = read(args.ledger)
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "add":
+        entry = from_run(args.run, args.name, args.change, args.baseline, args.note)
+        entries = add(entry, args.ledger)
+    else:
+        entries = read(args.ledger)
     print(table(entries))
     return 0
 

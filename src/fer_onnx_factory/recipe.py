@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 if sys.version_info >= (3, 11):
@@ -210,6 +211,7 @@ def run_recipe(recipe: Recipe, only: str | None = None, dry_run: bool = False) -
     return lines
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory recipe",
@@ -231,12 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(item.split("=", 1) for item in args.set)
     except ValueError:
         p.error("--set takes NAME=VALUE")
-    try:
-        for line in run_recipe(load_recipe(args.recipe, overrides), args.only, args.dry_run):
-            print(line)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for line in run_recipe(load_recipe(args.recipe, overrides), args.only, args.dry_run):
+        print(line)
     return 0
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.data.datasets import NPZ_FORMAT, Dataset, Split, limit_rows, load
 from fer_onnx_factory.errors import PipelineError
 
@@ -137,6 +137,7 @@ def save(dataset: Dataset, path: Path) -> None:
     tmp.replace(path)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory align",
@@ -164,19 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         "original framing only; limit here instead)",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        if args.out.suffix != ".npz":
-            raise PipelineError(f"--out must end in .npz, got {args.out}")
-        if args.out.exists():
-            raise PipelineError(f"{args.out} exists; remove it or choose another --out")
-        dataset = load(args.data)
-        if args.limit:
-            limit_rows(dataset, args.limit)
-        save(align_dataset(dataset, args.template, keep_original=args.keep_original), args.out)
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.out.suffix != ".npz":
+        raise PipelineError(f"--out must end in .npz, got {args.out}")
+    if args.out.exists():
+        raise PipelineError(f"{args.out} exists; remove it or choose another --out")
+    dataset = load(args.data)
+    if args.limit:
+        limit_rows(dataset, args.limit)
+    save(align_dataset(dataset, args.template, keep_original=args.keep_original), args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -166,6 +166,7 @@ def compare(
     return replace, reasons, framings
 
 
+@command(OSError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory compare",
@@ -184,28 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protect", nargs="*", default=[], help="classes whose recall must not fall")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    from fer_onnx.errors import FerOnnxError
     from fer_onnx.outputs import AtomicOutput, check_outputs
 
-    try:
-        if args.json is not None:
-            check_outputs([args.json], [args.candidate, args.shipped, *args.data])
-        replace, reasons, framings = compare(args.candidate, args.shipped, args.data, args.protect)
-        if args.json is not None:
-            record = {
-                "candidate": str(args.candidate),
-                "shipped": str(args.shipped),
-                "protect": list(args.protect),
-                "replace": replace,
-                "reasons": reasons,
-                "framings": [asdict(f) for f in framings],
-            }
-            with AtomicOutput(args.json) as out:  # never half-written
-                out.tmp.write_text(json.dumps(record, indent=2) + "\n")
-                out.commit()
-    except (PipelineError, FerOnnxError, FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.json is not None:
+        check_outputs([args.json], [args.candidate, args.shipped, *args.data])
+    replace, reasons, framings = compare(args.candidate, args.shipped, args.data, args.protect)
+    if args.json is not None:
+        record = {
+            "candidate": str(args.candidate),
+            "shipped": str(args.shipped),
+            "protect": list(args.protect),
+            "replace": replace,
+            "reasons": reasons,
+            "framings": [asdict(f) for f in framings],
+        }
+        with AtomicOutput(args.json) as out:  # never half-written
+            out.tmp.write_text(json.dumps(record, indent=2) + "\n")
+            out.commit()
     for f in framings:
         print("\n".join(table(f)), end="\n\n")
     if replace:

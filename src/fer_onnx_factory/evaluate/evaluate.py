@@ -11,13 +11,11 @@ those a user gets. Writes metrics.json, report.md and confusion-matrix PNGs into
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 from pathlib import Path
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.data.datasets import Dataset, load
-from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.model.predict import predictor
 from fer_onnx_factory.report import write_report
 
@@ -30,6 +28,7 @@ def evaluate(model_path: Path, dataset: Dataset, out: Path, prefix: str = "") ->
     )
 
 
+@command(ValueError)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory evaluate",
@@ -45,14 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         help="report folder (default: <model folder>/eval_<model name>)",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or args.model.parent / f"eval_{args.model.stem}"
-    try:
-        dataset = load(args.data)
-        metrics = evaluate(args.model, dataset, out)
-    except (PipelineError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    dataset = load(args.data)
+    metrics = evaluate(args.model, dataset, out)
     for split, m in metrics["splits"].items():  # type: ignore[attr-defined]
         print(f"{split}: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (n={m['n']})")
     print(f"report written to {out}")

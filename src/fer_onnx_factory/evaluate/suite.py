@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_onnx.errors import FerOnnxError
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.data.datasets import (
     FER2013_LABELS,
     DataError,
@@ -324,23 +323,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     shared = args.shared or default_shared()
     results: dict[str, dict[str, Any]] = {}
-    try:
-        names: list[str | None] = [*args.model, *([None] if args.fer else [])]
-        for name in names:
-            scorer = fer_scorer() if name is None else onnx_scorer(name)
-            try:
-                results[scorer.name] = score(scorer, shared, args.private)
-            finally:
-                scorer.close()
-            log.info("%s: %s", scorer.name, json.dumps(results[scorer.name]))
-    except (PipelineError, FerOnnxError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    names: list[str | None] = [*args.model, *([None] if args.fer else [])]
+    for name in names:
+        scorer = fer_scorer() if name is None else onnx_scorer(name)
+        try:
+            results[scorer.name] = score(scorer, shared, args.private)
+        finally:
+            scorer.close()
+        log.info("%s: %s", scorer.name, json.dumps(results[scorer.name]))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

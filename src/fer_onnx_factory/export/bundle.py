@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.data.framing import FER2013_TEMPLATE
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.export.onnx import ExportError, export, save
@@ -310,6 +311,7 @@ def bundle(
     return summary
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory bundle",
@@ -371,22 +373,18 @@ def main(argv: list[str] | None = None) -> int:
         "framings); the model card shows them",
     )
     args = p.parse_args(argv)
-    try:
-        summary = bundle(
-            args.run,
-            args.data,
-            args.dest,
-            args.calibration,
-            args.tta,
-            args.max_views,
-            args.template,
-            args.no_template,
-            args.card,
-            args.report_on,
-        )
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = bundle(
+        args.run,
+        args.data,
+        args.dest,
+        args.calibration,
+        args.tta,
+        args.max_views,
+        args.template,
+        args.no_template,
+        args.card,
+        args.report_on,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.ledger import LEDGER, read, table
 from fer_onnx_factory.train.config import CONFIG, CONTRACT, TrainConfig, read_contract
@@ -429,6 +429,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
     out.write_text("\n".join(lines))
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fer-onnx-factory card", description=__doc__)
     p.add_argument("--run", required=True, type=Path, help="a bundled training run folder")
@@ -436,13 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ledger", type=Path, default=LEDGER, help="ledger of runs")
     args = p.parse_args(argv)
     summary_path = args.run / "export" / "summary.json"
-    try:
-        if not summary_path.is_file():
-            raise PipelineError(f"{summary_path} not found: bundle the run first")
-        write_card(args.run, json.loads(summary_path.read_text()), args.out, args.ledger)
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not summary_path.is_file():
+        raise PipelineError(f"{summary_path} not found: bundle the run first")
+    write_card(args.run, json.loads(summary_path.read_text()), args.out, args.ledger)
     print(f"wrote {args.out}")
     return 0
 

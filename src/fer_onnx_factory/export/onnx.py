@@ -17,10 +17,10 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -257,6 +257,7 @@ def save(proto: Any, out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory export",
@@ -279,17 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
-    try:
-        info = export(
-            args.keras,
-            args.out,
-            labels=tuple(args.labels) if args.labels else None,
-            run_dir=args.run_dir,
-            opset=args.opset,
-        )
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    info = export(
+        args.keras,
+        args.out,
+        labels=tuple(args.labels) if args.labels else None,
+        run_dir=args.run_dir,
+        opset=args.opset,
+    )
     print(
         f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): labels {list(info.labels)}, "
         f"input {info.input.height}x{info.input.width} {info.input.color}"

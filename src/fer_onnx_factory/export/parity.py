@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.cli import command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,6 +59,7 @@ def keras_onnx_parity(
     return compare(reference, onnx_probabilities(onnx_path, faces), atol)
 
 
+@command(ValueError)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory parity",
@@ -78,16 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"error: {path} not found", file=sys.stderr)
             return 2
-    try:
-        faces = load(args.data)[args.split].images[: args.n]
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = keras_onnx_parity(args.keras, args.onnx, faces, args.atol)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    faces = load(args.data)[args.split].images[: args.n]
+    result = keras_onnx_parity(args.keras, args.onnx, faces, args.atol)
     print(json.dumps(result, indent=2))
     return 0 if result["passed"] else 1
 

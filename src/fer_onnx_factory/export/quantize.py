@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.cli import command
 
 
 class _Faces:
@@ -93,6 +93,7 @@ def quantize(
     return proto
 
 
+@command(ValueError)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory quantize",
@@ -115,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.onnx.is_file():
         print(f"error: {args.onnx} not found", file=sys.stderr)
         return 2
-    try:
-        faces = calibration_faces(load(args.data)["Training"].images, args.calibration, args.seed)
-    except (PipelineError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    faces = calibration_faces(load(args.data)["Training"].images, args.calibration, args.seed)
     quantize(args.onnx, args.out, faces)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from fer_onnx.alignment import KEY_CROP_TEMPLATE, CropTemplate
 from fer_onnx.model_tools import write_metadata
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.data.framing import load_template, measure
-from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.export.onnx import ExportError, save
 
 
@@ -37,6 +36,7 @@ def stamp(model: Path, template: CropTemplate, out: Path | None = None) -> None:
     save(proto, out or model)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fer-onnx-factory template",
@@ -55,34 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("models", type=Path, nargs="+", help="ONNX files to update in place")
     s.add_argument("--template", type=Path, required=True, help="JSON written by measure")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "measure":
-            from fer_onnx_factory.data.datasets import DataError, load_fer2013_csv
+    if args.command == "measure":
+        from fer_onnx_factory.data.datasets import DataError, load_fer2013_csv
 
-            try:
-                faces = load_fer2013_csv(args.data, splits=(args.split,))[args.split].images
-            except DataError as e:
-                raise ExportError(str(e)) from e
-            if args.limit:
-                faces = faces[: args.limit]
-            template, report = measure(faces, args.score_threshold, args.box_faces)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(
-                json.dumps(
-                    {"template": json.loads(template.to_json()), "measured": report}, indent=2
-                )
-                + "\n"
-            )
-            print(json.dumps(report))
-            print(f"wrote {args.out}")
-        else:
-            template = load_template(args.template)
-            for model in args.models:
-                stamp(model, template)
-                print(f"stamped {model}")
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        try:
+            faces = load_fer2013_csv(args.data, splits=(args.split,))[args.split].images
+        except DataError as e:
+            raise ExportError(str(e)) from e
+        if args.limit:
+            faces = faces[: args.limit]
+        template, report = measure(faces, args.score_threshold, args.box_faces)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps({"template": json.loads(template.to_json()), "measured": report}, indent=2)
+            + "\n"
+        )
+        print(json.dumps(report))
+        print(f"wrote {args.out}")
+    else:
+        template = load_template(args.template)
+        for model in args.models:
+            stamp(model, template)
+            print(f"stamped {model}")
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.export.onnx import ExportError
 
 NAME = "face_detection_yunet_2023mar.onnx"
@@ -57,6 +57,7 @@ def make_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fer-onnx-factory yunet",
@@ -79,18 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the bundled files (in a checkout: src/fer_onnx/models)",
     )
     args = parser.parse_args(argv)
-    try:
-        licence = args.license or args.src.with_name("LICENSE.yunet.txt")
-        for path in (args.src, licence):
-            if not path.is_file():
-                raise ExportError(f"{path} not found")
-        model = make_dynamic(onnx.load(str(args.src)))
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(args.out_dir / NAME))
-        shutil.copyfile(licence, args.out_dir / "LICENSE.yunet.txt")
-        (args.out_dir / "NOTICE.yunet.txt").write_text(NOTICE)
-    except PipelineError as e:
-        parser.exit(2, f"error: {e}\n")
+    licence = args.license or args.src.with_name("LICENSE.yunet.txt")
+    for path in (args.src, licence):
+        if not path.is_file():
+            raise ExportError(f"{path} not found")
+    model = make_dynamic(onnx.load(str(args.src)))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(args.out_dir / NAME))
+    shutil.copyfile(licence, args.out_dir / "LICENSE.yunet.txt")
+    (args.out_dir / "NOTICE.yunet.txt").write_text(NOTICE)
     print(f"wrote {args.out_dir / NAME}")
     return 0
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -380,10 +381,10 @@ def _tensor(images: np.ndarray) -> Any:
     return tf.constant(images)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     """``fer-onnx-factory pretrained NAME --record FILE``: fetch, convert, check, record."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="fer-onnx-factory pretrained", description=__doc__)
     p.add_argument("name", choices=sorted(SOURCES), help="the pretrained start")
@@ -391,12 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "--record", type=Path, required=True, help="write the start's provenance here (JSON)"
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        _, provenance = faceres_backbone(224)
-    except PretrainedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    _, provenance = faceres_backbone(224)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(provenance, indent=2) + "\n")
     print(json.dumps(provenance, indent=2))

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -858,15 +859,11 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     return final_report(cfg, record, state, dataset, command)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg = TrainConfig.from_args(parse_args(argv))
-        args = sys.argv[1:] if argv is None else argv
-        train(cfg, " ".join(shlex.quote(a) for a in ["fer-onnx-factory", "train", *args]))
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = TrainConfig.from_args(parse_args(argv))
+    args = sys.argv[1:] if argv is None else argv
+    train(cfg, " ".join(shlex.quote(a) for a in ["fer-onnx-factory", "train", *args]))
     return 0
 
 

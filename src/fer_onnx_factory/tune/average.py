@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.runs import check_new_folder, source_metrics, write_derived_run
 from fer_onnx_factory.train.config import SNAPSHOT
@@ -291,8 +292,8 @@ def average_run(
     return write_derived_run(run, out, model, dataset, extra)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory average",
         description=__doc__,
@@ -321,22 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         "(1 - W) x average + W x init (WiSE-FT), before the statistics are re-estimated",
     )
     args = p.parse_args(argv)
-    try:
-        command = shlex.join(
-            ["fer-onnx-factory", "average", *(argv if argv is not None else sys.argv[1:])]
-        )
-        average_run(
-            args.run,
-            args.out,
-            args.data,
-            args.last,
-            args.bn_faces,
-            command=command,
-            init_weight=args.init_weight,
-        )
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    command = shlex.join(
+        ["fer-onnx-factory", "average", *(argv if argv is not None else sys.argv[1:])]
+    )
+    average_run(
+        args.run,
+        args.out,
+        args.data,
+        args.last,
+        args.bn_faces,
+        command=command,
+        init_weight=args.init_weight,
+    )
     return 0
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -742,8 +743,8 @@ def _choice_summary(c: Choice, labels: Sequence[str], protected: Iterable[int]) 
     }
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory calibrate",
         description=__doc__,
@@ -805,26 +806,22 @@ def main(argv: list[str] | None = None) -> int:
                 sep = ""
             if not sep:
                 p.error(f"--floor takes CLASS=RECALL, e.g. disgust=0.518; got {item!r}")
-    try:
-        command = shlex.join(
-            ["fer-onnx-factory", "calibrate", *(argv if argv is not None else sys.argv[1:])]
-        )
-        calibrate_run(
-            args.run,
-            args.out,
-            args.reference,
-            args.protect,
-            given,
-            args.tta,
-            args.step,
-            args.max_bias,
-            command=command,
-            framings=args.framing,
-            choose_on=args.choose_on,
-        )
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    command = shlex.join(
+        ["fer-onnx-factory", "calibrate", *(argv if argv is not None else sys.argv[1:])]
+    )
+    calibrate_run(
+        args.run,
+        args.out,
+        args.reference,
+        args.protect,
+        given,
+        args.tta,
+        args.step,
+        args.max_bias,
+        command=command,
+        framings=args.framing,
+        choose_on=args.choose_on,
+    )
     return 0
 
 

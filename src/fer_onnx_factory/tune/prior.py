@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_onnx.errors import FerOnnxError
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.evaluate.suite import (
     LABELS,
@@ -132,6 +132,7 @@ def bake(model_in: Path, model_out: Path, weights: np.ndarray, extra: dict[str, 
     tmp.replace(model_out)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory prior",
@@ -144,36 +145,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=Path, default=None, help="the shared data folder")
     p.add_argument("--json", type=Path, default=None, help="write the choice and figures here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     shared = args.shared or default_shared()
     if args.out.exists():
         print(f"error: {args.out} exists; choose a new path", file=sys.stderr)
         return 2
+    scorer = onnx_scorer(str(args.model))
     try:
-        scorer = onnx_scorer(str(args.model))
-        try:
-            outputs = collect(scorer, shared, private=True)
-        finally:
-            scorer.close()
-        public = {k: v for k, v in outputs.items() if not k.endswith("-private")}
-        logw, best = choose_weights(public, args.sets)
-        weights = np.exp(logw)
-        before = {k: v.metrics() for k, v in outputs.items()}
-        after = {k: v.metrics(weights) for k, v in outputs.items()}
-        extra = {
-            "class_weights": json.dumps(
-                dict(zip(LABELS, np.round(weights, 4).tolist(), strict=True))
-            ),
-            "class_weights_chosen_on": " ".join(args.sets) + " (PublicTest splits)",
-            "onnx_PublicTest_accuracy": str(after["fer2013"]["accuracy"]),
-            "onnx_PrivateTest_accuracy": str(after["fer2013-private"]["accuracy"]),
-            "onnx_PublicTest_macro_f1": str(after["fer2013"]["macro_f1"]),
-            "onnx_PrivateTest_macro_f1": str(after["fer2013-private"]["macro_f1"]),
-        }
-        bake(args.model, args.out, weights, extra)
-    except (PipelineError, FerOnnxError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        outputs = collect(scorer, shared, private=True)
+    finally:
+        scorer.close()
+    public = {k: v for k, v in outputs.items() if not k.endswith("-private")}
+    logw, best = choose_weights(public, args.sets)
+    weights = np.exp(logw)
+    before = {k: v.metrics() for k, v in outputs.items()}
+    after = {k: v.metrics(weights) for k, v in outputs.items()}
+    extra = {
+        "class_weights": json.dumps(dict(zip(LABELS, np.round(weights, 4).tolist(), strict=True))),
+        "class_weights_chosen_on": " ".join(args.sets) + " (PublicTest splits)",
+        "onnx_PublicTest_accuracy": str(after["fer2013"]["accuracy"]),
+        "onnx_PrivateTest_accuracy": str(after["fer2013-private"]["accuracy"]),
+        "onnx_PublicTest_macro_f1": str(after["fer2013"]["macro_f1"]),
+        "onnx_PrivateTest_macro_f1": str(after["fer2013-private"]["macro_f1"]),
+    }
+    bake(args.model, args.out, weights, extra)
     record: dict[str, Any] = {
         "model": str(args.model),
         "out": str(args.out),

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 log = logging.getLogger("fer_onnx_factory.tune.rebuild")
@@ -463,8 +464,8 @@ def check_against_onnx(
     }
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory rebuild",
         description=__doc__,
@@ -488,11 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         ["fer-onnx-factory", "rebuild", *(argv if argv is not None else sys.argv[1:])]
     )
-    try:
-        rebuild(args.onnx, args.data, args.out, args.stat_faces, command=command)
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rebuild(args.onnx, args.data, args.out, args.stat_faces, command=command)
     return 0
 
 

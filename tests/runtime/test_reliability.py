@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import GRAY48, LABELS
+from conftest import GRAY48, LABELS, ROOT
 
 import fer_onnx.sinks
 from fer_onnx import (
@@ -43,8 +43,6 @@ from fer_onnx import (
 )
 from fer_onnx.cli import main
 from fer_onnx.recognizer import BUFFER_BYTES
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_clip(path: Path, n: int = 20, fourcc: str = "mp4v", fps: float = 10.0) -> Path:
@@ -696,36 +694,6 @@ def test_specific_error_types(tiny_model: Path, astronaut: np.ndarray) -> None:
 
     with pytest.raises(OutputError, match="directory"):
         AtomicOutput(Path(__file__).parent)
-
-
-def test_training_and_export_share_one_base_error() -> None:
-    from fer_onnx_factory.data.datasets import DataError
-    from fer_onnx_factory.errors import PipelineError
-    from fer_onnx_factory.export.onnx import ExportError
-    from fer_onnx_factory.model.build import WeightsUnavailableError
-
-    for error in (ExportError, DataError, WeightsUnavailableError):
-        assert issubclass(error, PipelineError)
-
-
-def test_export_bundle_with_a_missing_data_file_is_one_clear_line(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.keras").write_bytes(b"")
-    cmd = [
-        sys.executable,
-        "-m",
-        "fer_onnx_factory",
-        "bundle",
-        "--run",
-        str(run),
-        "--data",
-        str(tmp_path / "no.csv"),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert "no.csv" in done.stderr
 
 
 # -- 18. input buffers are bounded and freed ----------------------------------------------------

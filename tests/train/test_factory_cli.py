@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,52 @@ def test_the_runtime_never_imports_the_factory() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_training_and_export_share_one_base_error() -> None:
+    from fer_onnx_factory.data.datasets import DataError
+    from fer_onnx_factory.errors import PipelineError
+    from fer_onnx_factory.export.onnx import ExportError
+    from fer_onnx_factory.model.build import WeightsUnavailableError
+
+    for error in (ExportError, DataError, WeightsUnavailableError):
+        assert issubclass(error, PipelineError)
+
+
+def test_export_bundle_with_a_missing_data_file_is_one_clear_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"")
+    cmd = [sys.executable, "-m", "fer_onnx_factory", "bundle", "--run", str(run)]
+    done = subprocess.run(
+        [*cmd, "--data", str(tmp_path / "no.csv")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "no.csv" in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error")] == [
+        f"error: {tmp_path / 'no.csv'}: no such file"
+    ]
+
+
+def test_every_command_ends_a_failure_in_one_line(tmp_path: Path) -> None:
+    # the one preamble: an error the user can act on is one line and exit status 2
+    from fer_onnx_factory.cli import command
+    from fer_onnx_factory.errors import PipelineError
+
+    @command()
+    def failing(argv: list[str] | None = None) -> int:
+        raise PipelineError(f"{tmp_path / 'x'} not found")
+
+    @command(ValueError)
+    def also(argv: list[str] | None = None) -> int:
+        raise ValueError("bad value")
+
+    @command()
+    def bug(argv: list[str] | None = None) -> int:
+        raise ValueError("a bug stays a traceback")
+
+    assert failing([]) == 2
+    assert also([]) == 2
+    with pytest.raises(ValueError, match="a bug"):
+        bug([])

@@ -86,7 +86,7 @@ def test_add_replaces_by_name_and_checks_the_baseline(tmp_path: Path) -> None:
 
 def test_docs_show_the_committed_ledger() -> None:
     # docs/hooks/build.py renders the table into this page when the site is built
-    # (tests/test_docs.py checks the rendering).
+    # (tests/runtime/test_docs.py checks the rendering).
     assert len(read(LEDGER)) >= 5
     page = (ROOT / "docs" / "history.md").read_text()
     assert "<!-- ledger -->" in page, "docs/history.md lost the ledger marker the docs build fills"

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.recipe import load_recipe, main, run_recipe
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(tmp_path: Path, body: str) -> Path:

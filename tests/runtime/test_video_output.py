@@ -2,7 +2,7 @@
 
 The codec table is read back with PyAV (fast, no browser). The playback test loads the written
 MP4 in a ``<video>`` element of headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
-as in tests/test_web.py) and skips, saying why, without them or without PyAV.
+as in tests/runtime/test_web.py) and skips, saying why, without them or without PyAV.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from fer_onnx.cli import main
 from fer_onnx.errors import OutputError
 from fer_onnx.outputs import AtomicOutput, check_outputs, commit_all
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = ROOT / "src"
 
 
 def write_clip(path: Path, n: int = 6) -> Path:

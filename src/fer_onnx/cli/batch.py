@@ -26,7 +26,7 @@ from fer_onnx.batch import (
     output_paths,
     run,
 )
-from fer_onnx.cli.options import add_detector_options
+from fer_onnx.cli.options import add_model_options
 from fer_onnx.cli.signals import Terminated, terminating_signals
 from fer_onnx.errors import FerOnnxError
 
@@ -149,34 +149,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="ray: photos per actor call (default 64)",
     )
 
-    m = p.add_argument_group("model and detector")
-    m.add_argument(
-        "--model",
-        default="default",
-        help="'default' (= 'accurate'), 'accurate', 'fast', 'fp32', 'int8' (= 'fast') or the path "
-        "of an .onnx model (default: default)",
-    )
-    m.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="execution device of every worker (default: auto = CUDA when available)",
-    )
-    m.add_argument(
-        "--providers",
-        default=None,
-        metavar="LIST",
-        help="comma-separated onnxruntime providers of every worker, overrides --device",
-    )
-    add_detector_options(m)
-    m.add_argument(
-        "--no-align",
-        action="store_true",
-        help="crop boxes as they are instead of framing faces like the model's training data",
-    )
-    m.add_argument(
-        "--margin", type=float, default=0.0, help="grow boxes by this fraction (plain crops)"
-    )
+    m = add_model_options(p, workers=True)
     m.add_argument(
         "--smoothing",
         type=float,

@@ -77,12 +77,19 @@ def add_detector_options(group: Any) -> None:
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The "model and detector" group of ``image``, ``video`` and ``webcam``.
+def add_model_options(
+    parser: argparse.ArgumentParser, *, workers: bool = False
+) -> argparse._ArgumentGroup:
+    """The "model and detector" group of ``image``, ``video``, ``webcam`` and ``batch``.
 
     Args:
         parser: The sub-command's parser.
+        workers: The options apply to every worker of a pool (``batch``), as their help says.
+
+    Returns:
+        The group, for a sub-command to add options of its own.
     """
+    every = " of every worker" if workers else ""
     g = parser.add_argument_group("model and detector")
     g.add_argument(
         "--model",
@@ -94,12 +101,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="execution device (default: auto = CUDA when available)",
+        help=f"execution device{every} (default: auto = CUDA when available)",
     )
     g.add_argument(
         "--providers",
         default=None,
-        help="comma-separated onnxruntime providers, overrides --device",
+        metavar="LIST" if workers else None,
+        help=f"comma-separated onnxruntime providers{every}, overrides --device",
     )
     add_detector_options(g)
     g.add_argument(
@@ -110,6 +118,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--margin", type=float, default=0.0, help="grow boxes by this fraction (plain crops)"
     )
+    return g
 
 
 def _check_detector_options(args: argparse.Namespace) -> None:

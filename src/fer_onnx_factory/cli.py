@@ -17,6 +17,20 @@ from typing import Protocol
 
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 
+TRAIN_EXTRA = frozenset({"tensorflow", "keras", "tf2onnx", "onnx", "pandas", "matplotlib", "tomli"})
+"""Top-level modules the ``train`` extra installs (pyproject.toml)."""
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """One line for a module of the ``train`` extra that is not installed, else ``None``."""
+    root = (error.name or "").split(".")[0]
+    if root not in TRAIN_EXTRA:
+        return None
+    return (
+        f"the model factory needs the train extra, and {root} is not installed: "
+        "pip install 'fer-onnx[train]'"
+    )
+
 
 class Main(Protocol):
     """A sub-command's ``main``: its arguments (``None``: ``sys.argv[1:]``) to an exit status."""
@@ -24,13 +38,15 @@ class Main(Protocol):
     def __call__(self, argv: list[str] | None = None) -> int: ...
 
 
-def command(*also: type[Exception]) -> Callable[[Main], Main]:
+def command(*also: type[Exception], log_format: str = LOG_FORMAT) -> Callable[[Main], Main]:
     """The one preamble of every sub-command's ``main(argv)``.
 
-    Logging goes to stderr at INFO level (:data:`LOG_FORMAT`), and a failure the user can act
+    Logging goes to stderr at INFO level (``log_format``: :data:`LOG_FORMAT`, or the bare
+    message for commands whose log lines are their report), and a failure the user can act
     on — :class:`~fer_onnx_factory.errors.PipelineError`, the runtime's
-    :class:`~fer_onnx.errors.FerOnnxError`, a missing file, or one of ``also`` — ends the
-    command with one line, ``error: ...``, on stderr and exit status 2 instead of a traceback.
+    :class:`~fer_onnx.errors.FerOnnxError`, a missing file, a module of the ``train`` extra that
+    is not installed, or one of ``also`` — ends the command with one line, ``error: ...``, on
+    stderr and exit status 2 instead of a traceback.
     """
     from fer_onnx.errors import FerOnnxError
     from fer_onnx_factory.errors import PipelineError
@@ -45,11 +61,17 @@ def command(*also: type[Exception]) -> Callable[[Main], Main]:
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
-            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+            logging.basicConfig(level=logging.INFO, format=log_format)
             try:
                 return main(argv)
             except expected as e:
                 print(f"error: {e}", file=sys.stderr)
+                return 2
+            except ModuleNotFoundError as e:
+                line = missing_extra(e)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
                 return 2
 
         return run
@@ -136,5 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as e:
+        line = missing_extra(e)
+        if line is None:
+            raise
+        print(f"error: fer-onnx-factory {name}: {line}", file=sys.stderr)
+        return 2
     return int(module.main(rest))

@@ -32,6 +32,21 @@ from fer_onnx_factory.train.config import STATE, RunState, TrainConfig
 from fer_onnx_factory.train.distill import labelling_seconds
 
 LEDGER = Path(__file__).with_name("experiments.json")
+"""The ledger as installed with the package (read-only for ``add``: see :func:`checkout_ledger`)."""
+
+CHECKOUT_LEDGER = Path("src") / "fer_onnx_factory" / "experiments.json"
+"""The committed ledger, relative to the repository root."""
+
+
+def checkout_ledger() -> Path | None:
+    """The committed ledger when the working directory is a checkout's root, else ``None``."""
+    return CHECKOUT_LEDGER if CHECKOUT_LEDGER.is_file() else None
+
+
+def default_ledger() -> Path:
+    """The ledger to read: the checkout's (the committed file) if run from its root, else the
+    copy installed with the package."""
+    return checkout_ledger() or LEDGER
 
 
 @dataclass(frozen=True)
@@ -212,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ledger", type=Path, default=LEDGER, help=f"ledger file (default {LEDGER})")
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        default=None,
+        help=f"ledger file (default: {CHECKOUT_LEDGER} when run from the repository root; "
+        "`table` falls back on the copy installed with the package)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("add", help="enter a run from its record")
     a.add_argument("--run", required=True, type=Path, help="training run folder")
@@ -223,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("table", help="print the Markdown table")
     args = p.parse_args(argv)
     if args.command == "add":
+        ledger = args.ledger or checkout_ledger()
+        if ledger is None:  # never into an installed package, where no commit would see it
+            raise PipelineError(
+                f"no {CHECKOUT_LEDGER} here: run `ledger add` from the repository root, or "
+                "name the file with --ledger"
+            )
         entry = from_run(args.run, args.name, args.change, args.baseline, args.note)
-        entries = add(entry, args.ledger)
+        entries = add(entry, ledger)
     else:
-        entries = read(args.ledger)
+        entries = read(args.ledger or default_ledger())
     print(table(entries))
     return 0
 

@@ -109,3 +109,41 @@ def test_every_command_ends_a_failure_in_one_line(tmp_path: Path) -> None:
     assert also([]) == 2
     with pytest.raises(ValueError, match="a bug"):
         bug([])
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_goes_through_the_one_preamble(name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(COMMANDS[name][0])
+    assert hasattr(module.main, "__wrapped__"), f"{name}: main is not wrapped by command()"
+
+
+def test_a_missing_train_extra_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fer_onnx_factory.cli as cli
+
+    def no_tensorflow(name: str) -> object:
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    monkeypatch.setattr(cli.importlib, "import_module", no_tensorflow)
+    assert cli.main(["train", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: fer-onnx-factory train: the model factory needs the train extra, and "
+        "tensorflow is not installed: pip install 'fer-onnx[train]'\n"
+    )
+
+    @cli.command()
+    def needs_onnx(argv: list[str] | None = None) -> int:
+        raise ModuleNotFoundError("No module named 'onnx.helper'", name="onnx.helper")
+
+    @cli.command()
+    def other_bug(argv: list[str] | None = None) -> int:
+        raise ModuleNotFoundError("No module named 'nosuch'", name="nosuch")
+
+    assert needs_onnx([]) == 2
+    assert "onnx is not installed" in capsys.readouterr().err
+    with pytest.raises(ModuleNotFoundError, match="nosuch"):
+        other_bug([])

@@ -110,3 +110,22 @@ def test_unstarted_runs_and_runs_without_private_test(tmp_path: Path) -> None:
     (tree / "metrics.json").write_text(json.dumps({"splits": {}}))
     with pytest.raises(PipelineError, match="malformed"):
         from_run(tree, "tree", "x", None)
+
+
+def test_add_writes_the_checkout_ledger_and_refuses_an_installed_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fer_onnx_factory.ledger import CHECKOUT_LEDGER, checkout_ledger, default_ledger
+
+    monkeypatch.chdir(tmp_path)  # not a checkout: no src/fer_onnx_factory/experiments.json
+    assert checkout_ledger() is None
+    assert default_ledger() == LEDGER  # reading falls back on the installed copy
+    args = ["add", "--run", str(tmp_path / "run"), "--name", "x", "--change", "y"]
+    assert main(args) == 2
+    assert "run `ledger add` from the repository root" in capsys.readouterr().err
+    assert main(["table"]) == 0
+    assert "| run | change (against baseline) |" in capsys.readouterr().out
+    (tmp_path / CHECKOUT_LEDGER).parent.mkdir(parents=True)
+    (tmp_path / CHECKOUT_LEDGER).write_text(LEDGER.read_text())
+    assert checkout_ledger() == CHECKOUT_LEDGER
+    assert default_ledger() == CHECKOUT_LEDGER

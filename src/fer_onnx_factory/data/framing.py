@@ -133,5 +133,5 @@ def load_template(path: Path) -> CropTemplate:
         return CropTemplate.from_json(json.dumps(json.loads(path.read_text())["template"]))
     except (ValueError, KeyError, TypeError) as e:
         raise PipelineError(
-            f"{path} is not a template written by fer_onnx_factory.export.template measure: {e}"
+            f"{path} is not a template written by `fer-onnx-factory template measure`: {e}"
         ) from e

@@ -28,7 +28,7 @@ def evaluate(model_path: Path, dataset: Dataset, out: Path, prefix: str = "") ->
     )
 
 
-@command(ValueError)
+@command(ValueError, log_format="%(message)s")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory evaluate",

@@ -323,7 +323,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@command()
+@command(log_format="%(message)s")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shared = args.shared or default_shared()

@@ -14,7 +14,7 @@ from typing import Any
 
 from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
-from fer_onnx_factory.ledger import LEDGER, read, table
+from fer_onnx_factory.ledger import default_ledger, read, table
 from fer_onnx_factory.train.config import CONFIG, CONTRACT, TrainConfig, read_contract
 
 
@@ -276,14 +276,16 @@ def _ledger_lines(ledger: Path) -> list[str]:
         "## What each recipe change gave",
         "",
         "PublicTest decides every choice; PrivateTest is read once per finished model "
-        "(`training/experiments.json`, `fer-onnx-factory ledger table`).",
+        "(`src/fer_onnx_factory/experiments.json`, `fer-onnx-factory ledger table`).",
         "",
         table(entries),
         "",
     ]
 
 
-def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LEDGER) -> None:
+def write_card(
+    run: Path, summary: dict[str, Any], out: Path, ledger: Path | None = None
+) -> None:
     """Render the model card for ``run`` with the export ``summary`` into ``out``.
 
     Everything comes from the run's record (config, contract, reports), the export summary
@@ -366,7 +368,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path = LED
         *_ferplus_lines(args, keras_metrics),
         *_calibration_lines(keras_metrics),
         "",
-        *_ledger_lines(ledger),
+        *_ledger_lines(ledger or default_ledger()),
         "## Results",
         "",
         "| model | PublicTest accuracy | PrivateTest accuracy | PrivateTest macro F1 |",
@@ -434,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fer-onnx-factory card", description=__doc__)
     p.add_argument("--run", required=True, type=Path, help="a bundled training run folder")
     p.add_argument("--out", type=Path, default=Path("MODEL_CARD.md"), help="card to write")
-    p.add_argument("--ledger", type=Path, default=LEDGER, help="ledger of runs")
+    p.add_argument(
+        "--ledger", type=Path, default=None, help="ledger of runs (default: the committed one)"
+    )
     args = p.parse_args(argv)
     summary_path = args.run / "export" / "summary.json"
     if not summary_path.is_file():

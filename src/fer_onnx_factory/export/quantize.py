@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--onnx",
         required=True,
         type=Path,
-        help="fp32 model exported by fer_onnx_factory.export.onnx",
+        help="fp32 model exported by `fer-onnx-factory export`",
     )
     p.add_argument("--out", required=True, type=Path, help="output int8 .onnx")
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz] (Training split)")

@@ -132,7 +132,7 @@ def bake(model_in: Path, model_out: Path, weights: np.ndarray, extra: dict[str, 
     tmp.replace(model_out)
 
 
-@command()
+@command(log_format="%(message)s")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fer-onnx-factory prior",

@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "--onnx",
         required=True,
         type=Path,
-        help="an fp32 ONNX file of fer_onnx_factory.export.bundle",
+        help="an fp32 ONNX file written by `fer-onnx-factory bundle`",
     )
     p.add_argument("--data", required=True, type=Path, help="the data it was trained on")
     p.add_argument("--out", required=True, type=Path, help="new folder for best.keras")

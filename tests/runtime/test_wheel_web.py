@@ -280,6 +280,23 @@ SERVE_FROM_THE_WHEEL = textwrap.dedent(
 )
 
 
+FACTORY_FROM_THE_WHEEL = textwrap.dedent(
+    """
+    import json
+    from fer_onnx_factory.cli import usage
+    from fer_onnx_factory.data.framing import FER2013_TEMPLATE
+    from fer_onnx_factory.ledger import default_ledger, read
+
+    print(json.dumps({
+        "ledger": str(default_ledger()),
+        "entries": len(read(default_ledger())),
+        "template": FER2013_TEMPLATE.is_file(),
+        "usage": usage(),
+    }))
+    """
+)
+
+
 @pytest.mark.slow
 def test_the_installed_wheel_serves_the_page_and_the_models(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
@@ -287,6 +304,15 @@ def test_the_installed_wheel_serves_the_page_and_the_models(tmp_path: Path) -> N
     for name in (*PAGE_FILES, "js/app.js", "js/recognizer.js"):
         assert f"fer_onnx/web_page/{name}" in names
     assert not [n for n in names if "node_modules" in n]
+    # every module and data file of src/ ships (packages are listed by hand in pyproject.toml)
+    sources = {
+        path.relative_to(ROOT / "src").as_posix()
+        for path in (ROOT / "src").rglob("*")
+        if path.suffix in (".py", ".json", ".onnx", ".txt")
+        and "__pycache__" not in path.parts
+        and not any(part.endswith(".egg-info") for part in path.parts)
+    }
+    assert sources - set(names) == set()
 
     python = venv_with_wheel(tmp_path / "venv", wheel)
     runtime = stand_in_runtime(tmp_path / "runtime")
@@ -311,6 +337,21 @@ def test_the_installed_wheel_serves_the_page_and_the_models(tmp_path: Path) -> N
     assert report["models"] == {k: v for k, v in report["sizes"].items() if k != "detector"}
     assert report["models"]
     assert report["detector"] == report["sizes"]["detector"]
+
+    factory = subprocess.run(
+        [str(python), "-c", FACTORY_FROM_THE_WHEEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # not a checkout: the ledger and template come from the wheel
+        env=env,
+    )
+    assert factory.returncode == 0, factory.stderr[-3000:]
+    found = json.loads(factory.stdout)
+    assert Path(found["ledger"]).resolve().is_relative_to(venv)
+    assert found["entries"] >= 5
+    assert found["template"] is True
+    assert "usage: fer-onnx-factory COMMAND" in found["usage"]
 
     cli = [str(python), "-m", "fer_onnx.cli", "web", "--port", "0"]
     refused = subprocess.run(

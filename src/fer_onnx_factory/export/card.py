@@ -134,8 +134,7 @@ def _pretrained_origin(weights: str) -> str:
         f"trained from the `{source.name}` start ({source.arch}, alpha {source.alpha}): "
         f"{source.registry} `{source.package}@{source.version}` (`{source.tarball}`, SHA-256 "
         f"{source.sha256}), converted by `fer_onnx_factory.model.pretrained` and checked "
-        "against the "
-        f"original graph; licence: {source.licence}; upstream {source.upstream}"
+        f"against {source.original}; licence: {source.licence}; upstream {source.upstream}"
     )
 
 
@@ -146,6 +145,10 @@ def _input_scaling(args: dict[str, Any]) -> str:
     source = SOURCES.get(str(args.get("weights")).lower())
     if source is not None and source.input_range == (0.0, 255.0):
         return "values kept at 0..255 (as the pretrained start takes them)"
+    if source is not None and source.input_range != (-1.0, 1.0):
+        low, high = source.input_range
+        step = 255.0 / (high - low)
+        return f"scaling as (x - {-low * step:g}) / {step:g} (as the pretrained start takes them)"
     return "scaling to [-1, 1]"
 
 

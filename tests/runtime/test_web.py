@@ -312,7 +312,9 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_web_command_prints_the_url_and_serves(tmp_path: Path) -> None:
     script = (
-        "import argparse, sys\n"
+        "import argparse, signal, sys\n"
+        # a shell's background job starts with SIGINT ignored, and Python keeps it so
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from fer_onnx.cli.web import add_web_parser\n"
         "parser = argparse.ArgumentParser(prog='fer-onnx')\n"
         "add_web_parser(parser.add_subparsers(dest='command', required=True))\n"
@@ -321,14 +323,18 @@ def test_web_command_prints_the_url_and_serves(tmp_path: Path) -> None:
     )
     argv = [sys.executable, "-c", script, "web", "--port", "0", "--root", str(_fake_page(tmp_path))]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("fer-onnx web demo: http://localhost:"), line
-        url = line.split()[3]
-        with urllib.request.urlopen(url + "fer-onnx.json") as response:
-            assert json.load(response)["default"] == DEFAULT
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("fer-onnx web demo: http://localhost:"), line
+            url = line.split()[3]
+            with urllib.request.urlopen(url + "fer-onnx.json", timeout=60) as response:
+                assert json.load(response)["default"] == DEFAULT
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 130
+        finally:
+            if process.poll() is None:  # a failed check must not leave the server running
+                process.kill()
 
 
 def _box(face: dict[str, Any]) -> list[int]:

@@ -305,13 +305,15 @@ def test_the_installed_wheel_serves_the_page_and_the_models(tmp_path: Path) -> N
         assert f"fer_onnx/web_page/{name}" in names
     assert not [n for n in names if "node_modules" in n]
     # every module and data file of src/ ships (packages are listed by hand in pyproject.toml)
+    tracked = subprocess.run(
+        ["git", "ls-files", "src"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     sources = {
-        path.relative_to(ROOT / "src").as_posix()
-        for path in (ROOT / "src").rglob("*")
-        if path.suffix in (".py", ".json", ".onnx", ".txt")
-        and "__pycache__" not in path.parts
-        and not any(part.endswith(".egg-info") for part in path.parts)
+        Path(path).relative_to("src").as_posix()
+        for path in tracked
+        if Path(path).suffix in (".py", ".json", ".onnx", ".txt", ".typed")
     }
+    assert "fer_onnx/py.typed" in sources
     assert sources - set(names) == set()
 
     python = venv_with_wheel(tmp_path / "venv", wheel)

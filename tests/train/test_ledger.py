@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -129,3 +130,12 @@ def test_add_writes_the_checkout_ledger_and_refuses_an_installed_copy(
     (tmp_path / CHECKOUT_LEDGER).write_text(LEDGER.read_text())
     assert checkout_ledger() == CHECKOUT_LEDGER
     assert default_ledger() == CHECKOUT_LEDGER
+    installed = LEDGER.read_text()
+    entry = read(LEDGER)[0]
+    monkeypatch.setattr(
+        "fer_onnx_factory.ledger.from_run",
+        lambda run, name, change, baseline, note: dataclasses.replace(entry, name=name),
+    )
+    assert main(args) == 0
+    assert [e.name for e in read(CHECKOUT_LEDGER)][-1] == "x"
+    assert LEDGER.read_text() == installed  # the installed copy is never written

@@ -404,7 +404,7 @@ def scaled(images: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
     low, high = input_range
     if (low, high) == (0.0, 255.0):
         return images
-    return (images * np.float32((high - low) / 255.0) + np.float32(low)).astype(np.float32)
+    return np.asarray(images * np.float32((high - low) / 255.0) + np.float32(low), np.float32)
 
 
 def verify(

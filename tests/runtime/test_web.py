@@ -9,6 +9,7 @@ there: the warm int8 frame of the timing test (that is how examples/web/screensh
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import math
@@ -87,40 +88,36 @@ def probability_tolerance(model: str) -> float:
     return max([PROBABILITY_TOLERANCE, *steps, int8_kernel_spread(model)])
 
 
-_SPREADS: dict[str, float] = {}
-
-
+@functools.cache
 def int8_kernel_spread(model: str) -> float:
     """Largest probability difference of ``model`` between onnxruntime's fused int8 kernels
     (graph optimisations on) and its QDQ reference (off) on the faces of the shared photos."""
-    if model not in _SPREADS:
-        import cv2
-        import numpy as np
-        import onnxruntime as ort
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
 
-        with EmotionRecognizer(model, device="cpu") as rec:
-            crops = []
-            for name in PHOTOS:
-                image = load_image(shared_file(MEDIA / name))
-                grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-                for face in rec.recognize(image):
-                    b = face.box
-                    crop = grey[max(b.y, 0) : b.y + b.height, max(b.x, 0) : b.x + b.width]
-                    crops.append(cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA))
-        faces = np.stack(crops)[..., None].astype(np.float32)
-        outputs = []
-        for level in (
-            ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        ):
-            options = ort.SessionOptions()
-            options.graph_optimization_level = level
-            session = ort.InferenceSession(
-                str(bundled_model_path(model)), options, providers=["CPUExecutionProvider"]
-            )
-            outputs.append(session.run(None, {session.get_inputs()[0].name: faces})[0])
-        _SPREADS[model] = float(np.abs(outputs[0] - outputs[1]).max())
-    return _SPREADS[model]
+    with EmotionRecognizer(model, device="cpu") as rec:
+        crops = []
+        for name in PHOTOS:
+            image = load_image(shared_file(MEDIA / name))
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            for face in rec.recognize(image):
+                b = face.box
+                crop = grey[max(b.y, 0) : b.y + b.height, max(b.x, 0) : b.x + b.width]
+                crops.append(cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA))
+    faces = np.stack(crops)[..., None].astype(np.float32)
+    outputs = []
+    for level in (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    ):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(
+            str(bundled_model_path(model)), options, providers=["CPUExecutionProvider"]
+        )
+        outputs.append(session.run(None, {session.get_inputs()[0].name: faces})[0])
+    return float(np.abs(outputs[0] - outputs[1]).max())
 
 
 BOX_TOLERANCE_PX = 1  # detector outputs come from different float kernels (wasm SIMD vs x86)

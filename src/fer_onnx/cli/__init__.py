@@ -19,17 +19,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fer-onnx`` command line; returns the exit code.
-
-    Exit codes: 0 success; 1 some images failed; 2 an error; 3 a video was only partly
-    analysed (frames that could not be decoded); 130 Ctrl-C; 128 + N signal N (SIGTERM, SIGHUP).
-
-    Args:
-        argv: The arguments; ``None`` reads ``sys.argv``.
-
-    Returns:
-        The exit code.
-    """
+    """Run the ``fer-onnx`` command line: :func:`fer_onnx.cli.app.main`, imported on call."""
     from fer_onnx.cli.app import main as run_app
 
     return run_app(argv)

@@ -77,10 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     except Terminated as e:
         print(f"\nstopped by signal {e.signum}", file=sys.stderr)
         return 128 + e.signum
-    except FerOnnxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as e:
+    except (FerOnnxError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return code

@@ -206,3 +206,64 @@ def test_quantized_teacher_rows_are_renormalised_and_others_refused(
     p = distill_module.teacher_probabilities([teacher], np.zeros((4, 48, 48, 1), np.uint8))
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
     assert (p.argmax(axis=1) == 3).all()
+
+
+def test_a_soft_target_file_teaches_alone_and_must_fit_the_rows(tmp_path: Path) -> None:
+    """An earlier run's teacher.npz distils a student without the model that wrote it."""
+    from fer_onnx_factory.train.distill import labelling_seconds
+
+    data = _dataset()
+    train = data["Training"]
+    probs = np.full((len(train), 7), 0.05, np.float32)
+    probs[:, 5] = 0.7
+    soft = tmp_path / "soft.npz"
+    np.savez_compressed(
+        soft,
+        rows=train.rows,
+        probabilities=probs,
+        labels=np.array(FER2013_LABELS),
+        teachers=np.array("[]"),
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    out = distil(data, [soft], weight=1.0, temperature=1.0, out=run)
+    assert np.allclose(out["Training"].targets, probs, atol=1e-6)
+    # the run's own cache is a soft-target file in turn: it names the classes and the source
+    with np.load(run / TEACHER, allow_pickle=False) as cached:
+        assert tuple(cached["labels"]) == FER2013_LABELS
+        assert json.loads(str(cached["teachers"]))[0]["path"] == str(soft)
+    assert labelling_seconds(run) is not None
+    again = tmp_path / "again"
+    again.mkdir()
+    copied = distil(data, [run / TEACHER], 1.0, 1.0, again)
+    assert np.array_equal(copied["Training"].targets, out["Training"].targets)
+
+    fewer = Dataset({"Training": train.subset(np.arange(4))}, data.labels, data.spec, "t")
+    with pytest.raises(PipelineError, match="other Training rows than this data's 4"):
+        distil(fewer, [soft], 1.0, 1.0, tmp_path / "fewer")
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"x")
+    with pytest.raises(PipelineError, match="pass it alone"):
+        distil(data, [soft, other], 1.0, 1.0, tmp_path / "mixed")
+
+
+def test_a_soft_target_file_must_name_the_data_classes_and_hold_probabilities(
+    tmp_path: Path,
+) -> None:
+    data = _dataset()
+    rows = data["Training"].rows
+    good = np.full((len(rows), 7), 1 / 7, np.float32)
+    unnamed = tmp_path / "unnamed.npz"
+    np.savez_compressed(unnamed, rows=rows, probabilities=good)
+    with pytest.raises(PipelineError, match="stores no class names"):
+        distil(data, [unnamed], 1.0, 1.0, tmp_path / "a")
+    shuffled = tmp_path / "shuffled.npz"
+    np.savez_compressed(
+        shuffled, rows=rows, probabilities=good, labels=np.array(FER2013_LABELS[::-1])
+    )
+    with pytest.raises(PipelineError, match="same order"):
+        distil(data, [shuffled], 1.0, 1.0, tmp_path / "b")
+    broken = tmp_path / "broken.npz"
+    np.savez_compressed(broken, rows=rows, probabilities=good * 3, labels=np.array(FER2013_LABELS))
+    with pytest.raises(PipelineError, match="one probability distribution per face"):
+        distil(data, [broken], 1.0, 1.0, tmp_path / "c")

@@ -12,20 +12,27 @@ FER2013 labels, so PublicTest still decides every choice.
 The teachers run once, before the first epoch: a Keras teacher on the face and its mirror
 image, an exported ONNX teacher as it ships (through the library, with its in-graph views). The
 result is saved in the run folder (``teacher.npz``: probabilities, the Training rows they
-belong to, each teacher's path, size and SHA-256, and the seconds the labelling took, which
-the run's report adds to its wall time) so that ``--resume`` trains on the same
-targets instead of re-running, and the record says exactly which files taught the run.
+belong to, the class names, each teacher's path, size and SHA-256, and the seconds the
+labelling took, which the run's report adds to its wall time) so that ``--resume`` trains on
+the same targets instead of re-running, and the record says exactly which files taught the run.
+
+That file is also a *soft-target file*: ``--teacher runs/a/teacher.npz`` (alone) trains on the
+probabilities it holds, without the models that wrote them, so a student can be distilled
+again after its teacher has been replaced (the recipe commits the file for that). It must have
+been written for the same Training rows (the same data file) and name the data's classes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +42,8 @@ from fer_onnx_factory.errors import PipelineError
 log = logging.getLogger(__name__)
 
 TEACHER = "teacher.npz"
+SOFT_TARGETS = ".npz"
+"""The suffix of a soft-target file (a ``teacher.npz`` written by an earlier run)."""
 
 
 def _sha256(path: Path) -> str:
@@ -54,7 +63,10 @@ def describe(models: Sequence[Path]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for m in models:
         if not m.is_file():
-            raise PipelineError(f"teacher model not found: {m} (expected a .keras or .onnx file)")
+            raise PipelineError(
+                f"teacher model not found: {m} (expected a .keras or .onnx model, or the "
+                "teacher.npz soft-target file of an earlier run)"
+            )
         out.append({"path": str(m), "bytes": m.stat().st_size, "sha256": _sha256(m)})
     return out
 
@@ -63,11 +75,20 @@ def teacher_labels(model: Path) -> tuple[str, ...]:
     """The class names of a teacher in output order.
 
     An ONNX model's from its fer-onnx metadata; a Keras model's from the ``contract.json`` of
-    the run folder it sits in.
+    the run folder it sits in; a soft-target file's from the names it stores.
 
     Raises:
-        PipelineError: The model cannot be loaded, or a Keras model has no contract beside it.
+        PipelineError: The model cannot be loaded, or a Keras model has no contract beside it,
+            or a soft-target file names no classes.
     """
+    if model.suffix == SOFT_TARGETS:
+        with _open_npz(model) as saved:
+            if "labels" not in saved.files:
+                raise PipelineError(
+                    f"teacher {model} stores no class names (a teacher.npz written before they "
+                    "were recorded); label the faces again with its teacher model"
+                )
+            return tuple(str(x) for x in saved["labels"])
     if model.suffix == ".onnx":
         from fer_onnx import EmotionRecognizer, FerOnnxError
 
@@ -132,10 +153,9 @@ def teacher_probabilities(models: Sequence[Path], images: np.ndarray) -> np.ndar
             raise PipelineError(f"teacher {model} returned shape {p.shape} for {len(images)} faces")
         # an int8 model's softmax output is quantized (steps of 1/255 per view), so its rows
         # sum to 1 within about 1%; they are renormalised below
-        sums = p.sum(axis=1, keepdims=True)
-        if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(sums - 1.0).max() > 0.02:
+        if not _is_distribution(p):
             raise PipelineError(f"teacher {model} does not return probabilities")
-        p = p / sums
+        p = p / p.sum(axis=1, keepdims=True)
         if total is not None and p.shape != total.shape:
             raise PipelineError(
                 f"teacher {model} has {p.shape[1]} classes, the first teacher {total.shape[1]}"
@@ -164,16 +184,23 @@ def blend(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray
     return ((1.0 - weight) * targets + weight * teacher).astype(np.float32)
 
 
-def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]) -> np.ndarray:
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[Any]:
+    """``np.load`` of ``path`` (no pickles), its failures as one :class:`PipelineError`."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
-            cached_rows = saved["rows"]
-            probs = np.asarray(saved["probabilities"])
-            cached_teachers = json.loads(str(saved["teachers"]))
+            yield saved
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise PipelineError(
             f"{path} cannot be read ({e}); move it away to label the faces again"
         ) from e
+
+
+def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]) -> np.ndarray:
+    with _open_npz(path) as saved:
+        cached_rows = saved["rows"]
+        probs = np.asarray(saved["probabilities"])
+        cached_teachers = json.loads(str(saved["teachers"]))
     if not np.array_equal(cached_rows, rows) or cached_teachers != teachers:
         raise PipelineError(
             f"{path} was made for other Training rows or other teacher files; move it away to "
@@ -182,16 +209,53 @@ def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]
     return probs
 
 
+def read_soft_targets(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The probabilities a soft-target file holds for the Training ``rows``, ``(N, K)``.
+
+    Raises:
+        PipelineError: The file cannot be read, was written for other Training rows (another
+            data file), or does not hold one probability distribution per row.
+    """
+    with _open_npz(path) as saved:
+        theirs = np.asarray(saved["rows"])
+        probs = np.asarray(saved["probabilities"], dtype=np.float32)
+    if not np.array_equal(theirs, rows):
+        raise PipelineError(
+            f"{path} holds targets for {len(theirs)} other Training rows than this data's "
+            f"{len(rows)}; train on the data file it was written for (the same --data)"
+        )
+    if probs.ndim != 2 or len(probs) != len(rows) or not _is_distribution(probs):
+        raise PipelineError(f"{path} does not hold one probability distribution per face")
+    return probs
+
+
+def _is_distribution(p: np.ndarray) -> bool:
+    """Finite, non-negative rows summing to 1 within 2% (an int8 teacher's rounding)."""
+    sums = p.sum(axis=1, keepdims=True)
+    return bool(np.all(np.isfinite(p)) and p.min() >= 0 and np.abs(sums - 1.0).max() <= 0.02)
+
+
 def labelling_seconds(out: Path) -> float | None:
     """Wall time the teachers took to label the Training faces of the run in ``out``."""
     path = out / TEACHER
     if not path.is_file():
         return None
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
-            return float(saved["seconds"]) if "seconds" in saved.files else None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise PipelineError(f"{path} cannot be read: {e}") from e
+    with _open_npz(path) as saved:
+        return float(saved["seconds"]) if "seconds" in saved.files else None
+
+
+def _label(models: Sequence[Path], rows: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """The teachers' probabilities on ``images``: read from a soft-target file, or run.
+
+    Raises:
+        PipelineError: A soft-target file does not fit ``rows``; a teacher model fails
+            (:func:`teacher_probabilities`).
+    """
+    soft = [m for m in models if m.suffix == SOFT_TARGETS]
+    if not soft:
+        return teacher_probabilities(models, images)
+    log.info("teacher probabilities read from the soft-target file %s", soft[0])
+    return read_soft_targets(soft[0], rows)
 
 
 def distil(
@@ -200,11 +264,19 @@ def distil(
     """The dataset with Training targets blended with the teachers' softened probabilities.
 
     The teachers' probabilities are cached in ``out/teacher.npz`` and reused when the rows and
-    teacher files (by SHA-256) are the same.
+    teacher files (by SHA-256) are the same. A teacher may be a soft-target file (an earlier
+    run's ``teacher.npz``, passed alone): its probabilities are used as they are.
 
     Raises:
-        PipelineError: Missing teachers, a mismatched cache, or bad teacher output.
+        PipelineError: Missing teachers, a soft-target file among other teachers, a
+            mismatched cache, or bad teacher output.
     """
+    soft = [m for m in models if m.suffix == SOFT_TARGETS]
+    if soft and len(models) > 1:
+        raise PipelineError(
+            f"a soft-target file ({soft[0]}) stands for the teachers that wrote it: pass it "
+            "alone, or pass teacher models only"
+        )
     train = dataset["Training"]
     teachers = describe(models)
     cache = out / TEACHER
@@ -214,7 +286,7 @@ def distil(
     else:
         check_teachers(models, dataset.labels)
         t0 = time.time()
-        probs = teacher_probabilities(models, train.images)
+        probs = _label(models, train.rows, train.images)
         seconds = time.time() - t0
         if probs.shape[1] != train.targets.shape[1]:
             raise DataError(
@@ -225,6 +297,7 @@ def distil(
             tmp,
             rows=train.rows,
             probabilities=probs,
+            labels=np.array(dataset.labels),
             teachers=np.array(json.dumps(teachers)),
             seconds=np.array(seconds),
         )

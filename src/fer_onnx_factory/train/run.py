@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         nargs="+",
         help="knowledge distillation: .keras or .onnx teacher model(s) whose mean "
-        "probabilities on the Training faces are blended into the targets",
+        "probabilities on the Training faces are blended into the targets, or (alone) the "
+        "teacher.npz soft-target file an earlier run on the same --data wrote",
     )
     g.add_argument(
         "--teacher-weight",

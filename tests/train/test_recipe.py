@@ -104,6 +104,25 @@ def test_the_shipped_recipe_parses_and_starts_with_the_fetch(tmp_path: Path) -> 
     assert "-m fer_onnx_factory pretrained faceres" in lines[0]
 
 
+def test_the_shipped_recipe_reads_only_its_runs_shared_and_committed_files(
+    tmp_path: Path,
+) -> None:
+    """The chain passes through committed files only: never an earlier session's runs/."""
+    runs, shared = tmp_path / "runs", tmp_path / "shared"
+    recipe = load_recipe(
+        ROOT / "recipes" / "shipped.toml", {"runs": str(runs), "shared": str(shared)}
+    )
+    read = [
+        (step.name, arg)
+        for step in recipe.steps
+        for arg in step.run[1:]
+        if "/" in arg and not arg.startswith(("-", str(runs), str(shared)))
+    ]
+    assert read, "the recipe names no committed file (the fast step's teacher was expected)"
+    for name, arg in read:
+        assert (ROOT / arg).is_file(), f"step {name} reads {arg}: not in the repository"
+
+
 def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:
     body = _step("ghost", [str(tmp_path / "no-such-program")], "{runs}/x")
     with pytest.raises(PipelineError, match="cannot start"):

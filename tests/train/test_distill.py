@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,7 +209,21 @@ def test_quantized_teacher_rows_are_renormalised_and_others_refused(
     assert (p.argmax(axis=1) == 3).all()
 
 
-def test_a_soft_target_file_teaches_alone_and_must_fit_the_rows(tmp_path: Path) -> None:
+def _soft_file(path: Path, rows: np.ndarray, probs: np.ndarray, **extra: Any) -> Path:
+    """A soft-target file as a distilled run caches it (``teacher.npz``)."""
+    fields = {
+        "rows": rows,
+        "probabilities": probs,
+        "labels": np.array(FER2013_LABELS),
+        "teachers": np.array(json.dumps([{"path": "a.onnx", "sha256": "0" * 64}])),
+        "seconds": np.array(51.5),
+        **extra,
+    }
+    np.savez_compressed(path, **{k: v for k, v in fields.items() if v is not None})
+    return path
+
+
+def test_a_soft_target_file_teaches_alone_and_keeps_its_record(tmp_path: Path) -> None:
     """An earlier run's teacher.npz distils a student without the model that wrote it."""
     from fer_onnx_factory.train.distill import labelling_seconds
 
@@ -216,54 +231,89 @@ def test_a_soft_target_file_teaches_alone_and_must_fit_the_rows(tmp_path: Path) 
     train = data["Training"]
     probs = np.full((len(train), 7), 0.05, np.float32)
     probs[:, 5] = 0.7
-    soft = tmp_path / "soft.npz"
-    np.savez_compressed(
-        soft,
-        rows=train.rows,
-        probabilities=probs,
-        labels=np.array(FER2013_LABELS),
-        teachers=np.array("[]"),
-    )
+    soft = _soft_file(tmp_path / "soft.npz", train.rows, probs)
     run = tmp_path / "run"
     run.mkdir()
     out = distil(data, [soft], weight=1.0, temperature=1.0, out=run)
     assert np.allclose(out["Training"].targets, probs, atol=1e-6)
-    # the run's own cache is a soft-target file in turn: it names the classes and the source
+    # the run's own cache is a soft-target file in turn: it names the classes, the file it
+    # was read from, and that file's own teachers
     with np.load(run / TEACHER, allow_pickle=False) as cached:
         assert tuple(cached["labels"]) == FER2013_LABELS
         assert json.loads(str(cached["teachers"]))[0]["path"] == str(soft)
-    assert labelling_seconds(run) is not None
+        source = json.loads(str(cached["source"]))
+    assert source == {"teachers": [{"path": "a.onnx", "sha256": "0" * 64}], "seconds": 51.5}
+    seconds = labelling_seconds(run)
+    assert seconds is not None
+    assert seconds < 51.5  # reading, not the original labelling
+    # a resumed run (same teacher, same --out) trains on the same targets from its cache
+    assert np.array_equal(
+        distil(data, [soft], 1.0, 1.0, run)["Training"].targets, out["Training"].targets
+    )
     again = tmp_path / "again"
     again.mkdir()
     copied = distil(data, [run / TEACHER], 1.0, 1.0, again)
     assert np.array_equal(copied["Training"].targets, out["Training"].targets)
 
+
+def test_a_soft_target_file_must_fit_the_faces_and_stand_alone(tmp_path: Path) -> None:
+    data = _dataset()
+    train = data["Training"]
+    probs = np.full((len(train), 7), 1 / 7, np.float32)
+    soft = _soft_file(tmp_path / "soft.npz", train.rows, probs)
     fewer = Dataset({"Training": train.subset(np.arange(4))}, data.labels, data.spec, "t")
-    with pytest.raises(PipelineError, match="other Training rows than this data's 4"):
+    with pytest.raises(PipelineError, match=r"other Training faces \(6 rows; this run has 4\)"):
         distil(fewer, [soft], 1.0, 1.0, tmp_path / "fewer")
-    other = tmp_path / "other.keras"
+    shifted = _soft_file(tmp_path / "shifted.npz", train.rows + 1, probs)  # same count
+    with pytest.raises(PipelineError, match="--data, --ferplus and --limit"):
+        distil(data, [shifted], 1.0, 1.0, tmp_path / "shifted")
+    other = tmp_path / "other.keras"  # never read: the mix is refused first
     other.write_bytes(b"x")
     with pytest.raises(PipelineError, match="pass it alone"):
         distil(data, [soft, other], 1.0, 1.0, tmp_path / "mixed")
+    run = tmp_path / "run"
+    run.mkdir()
+    own = _soft_file(run / TEACHER, train.rows, probs)
+    with pytest.raises(PipelineError, match="this run's own cache"):
+        distil(data, [own], 1.0, 1.0, run)
+    assert own.is_file()
 
 
-def test_a_soft_target_file_must_name_the_data_classes_and_hold_probabilities(
+def test_a_soft_target_file_must_name_the_classes_and_hold_probabilities(
     tmp_path: Path,
 ) -> None:
     data = _dataset()
     rows = data["Training"].rows
     good = np.full((len(rows), 7), 1 / 7, np.float32)
-    unnamed = tmp_path / "unnamed.npz"
-    np.savez_compressed(unnamed, rows=rows, probabilities=good)
-    with pytest.raises(PipelineError, match="stores no class names"):
-        distil(data, [unnamed], 1.0, 1.0, tmp_path / "a")
-    shuffled = tmp_path / "shuffled.npz"
-    np.savez_compressed(
-        shuffled, rows=rows, probabilities=good, labels=np.array(FER2013_LABELS[::-1])
-    )
-    with pytest.raises(PipelineError, match="same order"):
-        distil(data, [shuffled], 1.0, 1.0, tmp_path / "b")
-    broken = tmp_path / "broken.npz"
-    np.savez_compressed(broken, rows=rows, probabilities=good * 3, labels=np.array(FER2013_LABELS))
+    cases: dict[str, dict[str, Any]] = {
+        "stores no class names": {"labels": None},
+        "same order": {"labels": np.array(FER2013_LABELS[::-1])},
+        "one probability distribution per face": {"probabilities": good * 3},
+        "cannot be read .*teacher.npz written by": {"rows": None},
+    }
+    for i, (message, change) in enumerate(cases.items()):
+        fields: dict[str, Any] = {"rows": rows, "probabilities": good, **change}
+        bad = _soft_file(
+            tmp_path / f"bad{i}.npz", fields.pop("rows"), fields.pop("probabilities"), **fields
+        )
+        with pytest.raises(PipelineError, match=message):
+            distil(data, [bad], 1.0, 1.0, tmp_path / f"run{i}")
+    flat = _soft_file(tmp_path / "flat.npz", rows, good.ravel())
     with pytest.raises(PipelineError, match="one probability distribution per face"):
-        distil(data, [broken], 1.0, 1.0, tmp_path / "c")
+        distil(data, [flat], 1.0, 1.0, tmp_path / "flat")
+
+
+def test_a_resumed_cache_with_other_classes_is_refused(tmp_path: Path) -> None:
+    teacher_file = tmp_path / "t.onnx"
+    teacher_file.write_bytes(b"cached")
+    data = _dataset()
+    train = data["Training"]
+    _soft_file(
+        tmp_path / TEACHER,
+        train.rows,
+        np.full((len(train), 7), 1 / 7, np.float32),
+        labels=np.array(FER2013_LABELS[::-1]),
+        teachers=np.array(json.dumps(describe([teacher_file]))),
+    )
+    with pytest.raises(PipelineError, match="names the classes"):
+        distil(data, [teacher_file], 0.5, 1.0, tmp_path)

@@ -18,8 +18,10 @@ the same targets instead of re-running, and the record says exactly which files 
 
 That file is also a *soft-target file*: ``--teacher runs/a/teacher.npz`` (alone) trains on the
 probabilities it holds, without the models that wrote them, so a student can be distilled
-again after its teacher has been replaced (the recipe commits the file for that). It must have
-been written for the same Training rows (the same data file) and name the data's classes.
+again after its teacher has been replaced (commit a copy of the file for that). It must have
+been written for the same Training faces (the same ``--data``, ``--ferplus`` and ``--limit``)
+and name the data's classes; the new run's cache keeps the file's own record of its teachers
+(``source``), and its ``seconds`` are the reading time, not the original labelling.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from fer_onnx_factory.errors import PipelineError
 log = logging.getLogger(__name__)
 
 TEACHER = "teacher.npz"
-SOFT_TARGETS = ".npz"
+SOFT_TARGET_SUFFIX = ".npz"
 """The suffix of a soft-target file (a ``teacher.npz`` written by an earlier run)."""
 
 
@@ -81,8 +83,8 @@ def teacher_labels(model: Path) -> tuple[str, ...]:
         PipelineError: The model cannot be loaded, or a Keras model has no contract beside it,
             or a soft-target file names no classes.
     """
-    if model.suffix == SOFT_TARGETS:
-        with _open_npz(model) as saved:
+    if model.suffix == SOFT_TARGET_SUFFIX:
+        with _open_npz(model, _SOFT_HINT) as saved:
             if "labels" not in saved.files:
                 raise PipelineError(
                     f"teacher {model} stores no class names (a teacher.npz written before they "
@@ -184,49 +186,62 @@ def blend(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray
     return ((1.0 - weight) * targets + weight * teacher).astype(np.float32)
 
 
+_RELABEL = "move it away to label the faces again"
+_SOFT_HINT = "pass a teacher.npz written by `fer-onnx-factory train --teacher MODEL`"
+
+
 @contextlib.contextmanager
-def _open_npz(path: Path) -> Iterator[Any]:
-    """``np.load`` of ``path`` (no pickles), its failures as one :class:`PipelineError`."""
+def _open_npz(path: Path, hint: str = _RELABEL) -> Iterator[Any]:
+    """``np.load`` of ``path`` (no pickles); a failure, missing key or malformed entry while
+    reading it is one :class:`PipelineError` ending in ``hint``."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as saved:
             yield saved
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise PipelineError(
-            f"{path} cannot be read ({e}); move it away to label the faces again"
-        ) from e
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise PipelineError(f"{path} cannot be read ({e}); {hint}") from e
 
 
-def _load_cached(path: Path, rows: np.ndarray, teachers: list[dict[str, object]]) -> np.ndarray:
+def _load_cached(
+    path: Path, rows: np.ndarray, teachers: list[dict[str, object]], labels: Sequence[str]
+) -> np.ndarray:
     with _open_npz(path) as saved:
         cached_rows = saved["rows"]
         probs = np.asarray(saved["probabilities"])
         cached_teachers = json.loads(str(saved["teachers"]))
+        cached_labels = [str(x) for x in saved["labels"]] if "labels" in saved.files else None
     if not np.array_equal(cached_rows, rows) or cached_teachers != teachers:
         raise PipelineError(
-            f"{path} was made for other Training rows or other teacher files; move it away to "
-            "label the faces again"
+            f"{path} was made for other Training rows or other teacher files; {_RELABEL}"
         )
+    if cached_labels is not None and cached_labels != list(labels):
+        raise PipelineError(f"{path} names the classes {cached_labels}; {_RELABEL}")
     return probs
 
 
-def read_soft_targets(path: Path, rows: np.ndarray) -> np.ndarray:
-    """The probabilities a soft-target file holds for the Training ``rows``, ``(N, K)``.
+def read_soft_targets(path: Path, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The probabilities a soft-target file holds for the Training ``rows``, ``(N, K)``, and
+    its own record of the teachers that wrote them (``teachers``, ``seconds``).
 
     Raises:
-        PipelineError: The file cannot be read, was written for other Training rows (another
-            data file), or does not hold one probability distribution per row.
+        PipelineError: The file cannot be read, was written for other Training faces (another
+            ``--data``, ``--ferplus`` or ``--limit``), or does not hold one probability
+            distribution per face.
     """
-    with _open_npz(path) as saved:
+    with _open_npz(path, _SOFT_HINT) as saved:
         theirs = np.asarray(saved["rows"])
         probs = np.asarray(saved["probabilities"], dtype=np.float32)
+        source = {
+            "teachers": json.loads(str(saved["teachers"])) if "teachers" in saved.files else [],
+            "seconds": float(saved["seconds"]) if "seconds" in saved.files else None,
+        }
     if not np.array_equal(theirs, rows):
         raise PipelineError(
-            f"{path} holds targets for {len(theirs)} other Training rows than this data's "
-            f"{len(rows)}; train on the data file it was written for (the same --data)"
+            f"{path} was written for other Training faces ({len(theirs)} rows; this run has "
+            f"{len(rows)}); train with the --data, --ferplus and --limit it was written with"
         )
     if probs.ndim != 2 or len(probs) != len(rows) or not _is_distribution(probs):
         raise PipelineError(f"{path} does not hold one probability distribution per face")
-    return probs
+    return probs, source
 
 
 def _is_distribution(p: np.ndarray) -> bool:
@@ -244,16 +259,19 @@ def labelling_seconds(out: Path) -> float | None:
         return float(saved["seconds"]) if "seconds" in saved.files else None
 
 
-def _label(models: Sequence[Path], rows: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """The teachers' probabilities on ``images``: read from a soft-target file, or run.
+def _label(
+    models: Sequence[Path], rows: np.ndarray, images: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The teachers' probabilities on ``images``, read from a soft-target file (with that
+    file's own record of its teachers) or computed by running the models (record ``None``).
 
     Raises:
         PipelineError: A soft-target file does not fit ``rows``; a teacher model fails
             (:func:`teacher_probabilities`).
     """
-    soft = [m for m in models if m.suffix == SOFT_TARGETS]
+    soft = [m for m in models if m.suffix == SOFT_TARGET_SUFFIX]
     if not soft:
-        return teacher_probabilities(models, images)
+        return teacher_probabilities(models, images), None
     log.info("teacher probabilities read from the soft-target file %s", soft[0])
     return read_soft_targets(soft[0], rows)
 
@@ -271,36 +289,44 @@ def distil(
         PipelineError: Missing teachers, a soft-target file among other teachers, a
             mismatched cache, or bad teacher output.
     """
-    soft = [m for m in models if m.suffix == SOFT_TARGETS]
+    cache = out / TEACHER
+    soft = [m for m in models if m.suffix == SOFT_TARGET_SUFFIX]
     if soft and len(models) > 1:
         raise PipelineError(
             f"a soft-target file ({soft[0]}) stands for the teachers that wrote it: pass it "
             "alone, or pass teacher models only"
         )
+    if soft and soft[0].resolve() == cache.resolve():
+        raise PipelineError(
+            f"{soft[0]} is this run's own cache; copy it elsewhere (e.g. next to the recipe) "
+            "and pass the copy, or train into another --out"
+        )
     train = dataset["Training"]
     teachers = describe(models)
-    cache = out / TEACHER
     if cache.exists():
-        probs = _load_cached(cache, train.rows, teachers)
+        probs = _load_cached(cache, train.rows, teachers, dataset.labels)
         log.info("teacher probabilities read from %s", cache)
     else:
         check_teachers(models, dataset.labels)
         t0 = time.time()
-        probs = _label(models, train.rows, train.images)
+        probs, source = _label(models, train.rows, train.images)
         seconds = time.time() - t0
         if probs.shape[1] != train.targets.shape[1]:
             raise DataError(
                 f"the teachers have {probs.shape[1]} classes, the data {train.targets.shape[1]}"
             )
+        fields: dict[str, Any] = {
+            "rows": train.rows,
+            "probabilities": probs,
+            "labels": np.array(dataset.labels),
+            "teachers": np.array(json.dumps(teachers)),
+            "seconds": np.array(seconds),
+        }
+        if source is not None:
+            fields["source"] = np.array(json.dumps(source))
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez_compressed(
-            tmp,
-            rows=train.rows,
-            probabilities=probs,
-            labels=np.array(dataset.labels),
-            teachers=np.array(json.dumps(teachers)),
-            seconds=np.array(seconds),
-        )
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **fields)
         tmp.replace(cache)
     agree = float((probs.argmax(axis=1) == train.labels).mean())
     targets = blend(train.targets, soften(probs, temperature), weight)

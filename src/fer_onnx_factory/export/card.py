@@ -133,7 +133,7 @@ def _pretrained_origin(weights: str) -> str:
     return (
         f"trained from the `{source.name}` start ({source.arch}, alpha {source.alpha}): "
         f"{source.registry} `{source.package}@{source.version}` (`{source.tarball}`, SHA-256 "
-        f"{source.sha256}), converted by `fer_onnx_factory.model.pretrained` and checked "
+        f"{source.sha256}), converted by `fer-onnx-factory pretrained` and checked "
         f"against {source.original}; licence: {source.licence}; upstream {source.upstream}"
     )
 

@@ -133,3 +133,25 @@ def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:
     body = _step("ghost", [str(tmp_path / "no-such-program")], "{runs}/x")
     with pytest.raises(PipelineError, match="cannot start"):
         run_recipe(load_recipe(_write(tmp_path, body)))
+
+
+def test_the_committed_soft_targets_are_those_the_shipped_fast_learnt_from() -> None:
+    """recipes/fast-teacher.npz was written by the teacher that fast's metadata names."""
+    import numpy as np
+    import onnx
+
+    from fer_onnx_factory.data.datasets import FER2013_LABELS
+    from fer_onnx_factory.train.distill import teacher_labels
+
+    soft = ROOT / "recipes" / "fast-teacher.npz"
+    fast = onnx.load(str(ROOT / "src" / "fer_onnx" / "models" / "int8.onnx"))
+    taught_by = json.loads({p.key: p.value for p in fast.metadata_props}["teacher"])
+    with np.load(soft, allow_pickle=False) as saved:
+        (writer,) = json.loads(str(saved["teachers"]))
+        probs = saved["probabilities"]
+        rows = saved["rows"]
+    assert writer["sha256"] == taught_by["sha256"]
+    assert teacher_labels(soft) == FER2013_LABELS
+    # both framings of every FER2013 Training face, one distribution each
+    assert probs.shape == (len(rows), 7) == (57418, 7)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -259,23 +259,6 @@ def labelling_seconds(out: Path) -> float | None:
         return float(saved["seconds"]) if "seconds" in saved.files else None
 
 
-def _label(
-    models: Sequence[Path], rows: np.ndarray, images: np.ndarray
-) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """The teachers' probabilities on ``images``, read from a soft-target file (with that
-    file's own record of its teachers) or computed by running the models (record ``None``).
-
-    Raises:
-        PipelineError: A soft-target file does not fit ``rows``; a teacher model fails
-            (:func:`teacher_probabilities`).
-    """
-    soft = [m for m in models if m.suffix == SOFT_TARGET_SUFFIX]
-    if not soft:
-        return teacher_probabilities(models, images), None
-    log.info("teacher probabilities read from the soft-target file %s", soft[0])
-    return read_soft_targets(soft[0], rows)
-
-
 def distil(
     dataset: Dataset, models: Sequence[Path], weight: float, temperature: float, out: Path
 ) -> Dataset:
@@ -309,7 +292,12 @@ def distil(
     else:
         check_teachers(models, dataset.labels)
         t0 = time.time()
-        probs, source = _label(models, train.rows, train.images)
+        source: dict[str, Any] | None = None
+        if soft:
+            log.info("teacher probabilities read from the soft-target file %s", soft[0])
+            probs, source = read_soft_targets(soft[0], train.rows)
+        else:
+            probs = teacher_probabilities(models, train.images)
         seconds = time.time() - t0
         if probs.shape[1] != train.targets.shape[1]:
             raise DataError(

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER_CSV, shared_file
 
 from fer_onnx.alignment import CropTemplate
 from fer_onnx.yunet import YuNetDetector
@@ -21,16 +20,15 @@ ROWS = 40
 
 
 @pytest.fixture(scope="module")
-def aligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shared_file(FER_CSV)
+def aligned(tmp_path_factory: pytest.TempPathFactory, fer_small: Path) -> Path:
     out = tmp_path_factory.mktemp("aligned") / "fer2013-aligned.npz"
-    assert main(["--data", str(FER_CSV), "--out", str(out), "--limit", str(ROWS)]) == 0
+    assert main(["--data", str(fer_small), "--out", str(out), "--limit", str(ROWS)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def original(aligned: Path) -> Dataset:
-    return load_fer2013_csv(FER_CSV)
+def original(aligned: Path, fer_small: Path) -> Dataset:
+    return load_fer2013_csv(fer_small)
 
 
 def test_aligned_dataset_loads_like_any_dataset(aligned: Path, original: Dataset) -> None:
@@ -64,12 +62,14 @@ def test_aligned_faces_sit_on_the_template(aligned: Path, original: Dataset) -> 
     assert after < 0.6 * before, (before, after)
 
 
-def test_keep_original_holds_both_framings(aligned: Path, tmp_path: Path) -> None:
+def test_keep_original_holds_both_framings(
+    aligned: Path, original: Dataset, fer_small: Path, tmp_path: Path
+) -> None:
     """--keep-original: each face in its own framing, then the same face aligned."""
     both = tmp_path / "both.npz"
-    args = ["--data", str(FER_CSV), "--out", str(both), "--limit", str(ROWS), "--keep-original"]
+    args = ["--data", str(fer_small), "--out", str(both), "--limit", str(ROWS), "--keep-original"]
     assert main(args) == 0
-    data, alone, original = load(both), load(aligned), load_fer2013_csv(FER_CSV)
+    data, alone = load(both), load(aligned)
     for name, split in data.splits.items():
         assert split.images.shape == (2 * ROWS, 48, 48, 1)
         assert np.array_equal(split.images[:ROWS], original[name].images[:ROWS])
@@ -90,13 +90,15 @@ def test_the_run_contract_takes_the_datasets_template(aligned: Path, tmp_path: P
     assert read_contract(tmp_path).template == expected
 
 
-def test_bad_npz_and_existing_output_are_clear_errors(aligned: Path, tmp_path: Path) -> None:
+def test_bad_npz_and_existing_output_are_clear_errors(
+    aligned: Path, fer_small: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "other.npz"
     np.savez(other, x=np.zeros(3))
     with pytest.raises(DataError, match="fer-onnx-factory align"):
         load(other)
-    assert main(["--data", str(FER_CSV), "--out", str(aligned)]) == 2
-    assert main(["--data", str(FER_CSV), "--out", str(tmp_path / "x.csv")]) == 2
+    assert main(["--data", str(fer_small), "--out", str(aligned)]) == 2
+    assert main(["--data", str(fer_small), "--out", str(tmp_path / "x.csv")]) == 2
 
 
 def test_truncated_npz_dataset_is_a_clear_error(aligned: Path, tmp_path: Path) -> None:

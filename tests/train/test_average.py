@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER_CSV, shared_file
 
 from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.train.config import RunState, TrainConfig, snapshot_name
@@ -179,22 +178,24 @@ def test_end_at_epoch_checks_and_records(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kept_epochs_average_into_a_run_of_their_own(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    fer_small: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("tensorflow")
-    shared_file(FER_CSV)
     from test_training_run import train
 
     from fer_onnx_factory.model.build import load_model
     from fer_onnx_factory.tune.average import main as average_main
 
     run = tmp_path / "kept"
-    train(run, "--epochs", "3", "--keep-epochs", "2")
+    train(fer_small, run, "--epochs", "3", "--keep-epochs", "2")
     assert [e for e, _ in snapshots(run)] == [2, 3]
     assert (run / snapshot_name(3)).read_bytes() == (run / "last.keras").read_bytes()
 
     out = tmp_path / "avg"
-    args = ["--run", str(run), "--out", str(out), "--data", str(FER_CSV), "--last", "2"]
+    args = ["--run", str(run), "--out", str(out), "--data", str(fer_small), "--last", "2"]
     # killed while writing its report: no run folder appears, and a second try starts afresh
     with monkeypatch.context() as m:
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER_CSV, ROOT, shared_file
+from conftest import FER_SMALL_ROWS, ROOT
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("matplotlib")
 
-ROWS = 300
+ROWS = FER_SMALL_ROWS  # every face of each split of the fer_small file
 ARGS = [
     "--weights",
     "none",
@@ -59,15 +59,16 @@ ARGS = [
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
-def command(out: Path, *extra: str) -> list[str]:
-    """The small training command; a later ``--flag value`` in ``extra`` overrides ARGS."""
+def command(data: Path, out: Path, *extra: str) -> list[str]:
+    """The small training command on ``data`` (the ``fer_small`` fixture's file); a later
+    ``--flag value`` in ``extra`` overrides ARGS."""
     return [
         sys.executable,
         "-m",
         "fer_onnx_factory",
         "train",
         "--data",
-        str(FER_CSV),
+        str(data),
         "--out",
         str(out),
         *ARGS,
@@ -75,9 +76,11 @@ def command(out: Path, *extra: str) -> list[str]:
     ]
 
 
-def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def train(
+    data: Path, out: Path, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command(out, *extra),
+        command(data, out, *extra),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -88,28 +91,26 @@ def train(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shared_file(FER_CSV)
+def run(tmp_path_factory: pytest.TempPathFactory, fer_small: Path) -> Path:
     out = tmp_path_factory.mktemp("runs") / "small"
-    train(out)
+    train(fer_small, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def ensemble_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ensemble_run(tmp_path_factory: pytest.TempPathFactory, fer_small: Path) -> Path:
     """Two members side by side, with class weights (given to Keras as sample weights)."""
-    shared_file(FER_CSV)
     out = tmp_path_factory.mktemp("runs") / "ensemble"
-    train(out, "--members", "2", "--class-weights", "balanced")
+    train(fer_small, out, "--members", "2", "--class-weights", "balanced")
     return out
 
 
-def assert_beats_chance_on_training_rows(run: Path) -> None:
+def assert_beats_chance_on_training_rows(run: Path, data: Path) -> None:
     import keras
 
     from fer_onnx_factory.data.datasets import load_fer2013_csv
 
-    train_split = load_fer2013_csv(FER_CSV, splits=("Training",))["Training"]
+    train_split = load_fer2013_csv(data, splits=("Training",))["Training"]
     x, y = train_split.images[:ROWS], train_split.labels[:ROWS]
     model = keras.models.load_model(run / "best.keras")
     assert model.output_names == ["probabilities"]
@@ -121,13 +122,15 @@ def assert_beats_chance_on_training_rows(run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_epochs_beat_chance_on_own_training_rows(run: Path) -> None:
-    assert_beats_chance_on_training_rows(run)
+def test_two_epochs_beat_chance_on_own_training_rows(run: Path, fer_small: Path) -> None:
+    assert_beats_chance_on_training_rows(run, fer_small)
 
 
 @pytest.mark.slow
-def test_ensemble_run_beats_chance_and_logs_like_a_single_model(ensemble_run: Path) -> None:
-    assert_beats_chance_on_training_rows(ensemble_run)
+def test_ensemble_run_beats_chance_and_logs_like_a_single_model(
+    ensemble_run: Path, fer_small: Path
+) -> None:
+    assert_beats_chance_on_training_rows(ensemble_run, fer_small)
     import keras
 
     last = keras.models.load_model(ensemble_run / "last.keras")
@@ -147,15 +150,16 @@ def test_ensemble_run_beats_chance_and_logs_like_a_single_model(ensemble_run: Pa
 
 
 @pytest.mark.slow
-def test_ensemble_killed_for_real_resumes_with_its_wall_time(tmp_path: Path) -> None:
+def test_ensemble_killed_for_real_resumes_with_its_wall_time(
+    tmp_path: Path, fer_small: Path
+) -> None:
     """SIGKILL an ensemble run after its first epoch, then --resume it to the end."""
     import signal
     import time
 
-    shared_file(FER_CSV)
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        command(out, "--members", "2", "--epochs", "3"),
+        command(fer_small, out, "--members", "2", "--epochs", "3"),
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -174,7 +178,7 @@ def test_ensemble_killed_for_real_resumes_with_its_wall_time(tmp_path: Path) -> 
     killed = json.loads(state_path.read_text())
     assert killed["epoch"] == 1, killed
     assert killed["train_seconds"] > 0  # kept current per epoch, not only at a clean exit
-    result = train(out, "--resume")
+    result = train(fer_small, out, "--resume")
     assert "after epoch 1" in result.stderr
     lines = (out / "history.csv").read_text().splitlines()
     assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "1", "2"]
@@ -184,7 +188,7 @@ def test_ensemble_killed_for_real_resumes_with_its_wall_time(tmp_path: Path) -> 
 
 
 def test_members_below_one_is_a_usage_error(tmp_path: Path) -> None:
-    result = train(tmp_path / "bad", "--members", "0", check=False)
+    result = train(tmp_path / "never-read.csv", tmp_path / "bad", "--members", "0", check=False)
     assert result.returncode == 2
     assert "--members must be at least 1" in result.stderr
     assert not (tmp_path / "bad").exists()
@@ -227,14 +231,14 @@ def test_full_report_is_written(run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_continues_without_losing_epochs(run: Path, tmp_path: Path) -> None:
+def test_resume_continues_without_losing_epochs(run: Path, tmp_path: Path, fer_small: Path) -> None:
     # Pretend the run was killed after its first epoch: keep the state of epoch 1 only.
     killed = tmp_path / "killed"
     shutil.copytree(run, killed)
     state = json.loads((killed / "state.json").read_text())
     state["epoch"] = 1
     (killed / "state.json").write_text(json.dumps(state))
-    result = train(killed, "--resume")
+    result = train(fer_small, killed, "--resume")
     assert "resuming" in result.stderr
     assert "after epoch 1" in result.stderr
     lines = (killed / "history.csv").read_text().splitlines()
@@ -243,26 +247,30 @@ def test_resume_continues_without_losing_epochs(run: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_existing_run_and_imagenet_offline_are_clear_errors(run: Path, tmp_path: Path) -> None:
-    again = train(run, check=False)
+def test_existing_run_and_imagenet_offline_are_clear_errors(
+    run: Path, tmp_path: Path, fer_small: Path
+) -> None:
+    again = train(fer_small, run, check=False)
     assert again.returncode != 0
     assert "--resume" in again.stderr
-    offline = train(tmp_path / "imagenet", "--weights", "imagenet", check=False)
+    offline = train(fer_small, tmp_path / "imagenet", "--weights", "imagenet", check=False)
     if offline.returncode == 0:
         pytest.skip("this machine could download ImageNet weights")
     assert "error:" in offline.stderr
     assert "--weights none" in offline.stderr
     assert "Traceback" not in offline.stderr
-    missing = train(tmp_path / "h5", "--weights", str(tmp_path / "none.h5"), check=False)
+    missing = train(fer_small, tmp_path / "h5", "--weights", str(tmp_path / "none.h5"), check=False)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
 
 
 @pytest.mark.slow
-def test_distilled_run_records_and_reuses_its_teacher(run: Path, tmp_path: Path) -> None:
+def test_distilled_run_records_and_reuses_its_teacher(
+    run: Path, tmp_path: Path, fer_small: Path
+) -> None:
     student = tmp_path / "student"
     teacher = run / "best.keras"
-    train(student, "--epochs", "1", "--teacher", str(teacher), "--teacher-weight", "0.7")
+    train(fer_small, student, "--epochs", "1", "--teacher", str(teacher), "--teacher-weight", "0.7")
     record = json.loads((student / "config.json").read_text())
     assert record["args"]["teacher"] == [str(teacher)]
     assert record["args"]["teacher_weight"] == 0.7
@@ -280,22 +288,22 @@ def test_distilled_run_records_and_reuses_its_teacher(run: Path, tmp_path: Path)
     state = json.loads((student / "state.json").read_text())
     state["epoch"] = 0
     (student / "state.json").write_text(json.dumps(state))
-    resumed = train(student, "--resume")
+    resumed = train(fer_small, student, "--resume")
     assert "teacher probabilities read from" in resumed.stderr
 
 
 @pytest.mark.slow
-def test_resume_can_move_the_end_of_the_run(run: Path, tmp_path: Path) -> None:
+def test_resume_can_move_the_end_of_the_run(run: Path, tmp_path: Path, fer_small: Path) -> None:
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)  # finished its 2 planned epochs
-    too_early = train(moved, "--resume", "--end-at-epoch", "2", check=False)
+    too_early = train(fer_small, moved, "--resume", "--end-at-epoch", "2", check=False)
     assert too_early.returncode == 2
     assert "give a later end" in too_early.stderr
-    not_resuming = train(tmp_path / "new", "--end-at-epoch", "3", check=False)
+    not_resuming = train(fer_small, tmp_path / "new", "--end-at-epoch", "3", check=False)
     assert not_resuming.returncode == 2
     assert "use it with --resume" in not_resuming.stderr
 
-    result = train(moved, "--resume", "--end-at-epoch", "4")
+    result = train(fer_small, moved, "--resume", "--end-at-epoch", "4")
     assert "run now ends after 4 epochs (was 2)" in result.stderr
     record = json.loads((moved / "config.json").read_text())
     assert record["args"]["epochs"] == 4
@@ -352,29 +360,32 @@ def test_calibration_bakes_the_chosen_biases_into_a_run_of_its_own(
 
 @pytest.mark.slow
 def test_calibration_keeps_the_floors_in_every_framing(
-    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run: Path, fer_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--framing: one setting chosen on FER2013's framing and the aligned one together."""
     from fer_onnx_factory.data.align import main as align_main
     from fer_onnx_factory.tune.calibrate import main as calibrate_main
 
     aligned = tmp_path / "aligned.npz"
-    assert align_main(["--data", str(FER_CSV), "--out", str(aligned), "--limit", str(ROWS)]) == 0
+    assert align_main(["--data", str(fer_small), "--out", str(aligned), "--limit", str(ROWS)]) == 0
     out = tmp_path / "cal"
     args = ["--run", str(run), "--out", str(out), "--protect", "fear", "--floor", "fear=0.5"]
     args += ["--tta", "flip", "--step", "0.5", "--max-bias", "8"]
     fewer = tmp_path / "fewer.npz"
-    assert align_main(["--data", str(FER_CSV), "--out", str(fewer), "--limit", "100"]) == 0
+    assert align_main(["--data", str(fer_small), "--out", str(fewer), "--limit", "100"]) == 0
     for framing, error in [
-        ([str(FER_CSV), str(FER_CSV.resolve())], "names the same file twice"),
-        ([str(FER_CSV), str(fewer)], "holds other faces than the run's"),
+        (
+            [str(fer_small), str(fer_small.parent / ".." / fer_small.parent.name / fer_small.name)],
+            "names the same file twice",
+        ),
+        ([str(fer_small), str(fewer)], "holds other faces than the run's"),
     ]:
         assert calibrate_main([*args, "--framing", *framing]) == 2
         assert error in capsys.readouterr().err
         assert not out.exists()
-    assert calibrate_main([*args, "--framing", str(FER_CSV), str(aligned)]) == 0
+    assert calibrate_main([*args, "--framing", str(fer_small), str(aligned)]) == 0
     cal = json.loads((out / "metrics.json").read_text())["calibration"]
-    assert [f["data"] for f in cal["framings"]] == [str(FER_CSV), str(aligned)]
+    assert [f["data"] for f in cal["framings"]] == [str(fer_small), str(aligned)]
     for framing in cal["framings"]:
         assert framing["recall_floors"] == {"fear": 0.5}
         assert framing["public_recall_with_views"]["fear"]["after"] >= 0.5
@@ -425,7 +436,9 @@ def test_calibration_chooses_on_an_export(
 
 
 @pytest.mark.slow
-def test_init_weight_moves_a_fine_tune_back_towards_its_start(run: Path, tmp_path: Path) -> None:
+def test_init_weight_moves_a_fine_tune_back_towards_its_start(
+    run: Path, tmp_path: Path, fer_small: Path
+) -> None:
     """WiSE-FT: (1 - W) x fine-tuned + W x the --init model, statistics re-estimated."""
     from fer_onnx_factory.model.build import load_model
     from fer_onnx_factory.train.config import snapshot_name
@@ -433,7 +446,7 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(run: Path, tmp_pat
 
     start = run / "best.keras"
     tuned = tmp_path / "tuned"
-    train(tuned, "--epochs", "2", "--init", str(start), "--keep-epochs", "1")
+    train(fer_small, tuned, "--epochs", "2", "--init", str(start), "--keep-epochs", "1")
     out = tmp_path / "wise"
     args = ["--run", str(tuned), "--out", str(out), "--last", "1", "--init-weight", "0.25"]
     assert average_main([*args, "--bn-faces", "64"]) == 0

@@ -11,7 +11,16 @@ from conftest import build_tiny_model
 
 from fer_onnx import EmotionRecognizer
 from fer_onnx_factory.errors import PipelineError
-from fer_onnx_factory.evaluate.suite import LABELS, SetOutputs, ferplus_majority, metrics, table
+from fer_onnx_factory.evaluate.suite import (
+    LABELS,
+    MEAN_SETS,
+    SetOutputs,
+    differences_table,
+    ferplus_majority,
+    metrics,
+    paired_differences,
+    table,
+)
 from fer_onnx_factory.tune.prior import bake, choose_weights, mean_accuracy
 
 
@@ -91,3 +100,52 @@ def test_table_shows_each_set_that_was_scored() -> None:
     text = table({"x": {"fer2013": m, "nimstim": m}, "y": {"fer2013": m}})
     assert "| model | fer2013 | nimstim |" in text
     assert "| y | 50.0% (0.250) | — |" in text
+
+
+def _outputs(truth: np.ndarray, predicted: np.ndarray) -> SetOutputs:
+    """Outputs whose arg-max is ``predicted`` (-1: no face found)."""
+    probs = np.full((len(truth), len(LABELS)), np.nan)
+    found = predicted >= 0
+    probs[found] = np.eye(len(LABELS))[predicted[found]]
+    return SetOutputs(truth, probs)
+
+
+def test_paired_differences_measure_the_gain_and_its_interval() -> None:
+    rng = np.random.default_rng(1)
+    truth = {s: rng.integers(0, 7, 400) for s in MEAN_SETS}
+    base = {
+        s: _outputs(t, np.where(rng.random(400) < 0.6, t, (t + 1) % 7)) for s, t in truth.items()
+    }
+    same = paired_differences(base, base)
+    assert same.keys() == {*MEAN_SETS, "mean"}
+    assert all(d == {"difference": 0.0, "low": 0.0, "high": 0.0} for d in same.values())
+    # the candidate is right on every photo of fer2013, and wrong (or finds no face) on nimstim
+    better = dict(base)
+    better["fer2013"] = _outputs(truth["fer2013"], truth["fer2013"])
+    better["nimstim"] = _outputs(truth["nimstim"], np.full(400, -1))
+    diff = paired_differences(base, better, resamples=500, seed=3)
+    right = {s: float((base[s].predicted() == truth[s]).mean()) for s in MEAN_SETS}
+    assert diff["fer2013"]["difference"] == pytest.approx(1 - right["fer2013"])
+    assert diff["nimstim"]["difference"] == pytest.approx(-right["nimstim"])
+    assert diff["ferplus"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    for d in diff.values():
+        assert d["low"] < d["difference"] < d["high"] or d["low"] == d["high"] == d["difference"]
+    assert diff["fer2013"]["low"] > 0 > diff["nimstim"]["high"]
+    mean = (diff["fer2013"]["difference"] + diff["nimstim"]["difference"]) / len(MEAN_SETS)
+    assert diff["mean"]["difference"] == pytest.approx(mean)
+    assert paired_differences(base, better, resamples=500, seed=3) == diff  # repeatable
+    # without every one of the five sets there is no mean; another set's photos are refused
+    partial = {s: base[s] for s in ("fer2013", "nimstim")}
+    assert paired_differences(partial, better).keys() == {"fer2013", "nimstim"}
+    shuffled = {**base, "taiwanese": _outputs(truth["taiwanese"][::-1], truth["taiwanese"])}
+    with pytest.raises(PipelineError, match="taiwanese: the two models were scored on different"):
+        paired_differences(base, shuffled)
+
+
+def test_differences_table_gives_points_and_intervals() -> None:
+    d = {"fer2013": {"difference": 0.0036, "low": -0.0053, "high": 0.0131}}
+    text = differences_table("a.onnx", {"b.onnx": d, "c.onnx": {}})
+    assert text.splitlines()[0] == "difference from a.onnx, points (95% paired-bootstrap interval):"
+    assert "| model | fer2013 |" in text
+    assert "| b.onnx | +0.4 [-0.5, +1.3] |" in text
+    assert "| c.onnx | — |" in text

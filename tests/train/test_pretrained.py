@@ -65,9 +65,7 @@ def _graph_def(weights: dict[str, np.ndarray]) -> object:
         x = _relu6(x + c["conv1_bn/batchnorm_1/sub"], "conv1_relu")
         for i in range(1, len(_channels()) + 1):
             s = 2 if i in STRIDE2 else 1
-            x = tf.nn.depthwise_conv2d(
-                x, c[f"conv_dw_{i}/depthwise_kernel"], [1, s, s, 1], "SAME"
-            )
+            x = tf.nn.depthwise_conv2d(x, c[f"conv_dw_{i}/depthwise_kernel"], [1, s, s, 1], "SAME")
             x = x * c[f"conv_dw_{i}_bn/batchnorm_1/mul"] + c[f"conv_dw_{i}_bn/batchnorm_1/sub"]
             x = _relu6(x, f"conv_dw_{i}_relu")
             x = tf.nn.conv2d(x, c[f"conv_pw_{i}/convolution/merged_input"], 1, "SAME")

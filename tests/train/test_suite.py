@@ -137,6 +137,10 @@ def test_paired_differences_measure_the_gain_and_its_interval() -> None:
     # without every one of the five sets there is no mean; another set's photos are refused
     partial = {s: base[s] for s in ("fer2013", "nimstim")}
     assert paired_differences(partial, better).keys() == {"fer2013", "nimstim"}
+    empty = _outputs(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert "nimstim" not in paired_differences(
+        {**base, "nimstim": empty}, {**base, "nimstim": empty}
+    )
     shuffled = {**base, "taiwanese": _outputs(truth["taiwanese"][::-1], truth["taiwanese"])}
     with pytest.raises(PipelineError, match="taiwanese: the two models were scored on different"):
         paired_differences(base, shuffled)

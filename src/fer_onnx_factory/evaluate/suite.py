@@ -327,6 +327,8 @@ def paired_differences(
             raise PipelineError(f"set {name}: the two models were scored on different photos")
         gain = (b.predicted() == b.labels).astype(np.float64)
         gain -= a.predicted() == a.labels
+        if not len(gain):  # a set folder without photos: nothing to compare
+            continue
         picks = rng.integers(0, len(gain), (resamples, len(gain)), dtype=np.int32)
         draws[name] = gain[picks].mean(axis=1)
         out[name] = _interval(gain.mean(), draws[name])

@@ -286,9 +286,7 @@ def _ledger_lines(ledger: Path) -> list[str]:
     ]
 
 
-def write_card(
-    run: Path, summary: dict[str, Any], out: Path, ledger: Path | None = None
-) -> None:
+def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path | None = None) -> None:
     """Render the model card for ``run`` with the export ``summary`` into ``out``.
 
     Everything comes from the run's record (config, contract, reports), the export summary

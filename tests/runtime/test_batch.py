@@ -418,6 +418,33 @@ def test_a_dying_worker_loses_nothing(
         assert pq.read_table(mine).equals(pq.read_table(theirs)), mine.name
 
 
+def test_a_worker_dying_between_collections_loses_nothing(
+    mixed: Path, local_run: tuple[Any, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pool breaks before the driver hands out more work: the next submit meets a broken
+    pool, and the run still goes on in a new one (it used to stop with BrokenProcessPool)."""
+    killed: list[int] = []
+
+    def kill_a_worker_and_wait(p: BatchProgress) -> None:
+        children = multiprocessing.active_children()
+        if p.done and not killed and children:
+            killed.append(children[0].pid or 0)
+            os.kill(children[0].pid or 0, signal.SIGKILL)
+            time.sleep(1.0)  # the pool's manager thread marks the pool broken meanwhile
+
+    out = tmp_path / "faces.parquet"
+    with caplog.at_level(logging.WARNING, logger="fer_onnx.batch"):
+        summary = run(
+            inputs_of(mixed), out, workers=2, chunk_size=1, progress=kill_a_worker_and_wait
+        )
+    assert killed
+    assert "a worker process died" in caplog.text
+    assert summary.accounted
+    assert (summary.files, summary.errors) == (6, 5)
+    for mine, theirs in zip(output_paths(out)[:3], output_paths(local_run[1])[:3], strict=True):
+        assert pq.read_table(mine).equals(pq.read_table(theirs)), mine.name
+
+
 def test_a_script_without_main_guard_gets_told(mixed: Path, tmp_path: Path) -> None:
     script = tmp_path / "script.py"  # spawned workers import it, and call run() again
     script.write_text(

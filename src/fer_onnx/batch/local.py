@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import cv2
@@ -123,17 +123,9 @@ def run_local(
     alone: set[str] = set()  # files read on their own after a crash
     try:
         while queue or suspects or pending:
-            if suspects:
-                if not pending:  # one at a time, so that a crash names its file
-                    path = suspects.popleft()
-                    alone.add(path)
-                    pending[pool.submit(_read_chunk, job, [path])] = [path]
-            else:
-                while queue and len(pending) < 2 * workers:
-                    chunk = queue.popleft()
-                    pending[pool.submit(_read_chunk, job, chunk)] = chunk
-            lost = _collect(pending, emit)
-            if not lost:
+            broken = not _hand_out(pool, job, workers, pending, queue, suspects, alone)
+            lost = _collect(pending, emit, everything=broken)
+            if not lost and not broken:
                 continue
             _stop(pool)
             if ping.exception() is not None:  # resolved: a broken pool fails all its futures
@@ -146,12 +138,47 @@ def run_local(
     pool.shutdown(wait=True)
 
 
+def _hand_out(
+    pool: ProcessPoolExecutor,
+    job: Job,
+    workers: int,
+    pending: dict[Future[list[Done]], list[str]],
+    queue: deque[list[str]],
+    suspects: deque[str],
+    alone: set[str],
+) -> bool:
+    """Submit work until ``2 * workers`` chunks are pending, or one suspect alone.
+
+    Returns:
+        False when the pool broke before all of it was taken (a worker died since the last
+        collection): what was not submitted stays where it was.
+    """
+    try:
+        if suspects:
+            if not pending:  # one at a time, so that a crash names its file
+                pending[pool.submit(_read_chunk, job, [suspects[0]])] = [suspects[0]]
+                alone.add(suspects.popleft())
+        else:
+            while queue and len(pending) < 2 * workers:
+                pending[pool.submit(_read_chunk, job, queue[0])] = queue[0]
+                queue.popleft()
+    except BrokenProcessPool:
+        return False
+    return True
+
+
 def _collect(
-    pending: dict[Future[list[Done]], list[str]], emit: Callable[[Sequence[Done]], None]
+    pending: dict[Future[list[Done]], list[str]],
+    emit: Callable[[Sequence[Done]], None],
+    everything: bool = False,
 ) -> list[str]:
-    """Wait for some chunks and emit them; returns the files of chunks a broken pool lost."""
+    """Wait for some chunks (or, with ``everything``, all) and emit them.
+
+    Returns:
+        The files of the chunks a broken pool lost.
+    """
     lost: list[str] = []
-    finished = wait(pending, return_when=FIRST_COMPLETED).done
+    finished = wait(pending, return_when=ALL_COMPLETED if everything else FIRST_COMPLETED).done
     while finished:
         for future in finished:
             chunk = pending.pop(future)
@@ -177,7 +204,9 @@ def _after_crash(
     if culprits:
         emit([done(error_record(path, "WorkerCrash", _CRASH)) for path in culprits])
     suspects.extend(path for path in lost if path not in alone)
-    if suspects:
+    if not lost:
+        log.warning("a worker process died between files; none was lost, a new pool goes on")
+    elif suspects:
         log.warning(
             "a worker process died; %d files it may have held are read again one by one",
             len(suspects),

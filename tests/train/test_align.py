@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from conftest import MEDIA, shared_file
 
+from fer_onnx import Detection, EmotionRecognizer
 from fer_onnx.alignment import CropTemplate
+from fer_onnx.preprocessing import prepare_faces
 from fer_onnx.yunet import YuNetDetector
 from fer_onnx_factory.data.align import main
 from fer_onnx_factory.data.datasets import DataError, Dataset, load, load_fer2013_csv
 from fer_onnx_factory.data.framing import FER2013_TEMPLATE, frame_landmarks, load_template
+from fer_onnx_factory.evaluate.suite import central
 from fer_onnx_factory.train.config import TrainConfig, read_contract, template_for
 from fer_onnx_factory.train.run import write_contract
 
@@ -106,3 +111,55 @@ def test_truncated_npz_dataset_is_a_clear_error(aligned: Path, tmp_path: Path) -
     cut.write_bytes(aligned.read_bytes()[:5000])
     with pytest.raises(DataError, match="fer-onnx-factory align"):
         load(cut)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/happy: two real photos (one with two faces); train/sad: one without a face."""
+    root = tmp_path_factory.mktemp("photos")
+    for split, cls, name in [
+        ("train", "happy", "obama_and_biden.jpg"),
+        ("train", "happy", "obama.jpg"),
+        ("val", "happy", "biden.jpg"),
+    ]:
+        (root / split / cls).mkdir(parents=True, exist_ok=True)
+        (root / split / cls / name).write_bytes(shared_file(MEDIA / name).read_bytes())
+    (root / "train" / "sad").mkdir()
+    cv2.imwrite(str(root / "train" / "sad" / "wall.png"), np.full((120, 160, 3), 128, np.uint8))
+    return root
+
+
+def runtime_face(image: np.ndarray) -> np.ndarray:
+    """The face nearest the centre, as ``recognize`` frames it for the shipped model."""
+    with EmotionRecognizer("accurate", device="cpu") as rec:
+        faces = rec.recognize(image)
+        boxes = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in faces]
+        i = central(boxes, image.shape[1], image.shape[0])
+        assert i is not None
+        found = Detection(faces[i].box, faces[i].detection_score, faces[i].landmarks)
+        return prepare_faces(rec.cut_faces(image, [found]), rec.info.input)[0].astype(np.uint8)
+
+
+def test_photos_are_framed_as_the_runtime_frames_them(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "photos.npz"
+    assert main(["--photos", "--data", str(photos), "--out", str(out), "--keep-original"]) == 0
+    data = load(out)
+    train = data["Training"]
+    assert len(train) == 2 * 3
+    assert len(data["PublicTest"]) == 2 * 1
+    whole, framed = np.split(train.images, 2)
+    names = ["obama.jpg", "obama_and_biden.jpg"]  # happy, in name order; then sad/wall.png
+    for k, name in enumerate(names):
+        image = cv2.imread(str(photos / "train" / "happy" / name))
+        assert np.array_equal(framed[k], runtime_face(image))
+        assert np.array_equal(whole[k], prepare_faces([image], data.spec)[0])
+    assert np.array_equal(framed[2], whole[2])  # no face: kept whole
+    assert train.labels.tolist() == [3, 3, 4, 3, 3, 4]
+    framing = "3 of 4 photos framed as the runtime frames them"
+    assert any(framing in n and "1 without a face kept whole" in n for n in data.notes)
+    assert data.template == json.loads(FER2013_TEMPLATE.read_text())["template"]
+
+
+def test_photos_need_a_folder_tree(fer_small: Path, tmp_path: Path) -> None:
+    assert main(["--photos", "--data", str(fer_small), "--out", str(tmp_path / "x.npz")]) == 2
+    assert not (tmp_path / "x.npz").exists()

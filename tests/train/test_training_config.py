@@ -201,6 +201,8 @@ def test_fer2013_runs_get_the_measured_template() -> None:
         ({"epochs": -1}, "epochs and head_epochs must be >= 0"),
         ({"head_epochs": -1}, "epochs and head_epochs must be >= 0"),
         ({"batch_size": 0}, "batch_size >= 1"),
+        ({"extra_repeat": 2}, "other than 1 only with extra data"),
+        ({"extra": ("sfew.npz",), "extra_repeat": 0}, "extra_repeat must be >= 1"),
         # checked in that order: the FER+ weight before the members
         ({"ferplus_weight": 2.0, "members": 0}, "ferplus_weight must be in"),
     ],
@@ -217,6 +219,7 @@ def test_options_are_stored_with_one_type_each() -> None:
         ferplus="new.csv",  # type: ignore[arg-type]
         ferplus_weight=0.5,
         teacher=["a.keras", "b.onnx"],  # type: ignore[arg-type]
+        extra=["sfew.npz"],  # type: ignore[arg-type]
         dense=["64", 32],  # type: ignore[list-item]
         mixup=0.2,
         lr=1e-3,
@@ -228,5 +231,7 @@ def test_options_are_stored_with_one_type_each() -> None:
         None,
     )
     assert cfg.teacher == (Path("a.keras"), Path("b.onnx"))
+    assert cfg.extra == (Path("sfew.npz"),)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.dense == (64, 32)
     assert cfg.lr == 1e-3  # given: no default taken

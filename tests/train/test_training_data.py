@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pandas")  # the [train] extra
+from fer_onnx.preprocessing import InputSpec
 from fer_onnx_factory.data.datasets import (
     FER2013_LABELS,
     DataError,
+    Dataset,
+    add_training,
     apply_ferplus,
     load,
     load_fer2013_csv,
@@ -297,3 +300,34 @@ def test_folder_tree_without_split_folders(tmp_path: Path) -> None:
         load_folder_tree(tmp_path / "tree")
     with pytest.raises(DataError, match="no such folder"):
         load_folder_tree(tmp_path / "nope")
+
+
+def test_extra_faces_join_training_only_with_their_own_labels(tmp_path: Path) -> None:
+    base = load_fer2013_csv(write_csv(tmp_path / "fer.csv", good_rows()))
+    extra = load(make_tree(tmp_path / "tree", {"train": {"fear": 2, "sad": 1}, "val": {"sad": 1}}))
+    joined = add_training(base, extra, repeat=2)
+    train, more = joined["Training"], extra["Training"]
+    assert len(train) == 6 + 2 * 3
+    assert np.array_equal(train.images[6:], np.concatenate([more.images, more.images]))
+    assert train.labels[6:].tolist() == 2 * more.labels.tolist()
+    assert np.array_equal(train.targets[6:], np.concatenate([more.targets, more.targets]))
+    assert train.rows[6:].tolist() == [-1, -2, -3, -1, -2, -3]  # never a row of fer.csv
+    assert np.array_equal(train.images[:6], base["Training"].images)
+    assert joined["PublicTest"] is base["PublicTest"]  # selection stays on --data's faces
+    assert len(base["Training"]) == 6  # the dataset given is not changed
+    assert any("added 3 Training faces" in n and "2 times" in n for n in joined.notes)
+
+
+def test_extra_faces_must_match_the_data(tmp_path: Path) -> None:
+    base = load_fer2013_csv(write_csv(tmp_path / "fer.csv", good_rows()))
+    tree = make_tree(tmp_path / "tree", {"train": {"fear": 2}, "val": {"fear": 1}})
+    with pytest.raises(DataError, match="at least once"):
+        add_training(base, load(tree), repeat=0)
+    with pytest.raises(DataError, match="cannot join"):
+        add_training(base, load_folder_tree(tree, InputSpec(64, 64, "gray")))
+    one = {"landmarks": [[0.3, 0.4]] * 5, "box": [0.1, 0.1, 0.8, 0.8]}
+    other = {"landmarks": [[0.3, 0.5]] * 5, "box": [0.1, 0.1, 0.8, 0.8]}
+    extra = load(tree)
+    aligned = Dataset(base.splits, base.labels, base.spec, "a.npz", template=one)
+    with pytest.raises(DataError, match="another crop template"):
+        add_training(aligned, Dataset(extra.splits, extra.labels, extra.spec, "b", template=other))

@@ -497,3 +497,24 @@ def test_train_options_take_their_defaults_from_the_record() -> None:
         check=True,
     )
     assert f"(default: {TrainConfig.defaults()['epochs']})" in done.stdout
+
+
+def test_extra_faces_join_the_training_faces(fer_small: Path, tmp_path: Path) -> None:
+    """--extra: another dataset's Training faces join --data's, --extra-repeat times."""
+    from fer_onnx_factory.data.align import save
+    from fer_onnx_factory.data.datasets import load
+    from fer_onnx_factory.train.config import TrainConfig
+    from fer_onnx_factory.train.run import load_data, parse_args
+
+    small = load(fer_small)
+    extra = tmp_path / "extra.npz"
+    save(small, extra)  # any dataset in the same input format will do
+    argv = ["--data", str(fer_small), "--out", str(tmp_path / "run"), "--limit", "50"]
+    cfg = TrainConfig.from_args(parse_args([*argv, "--extra", str(extra), "--extra-repeat", "2"]))
+    data = load_data(cfg)
+    train = data["Training"]
+    assert len(train) == 50 + 2 * ROWS
+    assert np.array_equal(train.images[50 : 50 + ROWS], small["Training"].images)
+    assert (train.rows[50:] < 0).all()
+    assert len(data["PublicTest"]) == 50  # --limit applies to --data; selection stays there
+    assert any(f"added {ROWS} Training faces" in n for n in data.notes)

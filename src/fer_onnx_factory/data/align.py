@@ -16,6 +16,14 @@ template's box framing by construction of the template; they are counted in the 
 --data data/fer2013-aligned.npz`` read the file like any dataset, so training, PublicTest
 selection and the reported figures all see aligned faces; the template stored in the file
 becomes the model's contract template, which the runtime then aligns to.
+
+Photos (film frames, studio portraits) in a folder tree are framed the way ``recognize`` frames
+them instead, detection included::
+
+    fer-onnx-factory align --photos --data ../shared/data/sfew2 --keep-original \\
+        --out data/sfew2-both.npz
+
+and join FER2013 in training with ``fer-onnx-factory train --extra data/sfew2-both.npz``.
 """
 
 from __future__ import annotations
@@ -30,7 +38,15 @@ from typing import Any
 import numpy as np
 
 from fer_onnx_factory.cli import command
-from fer_onnx_factory.data.datasets import NPZ_FORMAT, Dataset, Split, limit_rows, load
+from fer_onnx_factory.data.datasets import (
+    FER2013_SPEC,
+    NPZ_FORMAT,
+    Dataset,
+    Split,
+    limit_rows,
+    load,
+    load_folder_tree,
+)
 from fer_onnx_factory.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,48 @@ def align_split(
     return out, found, landmarks
 
 
+def _joined(first: Split, second: Split) -> Split:
+    """``first``'s faces, then ``second``'s."""
+    return Split(
+        np.concatenate([first.images, second.images]),
+        np.concatenate([first.labels, second.labels]),
+        np.concatenate([first.targets, second.targets]),
+        np.concatenate([first.rows, second.rows]),
+    )
+
+
+def frame_photos(root: Path, template_path: Path, keep_original: bool = False) -> Dataset:
+    """A folder tree of photos (``train/angry/x.jpg``...) framed as the runtime frames them.
+
+    Each photo goes through :class:`~fer_onnx_factory.data.framing.PhotoFramer` (YuNet, the
+    face nearest the centre, warped onto the template) before it is brought to FER2013's
+    input format. With ``keep_original`` each split holds every photo twice: whole (the crop
+    the dataset gives, as ``suite``'s crop sets classify it) first, then framed.
+
+    Raises:
+        DataError: ``root`` is not a folder tree :func:`load_folder_tree` reads.
+    """
+    from fer_onnx_factory.data.framing import PhotoFramer, load_template
+
+    template = load_template(template_path)
+    framer = PhotoFramer(template, (FER2013_SPEC.height, FER2013_SPEC.width))
+    framed = load_folder_tree(root, FER2013_SPEC, frame=framer)
+    notes = [*framed.notes, framer.note(str(root), template_path.name)]
+    splits = framed.splits
+    if keep_original:
+        whole = load_folder_tree(root, FER2013_SPEC)
+        splits = {name: _joined(whole[name], split) for name, split in splits.items()}
+        notes.append("each photo also kept whole, before its framed face")
+    return Dataset(
+        splits,
+        framed.labels,
+        framed.spec,
+        framed.source,
+        notes,
+        template=json.loads(template.to_json()),
+    )
+
+
 def align_dataset(
     dataset: Dataset,
     template_path: Path,
@@ -82,12 +140,7 @@ def align_dataset(
         t0 = time.time()
         images, found, _ = align_split(split.images, template, detector)
         if keep_original:
-            splits[name] = Split(
-                np.concatenate([split.images, images]),
-                np.concatenate([split.labels, split.labels]),
-                np.concatenate([split.targets, split.targets]),
-                np.concatenate([split.rows, split.rows]),
-            )
+            splits[name] = _joined(split, Split(images, split.labels, split.targets, split.rows))
         else:
             splits[name] = Split(images, split.labels, split.targets, split.rows)
         missed = int((~found).sum())
@@ -147,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     from fer_onnx_factory.data.framing import FER2013_TEMPLATE
 
     p.add_argument("--data", required=True, type=Path, help="fer2013.csv[.gz] or folder tree")
+    p.add_argument(
+        "--photos",
+        action="store_true",
+        help="--data is a folder tree of photos (train/<class>/*.jpg ...), each framed as the "
+        "runtime frames it: YuNet on the whole photo, the face nearest the centre aligned; "
+        "a photo without a face is kept whole. Without it, each image is taken to be a "
+        "face framed like FER2013's",
+    )
     p.add_argument("--out", required=True, type=Path, help="the aligned .npz dataset to write")
     p.add_argument(
         "--template",
@@ -169,10 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"--out must end in .npz, got {args.out}")
     if args.out.exists():
         raise PipelineError(f"{args.out} exists; remove it or choose another --out")
-    dataset = load(args.data)
-    if args.limit:
-        limit_rows(dataset, args.limit)
-    save(align_dataset(dataset, args.template, keep_original=args.keep_original), args.out)
+    if args.photos:
+        if not args.data.is_dir():
+            raise PipelineError(f"--photos needs a folder tree of photos; {args.data} is not one")
+        dataset = frame_photos(args.data, args.template, keep_original=args.keep_original)
+        if args.limit:
+            limit_rows(dataset, args.limit)
+        save(dataset, args.out)
+    else:
+        dataset = load(args.data)
+        if args.limit:
+            limit_rows(dataset, args.limit)
+        save(align_dataset(dataset, args.template, keep_original=args.keep_original), args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -17,7 +17,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -279,15 +279,24 @@ def _iter_images(folder: Path) -> Iterator[Path]:
             yield p
 
 
+Frame = Callable[[np.ndarray], np.ndarray]
+"""An image as read (BGR, grey or BGRA uint8) -> the face to keep, before preprocessing."""
+
+
 def load_folder_tree(
-    root: Path | str, spec: InputSpec = FER2013_SPEC, val_fraction: float = 0.1, seed: int = 0
+    root: Path | str,
+    spec: InputSpec = FER2013_SPEC,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    frame: Frame | None = None,
 ) -> Dataset:
     """Load ``root/<split>/<class>/*.png`` (e.g. ``train/angry/0001.png``).
 
     Split folders: ``train``/``training``; ``val``/``validation``/``publictest`` (selection);
     ``test``/``privatetest`` (final report). Class folders are matched case-insensitively
     (``anger`` -> ``angry``, ``sadness`` -> ``sad``, ...). Images of any size and colour are
-    brought to ``spec`` by the library's preprocessing. Without a validation folder,
+    brought to ``spec`` by the library's preprocessing, after ``frame`` (when given) has cut
+    the face out of each (``fer-onnx-factory align --photos``). Without a validation folder,
     ``val_fraction`` of the training images (stratified, seeded) becomes ``PublicTest``.
 
     Raises:
@@ -310,7 +319,7 @@ def load_folder_tree(
             )
         if split in out:
             raise DataError(f"{split_dir}: a second folder for split {split}")
-        out[split] = _read_split_folder(split_dir, split, spec)
+        out[split] = _read_split_folder(split_dir, split, spec, frame)
     if "Training" not in out:
         raise DataError(f"{root}: no training folder (train/ or training/)")
     if "PublicTest" not in out:
@@ -327,7 +336,9 @@ def load_folder_tree(
     return Dataset(out, FER2013_LABELS, spec, str(root), notes)
 
 
-def _read_split_folder(split_dir: Path, split: str, spec: InputSpec) -> Split:
+def _read_split_folder(
+    split_dir: Path, split: str, spec: InputSpec, frame: Frame | None = None
+) -> Split:
     """The images of one split folder, class folder by class folder, brought to ``spec``.
 
     Class folders are read in name order and their images in name order; each class folder's
@@ -351,7 +362,7 @@ def _read_split_folder(split_dir: Path, split: str, spec: InputSpec) -> Split:
             image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
             if image is None or image.dtype != np.uint8:
                 raise DataError(f"{image_path}: not a readable 8-bit image")
-            faces.append(image)
+            faces.append(image if frame is None else frame(image))
             ys.append(index[label])
     if not ys:
         raise DataError(f"{split_dir}: split {split} has no images")
@@ -489,6 +500,57 @@ def ferplus_seven_votes(
     other = votes[rows][:, 7:].max(axis=1)
     keep = (seven.sum(axis=1) > 0) & (seven.max(axis=1) >= other)
     return seven, keep
+
+
+def add_training(dataset: Dataset, extra: Dataset, repeat: int = 1) -> Dataset:
+    """``dataset`` with ``extra``'s Training faces added to its Training split, ``repeat`` times.
+
+    The added faces keep their own targets (their labels, one-hot); ``extra``'s other splits
+    are not used, so selection and the reported figures stay on ``dataset``'s. Their rows are
+    numbered -1, -2, ... so that nothing reads them as rows of ``dataset``'s source (FER+
+    votes and teacher files are matched by row, and apply to ``dataset``'s faces only).
+
+    Raises:
+        DataError: ``extra`` has other labels, another input format or another crop
+            template than ``dataset``, no Training split, or ``repeat`` is below 1.
+    """
+    if repeat < 1:
+        raise DataError(f"extra training data is added at least once; repeat {repeat} < 1")
+    if extra.labels != dataset.labels or extra.spec != dataset.spec:
+        raise DataError(
+            f"{extra.source}: labels {list(extra.labels)} at {extra.spec} cannot join "
+            f"{dataset.source} (labels {list(dataset.labels)} at {dataset.spec}); frame "
+            "both with `fer-onnx-factory align` onto the same template"
+        )
+    if None not in (extra.template, dataset.template) and extra.template != dataset.template:
+        raise DataError(
+            f"{extra.source} was aligned onto another crop template than {dataset.source}; "
+            "align both with the same --template"
+        )
+    train, more = dataset["Training"], extra["Training"]
+    numbers = -1 - np.arange(len(more), dtype=np.int64)
+    index = np.tile(np.arange(len(more)), repeat)
+    added = Split(more.images, more.labels, more.targets, numbers).subset(index)
+    splits = dict(dataset.splits)
+    splits["Training"] = Split(
+        np.concatenate([train.images, added.images]),
+        np.concatenate([train.labels, added.labels]),
+        np.concatenate([train.targets, added.targets.astype(np.float32)]),
+        np.concatenate([train.rows, added.rows]),
+    )
+    note = (
+        f"added {len(more)} Training faces of {extra.source}"
+        + (f" {repeat} times" if repeat > 1 else "")
+        + f" ({len(added)} rows, their own labels)"
+    )
+    return Dataset(
+        splits,
+        dataset.labels,
+        dataset.spec,
+        dataset.source,
+        [*dataset.notes, note],
+        template=dataset.template,
+    )
 
 
 def limit_rows(dataset: Dataset, limit: int) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_onnx.alignment import CropTemplate
-from fer_onnx.detectors import HaarDetector
+from fer_onnx.alignment import CropTemplate, align_face, crop_to_template
+from fer_onnx.detectors import HaarDetector, fit_detections
 from fer_onnx.yunet import YuNetDetector
 from fer_onnx_factory.errors import PipelineError
 
@@ -135,3 +135,50 @@ def load_template(path: Path) -> CropTemplate:
         raise PipelineError(
             f"{path} is not a template written by `fer-onnx-factory template measure`: {e}"
         ) from e
+
+
+class PhotoFramer:
+    """Cuts the face out of a photo as ``EmotionRecognizer.recognize`` frames it.
+
+    The bundled YuNet detector at its run-time settings finds the faces; the one whose box
+    centre is nearest the photo's centre (the face a labelled photo is about) is warped by
+    its landmarks onto ``template`` at ``size``, or cut to the template's box when it has no
+    usable landmarks. A photo with no face is kept whole (the crop the dataset gives), and
+    counted in :attr:`whole`.
+
+    Args:
+        template: The crop template to frame onto.
+        size: ``(height, width)`` of the framed face.
+    """
+
+    def __init__(self, template: CropTemplate, size: tuple[int, int]) -> None:
+        self.template = template
+        self.size = size
+        self.detector = YuNetDetector(device="cpu")
+        self.framed = 0
+        self.whole = 0
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The face of ``image`` nearest its centre, framed (or ``image`` itself: no face)."""
+        from fer_onnx_factory.evaluate.suite import central
+
+        height, width = image.shape[:2]
+        found = fit_detections(self.detector.detect(image), width, height)
+        boxes = [(d.box.x, d.box.y, d.box.width, d.box.height) for d in found]
+        i = central(boxes, width, height)
+        if i is None:
+            self.whole += 1
+            return image
+        self.framed += 1
+        face = found[i]
+        if face.landmarks is None:
+            return crop_to_template(image, face.box, self.template)
+        return align_face(image, face.landmarks, self.template, self.size)
+
+    def note(self, source: str, template_name: str) -> str:
+        """What was framed, for the dataset's notes."""
+        return (
+            f"{source}: {self.framed} of {self.framed + self.whole} photos framed as the "
+            f"runtime frames them (YuNet, the face nearest the centre, onto {template_name}); "
+            f"{self.whole} without a face kept whole"
+        )

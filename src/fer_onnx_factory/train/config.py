@@ -77,6 +77,8 @@ class TrainConfig:
     teacher: tuple[Path, ...] = ()
     teacher_weight: float = 0.5
     teacher_temperature: float = 2.0
+    extra: tuple[Path, ...] = ()
+    extra_repeat: int = 1
     repeat: int = 1
     limit: int = 0
     arch: str = "mobilenetv2"
@@ -120,6 +122,11 @@ class TrainConfig:
         self._normalise_types()
         self._check_ferplus()
         self._check_teacher()
+        if self.extra_repeat < 1 or (not self.extra and self.extra_repeat != 1):
+            raise PipelineError(
+                f"extra_repeat must be >= 1, and other than 1 only with extra data (--extra); "
+                f"got {self.extra_repeat}"
+            )
         if self.lr is None:  # the documented default depends on the weights
             object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
         if self.members < 1:
@@ -139,6 +146,7 @@ class TrainConfig:
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "dense", tuple(int(d) for d in self.dense))
         object.__setattr__(self, "teacher", tuple(Path(t) for t in self.teacher))
+        object.__setattr__(self, "extra", tuple(Path(t) for t in self.extra))
 
     def _check_ferplus(self) -> None:
         """``ferplus_weight`` is in ``(0, 1]``, and other than 1 only with a FER+ file."""
@@ -249,7 +257,7 @@ class TrainConfig:
                 str(value)
                 if isinstance(value, Path)
                 else [str(v) for v in value]
-                if f.name == "teacher"
+                if f.name in ("teacher", "extra")
                 else list(value)
                 if f.name == "dense"
                 else value

@@ -35,7 +35,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from fer_onnx.metadata import ModelInfo
-from fer_onnx_factory.data.datasets import DataError, Dataset, apply_ferplus, limit_rows, load
+from fer_onnx_factory.data.datasets import (
+    DataError,
+    Dataset,
+    add_training,
+    apply_ferplus,
+    limit_rows,
+    load,
+)
 from fer_onnx_factory.report import versions, write_report
 from fer_onnx_factory.train.config import (
     CONTRACT,
@@ -107,6 +114,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--teacher-temperature",
         type=float,
         help="softening of the teachers' probabilities: softmax(log p / T)",
+    )
+    g.add_argument(
+        "--extra",
+        type=Path,
+        nargs="+",
+        help="more training faces: datasets (an aligned .npz, a folder tree or a csv) whose "
+        "Training faces join --data's, with their own labels; selection stays on --data's "
+        "PublicTest. Frame photos as the runtime does first: fer-onnx-factory align --photos",
+    )
+    g.add_argument(
+        "--extra-repeat",
+        type=int,
+        help="how many times each --extra face appears per epoch",
     )
     g.add_argument(
         "--repeat",
@@ -594,7 +614,11 @@ def _end_at(
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
-    """Stage 2: the dataset, with FER+ targets, ``--limit`` and distillation applied."""
+    """Stage 2: the dataset, with FER+ targets, ``--limit``, distillation and ``--extra``.
+
+    Extra faces join after distillation: they keep their own labels (a teacher file holds
+    the rows of ``--data`` only).
+    """
     t_load = time.time()
     dataset = load(cfg.data)
     if cfg.ferplus is not None:
@@ -610,6 +634,8 @@ def load_data(cfg: TrainConfig) -> Dataset:
         from fer_onnx_factory.train.distill import distil
 
         dataset = distil(dataset, cfg.teacher, cfg.teacher_weight, cfg.teacher_temperature, cfg.out)
+    for extra in cfg.extra:
+        dataset = add_training(dataset, load(extra), cfg.extra_repeat)
     log.info(
         "data %s loaded in %.0fs: %s",
         cfg.data,

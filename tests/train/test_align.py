@@ -16,8 +16,7 @@ from fer_onnx.preprocessing import prepare_faces
 from fer_onnx.yunet import YuNetDetector
 from fer_onnx_factory.data.align import main
 from fer_onnx_factory.data.datasets import DataError, Dataset, load, load_fer2013_csv
-from fer_onnx_factory.data.framing import FER2013_TEMPLATE, frame_landmarks, load_template
-from fer_onnx_factory.evaluate.suite import central
+from fer_onnx_factory.data.framing import FER2013_TEMPLATE, central, frame_landmarks, load_template
 from fer_onnx_factory.train.config import TrainConfig, read_contract, template_for
 from fer_onnx_factory.train.run import write_contract
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,15 @@ def load_template(path: Path) -> CropTemplate:
         ) from e
 
 
+def central(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int) -> int | None:
+    """Index of the box whose centre is nearest the photo's centre; ``None`` for no box."""
+    if not boxes:
+        return None
+    cx, cy = width / 2, height / 2
+    dist = [(x + w / 2 - cx) ** 2 + (y + h / 2 - cy) ** 2 for x, y, w, h in boxes]
+    return int(np.argmin(dist))
+
+
 class PhotoFramer:
     """Cuts the face out of a photo as ``EmotionRecognizer.recognize`` frames it.
 
@@ -160,8 +170,6 @@ class PhotoFramer:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The face of ``image`` nearest its centre, framed (or ``image`` itself: no face)."""
-        from fer_onnx_factory.evaluate.suite import central
-
         height, width = image.shape[:2]
         found = fit_detections(self.detector.detect(image), width, height)
         boxes = [(d.box.x, d.box.y, d.box.width, d.box.height) for d in found]

@@ -50,6 +50,7 @@ from fer_onnx_factory.data.datasets import (
     load_fer2013_csv,
     read_ferplus_votes,
 )
+from fer_onnx_factory.data.framing import central
 from fer_onnx_factory.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,6 @@ def default_shared() -> Path:
 def _reorder(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     index = [list(labels).index(name) for name in LABELS]
     return np.asarray(probs, dtype=np.float64)[:, index]
-
-
-def central(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int) -> int | None:
-    """Index of the box whose centre is nearest the photo's centre; ``None`` for no box."""
-    if not boxes:
-        return None
-    cx, cy = width / 2, height / 2
-    dist = [(x + w / 2 - cx) ** 2 + (y + h / 2 - cy) ** 2 for x, y, w, h in boxes]
-    return int(np.argmin(dist))
 
 
 def onnx_scorer(model: str, batch: int = 256) -> Scorer:

@@ -95,79 +95,106 @@ def find_inputs(
     Raises:
         BatchError: A ``files_from`` list cannot be read.
     """
-    excluded = {absolute(p) for p in exclude}
-    paths: dict[str, None] = {}
-    named: set[str] = set()
-    missing: list[tuple[str, str]] = []
-    ignored: set[str] = set()
+    found = _Collector({absolute(p) for p in exclude})
+    for item in inputs:
+        found.expand(os.fspath(item))
+    for listing in files_from:
+        list_path = absolute(listing)
+        for entry in _listed(listing, list_path):
+            found.expand(entry, base=os.path.dirname(list_path))
+    found.drop_undecodable()
+    others = len(found.ignored.difference(found.paths))  # a file named directly is not ignored
+    return FoundInputs(
+        tuple(found.paths), tuple(dict.fromkeys(found.missing)), others, frozenset(found.named)
+    )
 
-    def walk(folder: str) -> None:
+
+def _listed(listing: str | os.PathLike[str], list_path: str) -> list[str]:
+    """The entries of a ``files_from`` list: its lines, less blank ones and ``#`` comments.
+
+    Raises:
+        BatchError: The list cannot be read as UTF-8 text.
+    """
+    try:
+        with open(list_path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BatchError(
+            f"cannot read the list of paths {os.fspath(listing)!r}: {e}; expected a UTF-8 "
+            "text file with one path, folder or pattern per line"
+        ) from e
+    return [
+        entry for entry in (line.strip() for line in lines) if entry and not entry.startswith("#")
+    ]
+
+
+class _Collector:
+    """What :func:`find_inputs` has found so far: files in order, and what it passed over."""
+
+    def __init__(self, excluded: set[str]) -> None:
+        self.excluded = excluded
+        self.paths: dict[str, None] = {}
+        self.named: set[str] = set()
+        self.missing: list[tuple[str, str]] = []
+        self.ignored: set[str] = set()
+
+    def walk(self, folder: str) -> None:
+        """Every photo or video under ``folder``, in sorted order, hidden names passed over."""
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(
-                d for d in dirs if not _hidden(d) and os.path.join(root, d) not in excluded
+                d for d in dirs if not _hidden(d) and os.path.join(root, d) not in self.excluded
             )
             for name in sorted(files):
                 path = os.path.join(root, name)
-                if _hidden(name) or path in excluded:
+                if _hidden(name) or path in self.excluded:
                     continue
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
-                    paths.setdefault(path)
+                    self.paths.setdefault(path)
                 else:
-                    ignored.add(path)
+                    self.ignored.add(path)
 
-    def expand(item: str, base: str | None = None) -> None:
+    def expand(self, item: str, base: str | None = None) -> None:
+        """One path, folder or pattern (relative to ``base`` when given)."""
         given = os.path.expanduser(item)
         if base is not None and not os.path.isabs(given):
             given = os.path.join(base, given)
         path = os.path.abspath(given)
         if os.path.isdir(path):
-            walk(path)
+            self.walk(path)
         elif os.path.lexists(path):
-            paths.setdefault(path)
-            named.add(path)
+            self.paths.setdefault(path)
+            self.named.add(path)
         elif glob.has_magic(given):
-            matches = sorted(glob.glob(given, recursive=True))
-            if not matches:
-                missing.append((item, "no file or folder matches this pattern"))
-            for match in matches:
-                full = os.path.abspath(match)
-                if os.path.isdir(full):
-                    if full not in excluded:
-                        walk(full)
-                elif full not in excluded and not _hidden(os.path.basename(full)):
-                    paths.setdefault(full)
+            self.matches(item, given)
         else:
-            missing.append((item, "no such file or folder"))
+            self.missing.append((item, "no such file or folder"))
 
-    for item in inputs:
-        expand(os.fspath(item))
-    for listing in files_from:
-        list_path = absolute(listing)
-        try:
-            with open(list_path, encoding="utf-8") as stream:
-                lines = stream.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise BatchError(
-                f"cannot read the list of paths {os.fspath(listing)!r}: {e}; expected a UTF-8 "
-                "text file with one path, folder or pattern per line"
-            ) from e
-        for line in lines:
-            entry = line.strip()
-            if entry and not entry.startswith("#"):
-                expand(entry, base=os.path.dirname(list_path))
-    for path in list(paths):
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:  # os.walk gives undecodable bytes as surrogates
-            del paths[path]
-            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-            missing.append(
-                (
-                    shown,
-                    "the file name is not valid UTF-8 and cannot be stored in the "
-                    "result tables; rename the file",
+    def matches(self, item: str, pattern: str) -> None:
+        """The files and folders a glob ``pattern`` matches, taken like named paths."""
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            self.missing.append((item, "no file or folder matches this pattern"))
+        for match in matches:
+            full = os.path.abspath(match)
+            if full in self.excluded:
+                continue
+            if os.path.isdir(full):
+                self.walk(full)
+            elif not _hidden(os.path.basename(full)):
+                self.paths.setdefault(full)
+
+    def drop_undecodable(self) -> None:
+        """Move names that are not valid UTF-8 (they cannot be stored) to ``missing``."""
+        for path in list(self.paths):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:  # os.walk gives undecodable bytes as surrogates
+                del self.paths[path]
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                self.missing.append(
+                    (
+                        shown,
+                        "the file name is not valid UTF-8 and cannot be stored in the "
+                        "result tables; rename the file",
+                    )
                 )
-            )
-    missing_unique = list(dict.fromkeys(missing))
-    others = len(ignored.difference(paths))  # a file named directly is not ignored
-    return FoundInputs(tuple(paths), tuple(missing_unique), others, frozenset(named))

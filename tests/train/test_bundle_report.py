@@ -58,3 +58,26 @@ def test_report_data_is_checked_before_anything_is_exported(tmp_path: Path) -> N
         load_report_data([data, twin], LABELS)
     with pytest.raises(ExportError, match=r"--report-on .*missing.csv"):
         load_report_data([tmp_path / "missing.csv"], LABELS)
+
+
+def test_int8_calibration_draws_from_every_face_the_run_trained_on(tmp_path: Path) -> None:
+    """A run with --extra photos is calibrated on them too, as often as it trained on them."""
+    from fer_onnx_factory.data.align import save
+    from fer_onnx_factory.data.datasets import load
+    from fer_onnx_factory.export.bundle import training_faces
+    from fer_onnx_factory.train.config import TrainConfig
+
+    data = load(write_csv(tmp_path / "fer.csv"))
+    extra = tmp_path / "extra.npz"
+    save(load(write_csv(tmp_path / "more.csv")), extra)
+    plain, with_extra = tmp_path / "plain", tmp_path / "extra"
+    for run, options in ((plain, {}), (with_extra, {"extra": (extra,), "extra_repeat": 2})):
+        run.mkdir()
+        TrainConfig(data=tmp_path / "fer.csv", out=run, weights="none", **options).write(
+            run, "train", {}
+        )
+    assert np.array_equal(training_faces(plain, data), data["Training"].images)
+    assert np.array_equal(training_faces(tmp_path / "no-record", data), data["Training"].images)
+    pool = training_faces(with_extra, data)
+    more = load(extra)["Training"].images
+    assert np.array_equal(pool, np.concatenate([data["Training"].images, more, more]))

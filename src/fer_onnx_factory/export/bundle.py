@@ -13,7 +13,8 @@ Steps, each measured and written to ``<run>/export/summary.json``:
    (``fer_onnx_factory.export.onnx``);
 2. Keras <-> ONNX parity on 1,024 PublicTest faces (max abs difference <= 1e-4, identical
    arg-max), else stop;
-3. static QDQ per-channel int8 quantization calibrated on 300 Training faces;
+3. static QDQ per-channel int8 quantization calibrated on 300 Training faces (drawn from the
+   faces an epoch of the run trained on: its ``--extra`` photos included);
 4. PublicTest / PrivateTest accuracy of both ONNX models through the library, per-face latency
    (batch 1, one thread) and file size; the int8 model is accepted only if its PublicTest
    accuracy is at most 0.5 points below fp32's (PrivateTest is reported, never used to choose);
@@ -31,7 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from fer_onnx_factory.errors import PipelineError
 from fer_onnx_factory.export.onnx import ExportError, export, save
 from fer_onnx_factory.export.parity import keras_onnx_parity
 from fer_onnx_factory.export.quantize import calibration_faces, quantize
+
+if TYPE_CHECKING:
+    from fer_onnx_factory.data.datasets import Dataset
 
 DEST = Path("src/fer_onnx/models")
 MAX_INT8_DROP = 0.005
@@ -217,6 +221,21 @@ def report_on_data(
     return out
 
 
+def training_faces(run: Path, dataset: Dataset) -> np.ndarray:
+    """The faces one epoch of ``run`` trained on: ``dataset``'s Training faces, and the
+    run's ``--extra`` faces as many times as it added them (int8 calibration draws from these,
+    so that photos a run learnt from are calibrated for as well).
+    """
+    from fer_onnx_factory.data.datasets import add_training, load
+    from fer_onnx_factory.train.config import TrainConfig
+
+    if (run / "config.json").is_file():
+        cfg, _ = TrainConfig.read(run)
+        for extra in cfg.extra:
+            dataset = add_training(dataset, load(extra), cfg.extra_repeat)
+    return dataset["Training"].images
+
+
 def bundle(
     run: Path,
     data: Path,
@@ -271,7 +290,7 @@ def bundle(
         raise ExportError(f"Keras/ONNX parity failed: {parity}")
 
     int8 = work / "int8.onnx"
-    faces = calibration_faces(dataset["Training"].images, calibration)
+    faces = calibration_faces(training_faces(run, dataset), calibration)
     quantize(fp32, int8, faces)
 
     probe = dataset["PublicTest"].images[0]

@@ -83,7 +83,7 @@ def quantize(
         **info.extra,
         "precision": "int8",
         "quantization": f"static QDQ per-channel (s8 weights, u8 activations), MinMax "
-        f"calibration on {len(faces)} FER2013 Training faces",
+        f"calibration on {len(faces)} training faces",
         **(extra or {}),
     }
     # Accuracy figures measured on the fp32 model do not describe this one.

@@ -159,6 +159,16 @@ def test_photos_are_framed_as_the_runtime_frames_them(photos: Path, tmp_path: Pa
     assert data.template == json.loads(FER2013_TEMPLATE.read_text())["template"]
 
 
+def test_limit_keeps_the_first_photos_in_both_framings(photos: Path, tmp_path: Path) -> None:
+    out, full = tmp_path / "one.npz", tmp_path / "all.npz"
+    for path, extra in ((out, ["--limit", "1"]), (full, [])):
+        args = ["--photos", "--data", str(photos), "--out", str(path), "--keep-original"]
+        assert main([*args, *extra]) == 0
+    train, every = load(out)["Training"], load(full)["Training"]
+    assert np.array_equal(train.images, every.images[[0, 3]])  # obama.jpg whole, then framed
+    assert train.labels.tolist() == [3, 3]
+
+
 def test_photos_need_a_folder_tree(fer_small: Path, tmp_path: Path) -> None:
     assert main(["--photos", "--data", str(fer_small), "--out", str(tmp_path / "x.npz")]) == 2
     assert not (tmp_path / "x.npz").exists()

@@ -81,3 +81,17 @@ def test_int8_calibration_draws_from_every_face_the_run_trained_on(tmp_path: Pat
     pool = training_faces(with_extra, data)
     more = load(extra)["Training"].images
     assert np.array_equal(pool, np.concatenate([data["Training"].images, more, more]))
+
+
+def test_the_model_names_the_extra_datasets_it_learnt_from(tmp_path: Path) -> None:
+    import json
+
+    from fer_onnx_factory.export.onnx import run_metadata
+
+    record = {"args": {"data": "runs/fer2013-both.npz", "extra": ["runs/sfew2-both.npz"]}}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    meta = run_metadata(tmp_path)
+    assert meta["dataset"] == "fer2013-both.npz"
+    assert meta["extra_datasets"] == "sfew2-both.npz"
+    (tmp_path / "config.json").write_text(json.dumps({"args": {"data": "fer.csv"}}))
+    assert "extra_datasets" not in run_metadata(tmp_path)

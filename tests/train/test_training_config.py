@@ -39,6 +39,9 @@ def test_config_from_the_command_line_round_trips(tmp_path: Path) -> None:
     )
     cfg = TrainConfig.from_args(args)
     assert cfg.lr == 2e-3  # the from-scratch default
+    assert cfg.extra == ()
+    twice = parse_args(["--data", "x.csv", "--out", "r", "--extra", "a.npz", "--extra", "b.npz"])
+    assert TrainConfig.from_args(twice).extra == (Path("a.npz"), Path("b.npz"))
     assert cfg.dense == (64, 32)
     assert isinstance(cfg.data, Path)
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -201,7 +204,7 @@ def test_fer2013_runs_get_the_measured_template() -> None:
         ({"epochs": -1}, "epochs and head_epochs must be >= 0"),
         ({"head_epochs": -1}, "epochs and head_epochs must be >= 0"),
         ({"batch_size": 0}, "batch_size >= 1"),
-        ({"extra_repeat": 2}, "other than 1 only with extra data"),
+        ({"extra_repeat": 2}, "extra_repeat needs extra data"),
         ({"extra": ("sfew.npz",), "extra_repeat": 0}, "extra_repeat must be >= 1"),
         # checked in that order: the FER+ weight before the members
         ({"ferplus_weight": 2.0, "members": 0}, "ferplus_weight must be in"),

@@ -500,7 +500,8 @@ def test_train_options_take_their_defaults_from_the_record() -> None:
 
 
 def test_extra_faces_join_the_training_faces(fer_small: Path, tmp_path: Path) -> None:
-    """--extra: another dataset's Training faces join --data's, --extra-repeat times."""
+    """--extra: another dataset's Training faces join --data's, --extra-repeat times; --limit
+    cuts them as it cuts --data's."""
     from fer_onnx_factory.data.align import save
     from fer_onnx_factory.data.datasets import load
     from fer_onnx_factory.train.config import TrainConfig
@@ -508,13 +509,43 @@ def test_extra_faces_join_the_training_faces(fer_small: Path, tmp_path: Path) ->
 
     small = load(fer_small)
     extra = tmp_path / "extra.npz"
-    save(small, extra)  # any dataset in the same input format will do
-    argv = ["--data", str(fer_small), "--out", str(tmp_path / "run"), "--limit", "50"]
-    cfg = TrainConfig.from_args(parse_args([*argv, "--extra", str(extra), "--extra-repeat", "2"]))
-    data = load_data(cfg)
-    train = data["Training"]
-    assert len(train) == 50 + 2 * ROWS
-    assert np.array_equal(train.images[50 : 50 + ROWS], small["Training"].images)
-    assert (train.rows[50:] < 0).all()
-    assert len(data["PublicTest"]) == 50  # --limit applies to --data; selection stays there
-    assert any(f"added {ROWS} Training faces" in n for n in data.notes)
+    save(small, extra)  # any dataset in the same input format and framing will do
+    argv = ["--data", str(fer_small), "--out", str(tmp_path / "run"), "--extra", str(extra)]
+    cfg = TrainConfig.from_args(parse_args([*argv, "--extra-repeat", "2"]))
+    train = load_data(cfg)["Training"]
+    assert len(train) == ROWS + 2 * ROWS
+    assert np.array_equal(train.images[ROWS : 2 * ROWS], small["Training"].images)
+    assert (train.rows[ROWS:] < 0).all()
+    cut = load_data(cfg.replace(limit=50))
+    assert len(cut["Training"]) == 50 + 2 * 50
+    assert len(cut["PublicTest"]) == 50  # selection stays on --data's faces
+    assert any("added 50 Training faces" in n and "2 times" in n for n in cut.notes)
+
+
+def test_extra_faces_framed_on_another_template_are_refused(
+    fer_small: Path, tmp_path: Path
+) -> None:
+    """FER2013's csv is framed on its measured template: photos aligned onto another one
+    would teach the network a framing the runtime never gives it."""
+    import dataclasses
+    import re
+
+    from fer_onnx_factory.data.align import save
+    from fer_onnx_factory.data.datasets import DataError, load
+    from fer_onnx_factory.train.config import TrainConfig
+    from fer_onnx_factory.train.run import load_data
+
+    small = load(fer_small)
+    other = {
+        "landmarks": [[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]],
+        "box": [0.0, 0.0, 1.0, 1.0],
+    }
+    extra = tmp_path / "other.npz"
+    save(dataclasses.replace(small, template=other), extra)
+    cfg = TrainConfig(data=fer_small, out=tmp_path / "run", extra=(extra,), limit=20)
+    refused = rf"--extra {re.escape(str(extra))}: .*another crop template"
+    with pytest.raises(DataError, match=refused):
+        load_data(cfg)
+    missing = cfg.replace(extra=(tmp_path / "absent.npz",))
+    with pytest.raises(DataError, match=r"--extra .*absent\.npz: .*no such file"):
+        load_data(missing)

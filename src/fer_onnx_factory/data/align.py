@@ -85,13 +85,16 @@ def _joined(first: Split, second: Split) -> Split:
     )
 
 
-def frame_photos(root: Path, template_path: Path, keep_original: bool = False) -> Dataset:
+def frame_photos(
+    root: Path, template_path: Path, keep_original: bool = False, limit: int = 0
+) -> Dataset:
     """A folder tree of photos (``train/angry/x.jpg``...) framed as the runtime frames them.
 
     Each photo goes through :class:`~fer_onnx_factory.data.framing.PhotoFramer` (YuNet, the
     face nearest the centre, warped onto the template) before it is brought to FER2013's
     input format. With ``keep_original`` each split holds every photo twice: whole (the crop
-    the dataset gives, as ``suite``'s crop sets classify it) first, then framed.
+    the dataset gives, as ``suite``'s crop sets classify it) first, then framed. ``limit``
+    keeps the first photos of each split (in both framings).
 
     Raises:
         DataError: ``root`` is not a folder tree :func:`load_folder_tree` reads.
@@ -102,9 +105,13 @@ def frame_photos(root: Path, template_path: Path, keep_original: bool = False) -
     framer = PhotoFramer(template, (FER2013_SPEC.height, FER2013_SPEC.width))
     framed = load_folder_tree(root, FER2013_SPEC, frame=framer)
     notes = [*framed.notes, framer.note(str(root), template_path.name)]
+    if limit:
+        limit_rows(framed, limit)
     splits = framed.splits
     if keep_original:
         whole = load_folder_tree(root, FER2013_SPEC)
+        if limit:
+            limit_rows(whole, limit)
         splits = {name: _joined(whole[name], split) for name, split in splits.items()}
         notes.append("each photo also kept whole, before its framed face")
     return Dataset(
@@ -232,10 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         raise PipelineError(f"{args.out} exists; remove it or choose another --out")
     if args.photos:
         if not args.data.is_dir():
-            raise PipelineError(f"--photos needs a folder tree of photos; {args.data} is not one")
-        dataset = frame_photos(args.data, args.template, keep_original=args.keep_original)
-        if args.limit:
-            limit_rows(dataset, args.limit)
+            raise PipelineError(
+                f"--photos needs a folder tree of photos (train/<class>/*.jpg, val/<class>/...); "
+                f"{args.data} is not a folder"
+            )
+        dataset = frame_photos(args.data, args.template, args.keep_original, args.limit)
         save(dataset, args.out)
     else:
         dataset = load(args.data)

@@ -515,7 +515,10 @@ def add_training(dataset: Dataset, extra: Dataset, repeat: int = 1) -> Dataset:
             template than ``dataset``, no Training split, or ``repeat`` is below 1.
     """
     if repeat < 1:
-        raise DataError(f"extra training data is added at least once; repeat {repeat} < 1")
+        raise DataError(
+            f"extra training faces are added at least once an epoch; got repeat {repeat} "
+            "(--extra-repeat 1 or more)"
+        )
     if extra.labels != dataset.labels or extra.spec != dataset.spec:
         raise DataError(
             f"{extra.source}: labels {list(extra.labels)} at {extra.spec} cannot join "

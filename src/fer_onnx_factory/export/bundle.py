@@ -224,15 +224,17 @@ def report_on_data(
 def training_faces(run: Path, dataset: Dataset) -> np.ndarray:
     """The faces one epoch of ``run`` trained on: ``dataset``'s Training faces, and the
     run's ``--extra`` faces as many times as it added them (int8 calibration draws from these,
-    so that photos a run learnt from are calibrated for as well).
-    """
-    from fer_onnx_factory.data.datasets import add_training, load
-    from fer_onnx_factory.train.config import TrainConfig
+    so that photos a run learnt from are calibrated for as well). A run folder without a
+    training record (``config.json``) has no extras.
 
-    if (run / "config.json").is_file():
-        cfg, _ = TrainConfig.read(run)
-        for extra in cfg.extra:
-            dataset = add_training(dataset, load(extra), cfg.extra_repeat)
+    Raises:
+        DataError: An ``--extra`` file of the run is missing or does not fit ``dataset``.
+    """
+    from fer_onnx_factory.train.config import CONFIG, TrainConfig
+    from fer_onnx_factory.train.run import add_extras
+
+    if (run / CONFIG).is_file():
+        dataset = add_extras(dataset, TrainConfig.read(run)[0].replace(limit=0))
     return dataset["Training"].images
 
 
@@ -262,6 +264,7 @@ def bundle(
     work = run / "export"
     work.mkdir(parents=True, exist_ok=True)
     dataset = load(data)
+    pool = training_faces(run, dataset)  # before the slow steps: a missing --extra fails now
     reports = load_report_data(report_on, dataset.labels)
     summary: dict[str, Any] = {
         "run": str(run),
@@ -290,7 +293,7 @@ def bundle(
         raise ExportError(f"Keras/ONNX parity failed: {parity}")
 
     int8 = work / "int8.onnx"
-    faces = calibration_faces(training_faces(run, dataset), calibration)
+    faces = calibration_faces(pool, calibration)
     quantize(fp32, int8, faces)
 
     probe = dataset["PublicTest"].images[0]

@@ -58,6 +58,8 @@ def run_metadata(run_dir: Path) -> dict[str, str]:
     args = config.get("args", {})
     if args:
         out["dataset"] = Path(str(args.get("data", ""))).name
+        if args.get("extra"):
+            out["extra_datasets"] = " ".join(Path(str(e)).name for e in args["extra"])
         out["dataset_splits"] = "train=Training select=PublicTest report=PrivateTest"
         out["architecture"] = str(args.get("arch"))
         out["alpha"] = str(args.get("alpha"))

@@ -122,11 +122,10 @@ class TrainConfig:
         self._normalise_types()
         self._check_ferplus()
         self._check_teacher()
-        if self.extra_repeat < 1 or (not self.extra and self.extra_repeat != 1):
-            raise PipelineError(
-                f"extra_repeat must be >= 1, and other than 1 only with extra data (--extra); "
-                f"got {self.extra_repeat}"
-            )
+        if self.extra_repeat < 1:
+            raise PipelineError(f"extra_repeat must be >= 1, got {self.extra_repeat}")
+        if not self.extra and self.extra_repeat != 1:
+            raise PipelineError("extra_repeat needs extra data (--extra DATA ...)")
         if self.lr is None:  # the documented default depends on the weights
             object.__setattr__(self, "lr", 2e-3 if self.pretrained is False else 2e-4)
         if self.members < 1:

@@ -18,6 +18,8 @@ schedule, early-stopping and best-so-far state (``state.json``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -119,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra",
         type=Path,
         nargs="+",
+        action="extend",
         help="more training faces: datasets (an aligned .npz, a folder tree or a csv) whose "
         "Training faces join --data's, with their own labels; selection stays on --data's "
         "PublicTest. Frame photos as the runtime does first: fer-onnx-factory align --photos",
@@ -136,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--limit",
         type=int,
-        help="use only the first N rows of each split (smoke tests); 0 = all",
+        help="use only the first N rows of each split, --extra's too (smoke tests); 0 = all",
     )
     g = p.add_argument_group("model")
     g.add_argument(
@@ -272,7 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras verbosity")
-    p.set_defaults(**TrainConfig.defaults())  # declared once, on the record's fields
+    # declared once, on the record's fields; lists where `--extra A --extra B` extends them
+    p.set_defaults(**{**TrainConfig.defaults(), "extra": []})
     args = p.parse_args(argv)
     if args.members < 1:
         p.error(f"--members must be at least 1, got {args.members}")
@@ -634,8 +638,7 @@ def load_data(cfg: TrainConfig) -> Dataset:
         from fer_onnx_factory.train.distill import distil
 
         dataset = distil(dataset, cfg.teacher, cfg.teacher_weight, cfg.teacher_temperature, cfg.out)
-    for extra in cfg.extra:
-        dataset = add_training(dataset, load(extra), cfg.extra_repeat)
+    dataset = add_extras(dataset, cfg)
     log.info(
         "data %s loaded in %.0fs: %s",
         cfg.data,
@@ -645,6 +648,34 @@ def load_data(cfg: TrainConfig) -> Dataset:
     for note in dataset.notes:
         log.info("note: %s", note)
     return dataset
+
+
+def add_extras(dataset: Dataset, cfg: TrainConfig) -> Dataset:
+    """``dataset`` with the Training faces of ``cfg.extra`` added, ``cfg.extra_repeat`` times.
+
+    ``cfg.limit`` cuts each extra dataset as it cuts ``--data``. The extras must be framed on
+    the crop template ``--data``'s faces are (the run's contract template; FER2013's for its
+    csv file).
+
+    Raises:
+        DataError: An extra dataset is missing, unreadable, or does not fit ``--data``; the
+            message names the ``--extra`` file.
+    """
+    template = template_for(cfg.data)
+    framing = (
+        dataset
+        if template is None
+        else dataclasses.replace(dataset, template=json.loads(template.to_json()))
+    )
+    for extra in cfg.extra:
+        try:
+            more = load(extra)
+            if cfg.limit:
+                limit_rows(more, cfg.limit)
+            framing = add_training(framing, more, cfg.extra_repeat)
+        except DataError as e:
+            raise DataError(f"--extra {extra}: {e}") from e
+    return dataclasses.replace(framing, template=dataset.template)
 
 
 def write_contract(cfg: TrainConfig, dataset: Dataset) -> ModelInfo:

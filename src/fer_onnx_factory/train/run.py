@@ -69,6 +69,19 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """The module docstring as written, each option's default (from TrainConfig) shown."""
 
 
+class _Extend(argparse.Action):
+    """``--extra A --extra B C``: every value, in order, on top of the (tuple) default."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest, ()), *values))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The options of ``fer-onnx-factory train``; their defaults are :class:`TrainConfig`'s."""
     p = argparse.ArgumentParser(
@@ -121,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra",
         type=Path,
         nargs="+",
-        action="extend",
+        action=_Extend,
         help="more training faces: datasets (an aligned .npz, a folder tree or a csv) whose "
         "Training faces join --data's, with their own labels; selection stays on --data's "
         "PublicTest. Frame photos as the runtime does first: fer-onnx-factory align --photos",
@@ -275,8 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras verbosity")
-    # declared once, on the record's fields; lists where `--extra A --extra B` extends them
-    p.set_defaults(**{**TrainConfig.defaults(), "extra": []})
+    p.set_defaults(**TrainConfig.defaults())  # declared once, on the record's fields
     args = p.parse_args(argv)
     if args.members < 1:
         p.error(f"--members must be at least 1, got {args.members}")

@@ -13,6 +13,9 @@ The runtime never assumes a framing of its own:
   (:func:`crop_to_template`);
 * a model without a template gets the plain box crop (:func:`fer_onnx.images.crop_faces`).
 
+:func:`frame_face` makes the first two choices for one detection; the runtime and the training
+data (``fer-onnx-factory align --photos``) both frame faces through it.
+
 Shrinking is done with area interpolation before the warp, so large faces do not alias.
 """
 
@@ -28,13 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx.errors import InvalidImageError, InvalidOptionError
-from fer_onnx.types import Box, Landmarks
+from fer_onnx.types import Box, Detection, Landmarks
 
 __all__ = [
     "KEY_CROP_TEMPLATE",
     "CropTemplate",
     "align_face",
     "crop_to_template",
+    "frame_face",
     "landmarks_problem",
     "similarity",
 ]
@@ -357,3 +361,34 @@ def crop_to_template(
             round(pads[3] * scale),
         )
     return np.asarray(cv2.copyMakeBorder(inner, *pads, borderType=cv2.BORDER_REPLICATE), np.uint8)
+
+
+def frame_face(
+    image: npt.NDArray[np.uint8],
+    detection: Detection,
+    template: CropTemplate,
+    size: tuple[int, int],
+) -> npt.NDArray[np.uint8]:
+    """Frame one detected face onto ``template``: by its landmarks, else by its box.
+
+    A detection with landmarks is warped onto the template's landmarks at ``size``
+    (:func:`align_face`); one with a box only is cut so that its box lands on the template's
+    box (:func:`crop_to_template`), at whatever size that region has.
+
+    Args:
+        image: The whole image the face was found in, uint8.
+        detection: The face, in pixels of ``image``; landmarks that cannot frame a face must
+            have been dropped beforehand (:func:`fer_onnx.detectors.fit_detections` does).
+        template: The model's framing.
+        size: ``(height, width)`` of the model's input.
+
+    Returns:
+        The framed face, same channels as ``image``.
+
+    Raises:
+        InvalidOptionError: The landmarks cannot frame a face.
+        InvalidImageError: The box lies wholly outside the image.
+    """
+    if detection.landmarks is not None:
+        return align_face(image, detection.landmarks, template, size)
+    return crop_to_template(image, detection.box, template)

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fer_onnx.alignment import align_face, crop_to_template
+from fer_onnx.alignment import frame_face
 from fer_onnx.detectors import Detector, HaarDetector, fit_detections
 from fer_onnx.errors import (
     InvalidImageError,
@@ -412,12 +412,7 @@ class EmotionRecognizer:
         if template is None:
             return crop_faces(image, [d.box for d in detections], self.margin)
         size = (self.info.input.height, self.info.input.width)
-        return [
-            align_face(image, d.landmarks, template, size)
-            if d.landmarks is not None
-            else crop_to_template(image, d.box, template)
-            for d in detections
-        ]
+        return [frame_face(image, d, template, size) for d in detections]
 
     def classify(self, crops: Sequence[ImageInput] | npt.NDArray[Any]) -> list[Emotion]:
         """Classify already-cropped faces of any size in batched session runs.

@@ -19,6 +19,7 @@ from fer_onnx.alignment import (
     CropTemplate,
     align_face,
     crop_to_template,
+    frame_face,
     landmarks_problem,
     similarity,
 )
@@ -115,6 +116,17 @@ def test_crop_to_template_puts_the_box_on_the_template_box() -> None:
     assert (edge[50:, 50:] == image[:150, :150]).all()
     plain = crop_to_template(image, Box(10, 20, 30, 40), CropTemplate(TEMPLATE.landmarks))
     assert plain.shape == (40, 30)
+
+
+def test_frame_face_aligns_by_landmarks_and_cuts_by_box_without_them() -> None:
+    image, points = synthetic_face(20.0, 1.5, (250.0, 300.0))
+    landmarks = tuple(map(tuple, points))
+    box = Box(150, 200, 200, 200)
+    with_points = frame_face(image, Detection(box, 0.9, landmarks), TEMPLATE, (48, 48))
+    assert (with_points == align_face(image, landmarks, TEMPLATE, (48, 48))).all()
+    box_only = frame_face(image, Detection(box, 0.9), TEMPLATE, (48, 48))
+    assert box_only.shape != (48, 48)  # the template's box region, at its own size
+    assert (box_only == crop_to_template(image, box, TEMPLATE)).all()
 
 
 def test_template_json_round_trip_and_validation() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_onnx.alignment import CropTemplate, align_face, crop_to_template
+from fer_onnx.alignment import CropTemplate, frame_face
 from fer_onnx.detectors import HaarDetector, fit_detections
 from fer_onnx.yunet import YuNetDetector
 from fer_onnx_factory.errors import PipelineError
@@ -151,9 +151,10 @@ class PhotoFramer:
     """Cuts the face out of a photo as ``EmotionRecognizer.recognize`` frames it.
 
     The bundled YuNet detector at its run-time settings finds the faces; the one whose box
-    centre is nearest the photo's centre (the face a labelled photo is about) is warped by
-    its landmarks onto ``template`` at ``size``, or cut to the template's box when it has no
-    usable landmarks. A photo with no face is kept whole (the crop the dataset gives), and
+    centre is nearest the photo's centre (the face a labelled photo is about) is framed by
+    :func:`fer_onnx.alignment.frame_face`, the runtime's own choice: warped by its landmarks
+    onto ``template`` at ``size``, or cut to the template's box when it has no usable
+    landmarks. A photo with no face is kept whole (the crop the dataset gives), and
     counted in :attr:`whole`.
 
     Args:
@@ -178,10 +179,7 @@ class PhotoFramer:
             self.whole += 1
             return image
         self.framed += 1
-        face = found[i]
-        if face.landmarks is None:
-            return crop_to_template(image, face.box, self.template)
-        return align_face(image, face.landmarks, self.template, self.size)
+        return frame_face(image, found[i], self.template, self.size)
 
     def note(self, source: str, template_name: str) -> str:
         """What was framed, for the dataset's notes."""

@@ -549,3 +549,46 @@ def test_extra_faces_framed_on_another_template_are_refused(
     missing = cfg.replace(extra=(tmp_path / "absent.npz",))
     with pytest.raises(DataError, match=r"--extra .*absent\.npz: .*no such file"):
         load_data(missing)
+
+
+@pytest.mark.slow
+def test_bundle_calibrates_on_the_runs_extra_faces_and_checks_them_first(
+    run: Path, fer_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bundle`` draws its int8 calibration faces from every face an epoch trained on (the
+    run's --extra photos included), and a missing --extra file stops it before any export."""
+    from fer_onnx_factory.data.align import save
+    from fer_onnx_factory.data.datasets import DataError, load
+    from fer_onnx_factory.export import bundle as bundle_module
+    from fer_onnx_factory.train.config import TrainConfig
+
+    small = load(fer_small)
+    extra = tmp_path / "extra.npz"
+    save(small, extra)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg, _ = TrainConfig.read(copy)
+    cfg.replace(extra=(extra,), extra_repeat=2).write(copy, "train", {})
+
+    class DrawnError(Exception):
+        pass
+
+    pools: list[np.ndarray] = []
+
+    def draw(pool: np.ndarray, n: int, *args: object) -> np.ndarray:
+        pools.append(pool)
+        raise DrawnError
+
+    monkeypatch.setattr(bundle_module, "calibration_faces", draw)
+    with pytest.raises(DrawnError):
+        bundle_module.bundle(copy, fer_small, tmp_path / "dest", tta="none", card=tmp_path / "c.md")
+    faces = small["Training"].images
+    assert np.array_equal(pools[0], np.concatenate([faces, faces, faces]))
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported before the --extra files were checked")
+
+    monkeypatch.setattr(bundle_module, "export", no_export)
+    cfg.replace(extra=(tmp_path / "absent.npz",)).write(copy, "train", {})
+    with pytest.raises(DataError, match=r"absent\.npz"):
+        bundle_module.bundle(copy, fer_small, tmp_path / "dest", tta="none", card=tmp_path / "c.md")

@@ -142,6 +142,22 @@ def test_card_names_averaged_weights(tmp_path: Path) -> None:
         "8192 Training faces by `fer-onnx-factory average --run r --last 8`)"
     ) in out.read_text()
     assert "Class-bias calibration" not in out.read_text()
+    wise = {
+        **metrics,
+        "averaged_epochs": [75],
+        "averaged_with": "fer-onnx-factory average --run r --last 1 --init-weight 0.5",
+        "init_weight": 0.5,
+        "init": "runs/start/best.keras",
+        "batchnorm_layers": 0,
+        "batchnorm_faces": 0,
+    }
+    (run / "metrics.json").write_text(json.dumps(wise))
+    write_card(run, SUMMARY, out)
+    assert (
+        "75 epochs, epoch 75's weights moved 0.5 of the way back to the model it started from "
+        "(runs/start/best.keras) by `fer-onnx-factory average --run r --last 1 --init-weight "
+        "0.5` (every BatchNorm layer frozen: no statistics re-estimated))"
+    ) in out.read_text()
     metrics.update(
         averaged_epochs=[75],
         calibrated_with="fer-onnx-factory calibrate --run r --protect disgust",

@@ -452,6 +452,8 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(
     assert average_main([*args, "--bn-faces", "64"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["init_weight"], metrics["init"]) == (0.25, str(start))
+    assert metrics["batchnorm_layers"] > 0
+    assert metrics["batchnorm_faces"] == 64
     mixed = load_model(out / "best.keras")
     a, b = load_model(tuned / snapshot_name(2)), load_model(start)
     pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)

@@ -48,6 +48,13 @@ def _chosen_weights(metrics: dict[str, Any]) -> str:
             if len(epochs) == 1
             else f"weights averaged over epochs {epochs[0]}-{epochs[-1]}"
         )
+        if metrics.get("init_weight"):
+            which += (
+                f" moved {metrics['init_weight']:g} of the way back to the model it started "
+                f"from ({metrics.get('init')})"
+            )
+        if metrics.get("batchnorm_layers", 1) == 0:
+            return f"{which} by `{how}` (every BatchNorm layer frozen: no statistics re-estimated)"
         return (
             f"{which}, BatchNorm statistics re-estimated on {metrics.get('batchnorm_faces')} "
             f"Training faces by `{how}`"

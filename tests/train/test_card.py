@@ -122,6 +122,22 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     assert "- FER+ votes (`fer2013new.csv`, soft) as 0.3 of the training targets." in (
         out.read_text()
     )
+    assert "--extra" not in out.read_text()
+    TrainConfig(
+        data=Path("fer2013.csv"),
+        out=run,
+        weights="none",
+        extra=(Path("runs/sfew2-both.npz"), Path("more.npz")),
+        extra_repeat=2,
+    ).write(run, "fer-onnx-factory train --extra ...", {})
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["dataset"]["notes"] = ["read from x", "added 5 Training faces of sfew2 (10 rows)"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out, ledger=ledger)
+    assert (
+        "- Also trained on the Training faces of `sfew2-both.npz`, `more.npz` (`--extra`, 2 "
+        "times an epoch, with their own labels): added 5 Training faces of sfew2 (10 rows)."
+    ) in out.read_text()
 
 
 def test_card_names_averaged_weights(tmp_path: Path) -> None:

@@ -278,6 +278,23 @@ def _ferplus_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[
     ]
 
 
+def _extra_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[str]:
+    """The other datasets' Training faces a run added to its own (``train --extra``)."""
+    extra = args.get("extra") or []
+    if not extra:
+        return []
+    notes = keras_metrics.get("dataset", {}).get("notes", [])
+    said = [n for n in notes if n.startswith("added ")]
+    repeat = int(args.get("extra_repeat", 1))
+    names = ", ".join(f"`{Path(str(e)).name}`" for e in extra)
+    return [
+        f"- Also trained on the Training faces of {names} (`--extra`, {repeat} "
+        + ("time" if repeat == 1 else "times")
+        + " an epoch, with their own labels)"
+        + (f": {'; '.join(said)}." if said else ".")
+    ]
+
+
 def _ledger_lines(ledger: Path) -> list[str]:
     entries = read(ledger)
     if not entries:
@@ -356,6 +373,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path | Non
         f"({sum(counts['Training'])} faces), checkpoint and schedule chosen on `PublicTest` "
         f"({sum(counts['PublicTest'])}), reported once on `PrivateTest` "
         f"({sum(counts['PrivateTest'])}).",
+        *_extra_lines(args, keras_metrics),
         "- Preprocessing: the library's `fer_onnx.preprocessing.prepare_faces` "
         f"({described}, {height}x{width}) is the only preprocessing in training, evaluation and "
         "inference; normalisation is in the graph.",

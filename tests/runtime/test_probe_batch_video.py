@@ -131,6 +131,10 @@ Reader.__init__ = init  # module level: the spawned workers run this too
 Reader.read = read
 
 if __name__ == "__main__":
+    import signal
+    # Ctrl-C raises KeyboardInterrupt here even when pytest was started by a shell's `&`,
+    # which makes it and every child ignore SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from fer_onnx.cli import main
     raise SystemExit(main(sys.argv[1:]))
 """
@@ -179,7 +183,7 @@ def test_workers_stop_on_every_signal_and_when_the_driver_dies(
         for pid in [driver.pid, *workers]:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        driver.wait()
+        driver.communicate()  # reaps it and closes its stderr pipe
 
 
 # -- issue 25.7: batch and `fer-onnx video` agree on a truncated video -----------------------

@@ -45,6 +45,15 @@ def fake_run(tmp_path: Path, members: int) -> Path:
     return run
 
 
+def record(run: Path, **options: Any) -> None:
+    """Write a training record (config.json) for ``run`` with ``options`` on FER2013's csv."""
+    from fer_onnx_factory.train.config import TrainConfig
+
+    TrainConfig(data=Path("fer2013.csv"), out=run, weights="none", **options).write(
+        run, "fer-onnx-factory train ...", {}
+    )
+
+
 SUMMARY = {
     "int8_accepted": True,
     "tta": {
@@ -86,17 +95,14 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
 
 def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     from fer_onnx_factory.ledger import Experiment, write
-    from fer_onnx_factory.train.config import TrainConfig
 
     run = fake_run(tmp_path, 1)
-    TrainConfig(
-        data=Path("fer2013.csv"),
-        out=run,
-        weights="none",
+    record(
+        run,
         teacher=(Path("runs/a/best.keras"), Path("t.onnx")),
         teacher_weight=0.6,
         teacher_temperature=3.0,
-    ).write(run, "fer-onnx-factory train --teacher ...", {})
+    )
     ledger = tmp_path / "experiments.json"
     entry = Experiment("a", "base", None, "cmd", 4, 4, 9.5, 0.6, 0.61, 0.62, True, "record")
     write([entry], ledger)
@@ -110,26 +116,13 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     write_card(run, SUMMARY, out, ledger=tmp_path / "none.json")
     assert "What each recipe change gave" not in out.read_text()
     assert "FER+" not in out.read_text()
-    TrainConfig(
-        data=Path("fer2013.csv"),
-        out=run,
-        weights="none",
-        ferplus=Path("x/fer2013new.csv"),
-        ferplus_mode="soft",
-        ferplus_weight=0.3,
-    ).write(run, "fer-onnx-factory train --ferplus ...", {})
+    record(run, ferplus=Path("x/fer2013new.csv"), ferplus_mode="soft", ferplus_weight=0.3)
     write_card(run, SUMMARY, out, ledger=ledger)
     assert "- FER+ votes (`fer2013new.csv`, soft) as 0.3 of the training targets." in (
         out.read_text()
     )
     assert "--extra" not in out.read_text()
-    TrainConfig(
-        data=Path("fer2013.csv"),
-        out=run,
-        weights="none",
-        extra=(Path("runs/sfew2-both.npz"), Path("more.npz")),
-        extra_repeat=2,
-    ).write(run, "fer-onnx-factory train --extra ...", {})
+    record(run, extra=(Path("runs/sfew2-both.npz"), Path("more.npz")), extra_repeat=2)
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["dataset"]["notes"] = ["read from x", "added 5 Training faces of sfew2 (10 rows)"]
     (run / "metrics.json").write_text(json.dumps(metrics))

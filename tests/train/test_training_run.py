@@ -461,6 +461,15 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(
         np.testing.assert_allclose(
             w.numpy(), 0.75 * wa.numpy() + 0.25 * wb.numpy(), rtol=1e-5, atol=1e-6
         )
+    # calibrating the result keeps the record of how it was made, for its model card
+    from fer_onnx_factory.tune.calibrate import main as calibrate_main
+
+    cal = tmp_path / "cal"
+    options = ["--protect", "fear", "--floor", "fear=0.0", "--step", "0.5", "--max-bias", "1"]
+    assert calibrate_main(["--run", str(out), "--out", str(cal), *options]) == 0
+    carried = json.loads((cal / "metrics.json").read_text())
+    for key in ("averaged_with", "init_weight", "init", "batchnorm_layers", "batchnorm_faces"):
+        assert carried[key] == metrics[key], key
 
 
 def test_phase_two_learning_rate_follows_the_schedule() -> None:

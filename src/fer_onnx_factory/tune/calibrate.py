@@ -480,7 +480,15 @@ def calibrate_run(
     seconds = time.time() - t0
     extra: dict[str, Any] = {
         key: source[key]
-        for key in ("averaged_with", "averaged_from", "averaged_epochs", "batchnorm_faces")
+        for key in (
+            "averaged_with",
+            "averaged_from",
+            "averaged_epochs",
+            "batchnorm_faces",
+            "batchnorm_layers",
+            "init_weight",
+            "init",
+        )
         if key in source
     }
     extra.update(

@@ -50,7 +50,8 @@ def write_derived_run(
     """Write ``model``, derived from ``run``, as a run folder of its own with its report.
 
     The folder gets the source run's record (:data:`COPIED`), ``best.keras`` = ``model`` and
-    its report on every split (``extra`` added to ``metrics.json``). Everything is written into
+    its report on every split (``extra`` added to ``metrics.json``; the dataset notes are the
+    source run's, which say how it was trained). Everything is written into
     a hidden folder first and renamed at the end: a killed step leaves no half-written run
     behind, and running it again starts afresh.
 
@@ -70,6 +71,9 @@ def write_derived_run(
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=256, verbose=0))
 
+    notes = source_metrics(run).get("dataset", {}).get("notes")
+    if notes:  # how the source was trained (FER+ votes, teachers, --extra), not only its data
+        extra = {**extra, "dataset": {**dataset.summary(), "notes": notes}}
     history = partial / "history.csv"
     metrics = write_report(
         partial,

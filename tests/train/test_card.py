@@ -124,12 +124,21 @@ def test_card_shows_distillation_and_the_ledger(tmp_path: Path) -> None:
     assert "--extra" not in out.read_text()
     record(run, extra=(Path("runs/sfew2-both.npz"), Path("more.npz")), extra_repeat=2)
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["dataset"]["notes"] = ["read from x", "added 5 Training faces of sfew2 (10 rows)"]
+    note = "added 5 Training faces of sfew2 2 times (10 rows, their own labels)"  # add_training's
+    metrics["dataset"]["notes"] = ["read from x", note]
     (run / "metrics.json").write_text(json.dumps(metrics))
     write_card(run, SUMMARY, out, ledger=ledger)
     assert (
         "- Also trained on the Training faces of `sfew2-both.npz`, `more.npz` (`--extra`, 2 "
-        "times an epoch, with their own labels): added 5 Training faces of sfew2 (10 rows)."
+        f"times an epoch): {note}."
+    ) in out.read_text()
+    record(run, extra=(Path("runs/sfew2-both.npz"),))
+    metrics["dataset"]["notes"] = []
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    write_card(run, SUMMARY, out, ledger=ledger)
+    assert (
+        "- Also trained on the Training faces of `sfew2-both.npz` (`--extra`, once an epoch, "
+        "with their own labels)."
     ) in out.read_text()
 
 

@@ -129,6 +129,28 @@ def test_the_shipped_recipe_reads_only_its_runs_shared_and_committed_files(
         assert tracked.returncode == 0, f"step {name} reads {arg}: not committed"
 
 
+def test_each_step_of_the_shipped_recipe_reads_what_an_earlier_step_wrote(
+    tmp_path: Path,
+) -> None:
+    """Every runs/ path a step reads (--init, --run, --data, --extra ...) lies in what an
+    earlier step wrote (its --out, --dest, --record or done file): no step depends on a
+    folder that only an older recipe, or a person, made."""
+    runs = tmp_path / "runs"
+    recipe = load_recipe(ROOT / "recipes" / "shipped.toml", {"runs": str(runs)})
+    writes = {"--out", "--dest", "--card", "--json", "--record"}
+    written: list[Path] = []
+    for step in recipe.steps:
+        pairs = list(zip(("", *step.run), step.run, strict=False))
+        for flag, arg in pairs:
+            if arg.startswith(str(runs)) and flag not in writes:
+                path = Path(arg)
+                assert any(path == w or w in path.parents for w in written), (
+                    f"step {step.name} reads {arg}, which no earlier step writes"
+                )
+        written += [Path(arg) for flag, arg in pairs if flag in writes]
+        written.append(step.done)
+
+
 def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:
     body = _step("ghost", [str(tmp_path / "no-such-program")], "{runs}/x")
     with pytest.raises(PipelineError, match="cannot start"):

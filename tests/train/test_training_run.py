@@ -440,13 +440,28 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(
     run: Path, tmp_path: Path, fer_small: Path
 ) -> None:
     """WiSE-FT: (1 - W) x fine-tuned + W x the --init model, statistics re-estimated."""
+    from fer_onnx_factory.data.align import save
+    from fer_onnx_factory.data.datasets import load
     from fer_onnx_factory.model.build import load_model
     from fer_onnx_factory.train.config import snapshot_name
     from fer_onnx_factory.tune.average import main as average_main
 
     start = run / "best.keras"
     tuned = tmp_path / "tuned"
-    train(fer_small, tuned, "--epochs", "2", "--init", str(start), "--keep-epochs", "1")
+    extra = tmp_path / "extra.npz"
+    save(load(fer_small), extra)
+    train(
+        fer_small,
+        tuned,
+        "--epochs",
+        "2",
+        "--init",
+        str(start),
+        "--keep-epochs",
+        "1",
+        "--extra",
+        str(extra),
+    )
     out = tmp_path / "wise"
     args = ["--run", str(tuned), "--out", str(out), "--last", "1", "--init-weight", "0.25"]
     assert average_main([*args, "--bn-faces", "64"]) == 0
@@ -454,6 +469,10 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(
     assert (metrics["init_weight"], metrics["init"]) == (0.25, str(start))
     assert metrics["batchnorm_layers"] > 0
     assert metrics["batchnorm_faces"] == 64
+    # its notes are the fine-tune's, which say how it was trained (--extra), not a plain load's
+    notes = metrics["dataset"]["notes"]
+    assert notes == json.loads((tuned / "metrics.json").read_text())["dataset"]["notes"]
+    assert any(n.startswith("added ") for n in notes)
     mixed = load_model(out / "best.keras")
     a, b = load_model(tuned / snapshot_name(2)), load_model(start)
     pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)
@@ -470,6 +489,7 @@ def test_init_weight_moves_a_fine_tune_back_towards_its_start(
     carried = json.loads((cal / "metrics.json").read_text())
     for key in ("averaged_with", "init_weight", "init", "batchnorm_layers", "batchnorm_faces"):
         assert carried[key] == metrics[key], key
+    assert carried["dataset"]["notes"] == notes
 
 
 def test_phase_two_learning_rate_follows_the_schedule() -> None:

@@ -278,6 +278,10 @@ def _ferplus_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[
     ]
 
 
+def _epochs(n: object) -> str:
+    return "1 epoch" if n == 1 else f"{n} epochs"
+
+
 def _extra_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[str]:
     """The other datasets' Training faces a run added to its own (``train --extra``)."""
     extra = args.get("extra") or []
@@ -287,11 +291,10 @@ def _extra_lines(args: dict[str, Any], keras_metrics: dict[str, Any]) -> list[st
     said = [n for n in notes if n.startswith("added ")]
     repeat = int(args.get("extra_repeat", 1))
     names = ", ".join(f"`{Path(str(e)).name}`" for e in extra)
+    how = "once an epoch" if repeat == 1 else f"{repeat} times an epoch"
     return [
-        f"- Also trained on the Training faces of {names} (`--extra`, {repeat} "
-        + ("time" if repeat == 1 else "times")
-        + " an epoch, with their own labels)"
-        + (f": {'; '.join(said)}." if said else ".")
+        f"- Also trained on the Training faces of {names} (`--extra`, {how}"
+        + (f"): {'; '.join(said)}." if said else ", with their own labels).")
     ]
 
 
@@ -382,7 +385,7 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path | Non
         f"- Command: `{keras_metrics.get('command')}`",
         f"- Wall time {keras_metrics.get('wall_time_s', 0) / 60:.0f} min on 2 CPU cores "
         f"({keras_metrics.get('seconds_per_epoch')} s per epoch, "
-        f"{keras_metrics.get('epochs_run')} epochs, {_chosen_weights(keras_metrics)}).",
+        f"{_epochs(keras_metrics.get('epochs_run'))}, {_chosen_weights(keras_metrics)}).",
         f"- AdamW (weight decay {args.get('weight_decay')}), {args.get('schedule')} schedule, "
         f"peak LR {args.get('lr')}, batch {args.get('batch_size')}, label smoothing "
         f"{args.get('label_smoothing')}, mixup {args.get('mixup')}, CutMix "

@@ -42,6 +42,18 @@ from fer_onnx_factory.train.config import SNAPSHOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+AVERAGE_RECORD = (
+    "averaged_with",
+    "averaged_from",
+    "averaged_epochs",
+    "batchnorm_faces",
+    "batchnorm_layers",
+    "init_weight",
+    "init",
+)
+"""Keys of an averaged run's ``metrics.json`` that say how its weights were made; a run
+derived from it (``fer-onnx-factory calibrate``) carries them on."""
+
 log = logging.getLogger("fer_onnx_factory.tune.average")
 
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from fer_onnx_factory.cli import command
 from fer_onnx_factory.errors import PipelineError
+from fer_onnx_factory.tune.average import AVERAGE_RECORD
 
 if TYPE_CHECKING:
     from fer_onnx_factory.data.datasets import Dataset, Split
@@ -478,19 +479,7 @@ def calibrate_run(
 
     source = source_metrics(run)
     seconds = time.time() - t0
-    extra: dict[str, Any] = {
-        key: source[key]
-        for key in (
-            "averaged_with",
-            "averaged_from",
-            "averaged_epochs",
-            "batchnorm_faces",
-            "batchnorm_layers",
-            "init_weight",
-            "init",
-        )
-        if key in source
-    }
+    extra: dict[str, Any] = {key: source[key] for key in AVERAGE_RECORD if key in source}
     extra.update(
         {
             "command": record.get("command"),

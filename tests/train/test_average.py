@@ -221,6 +221,13 @@ def test_kept_epochs_average_into_a_run_of_their_own(
     pairs = zip(a.trainable_weights, b.trainable_weights, strict=True)
     for w, (wa, wb) in zip(averaged.trainable_weights, pairs, strict=True):
         np.testing.assert_allclose(w.numpy(), (wa.numpy() + wb.numpy()) / 2, rtol=1e-5, atol=1e-7)
+    assert metrics["batchnorm_layers"] > 0
+    # every BatchNorm layer frozen (a faceres fine-tune): the record says none was re-estimated
+    monkeypatch.setattr("fer_onnx_factory.tune.average.recompute_batchnorm", lambda *a, **k: 0)
+    frozen = tmp_path / "frozen"
+    assert average_main([*args[:2], "--out", str(frozen), *args[4:]]) == 0
+    record = json.loads((frozen / "metrics.json").read_text())
+    assert (record["batchnorm_layers"], record["batchnorm_faces"]) == (0, 0)
     # a second average into the same folder is refused, not overwritten
     before = (out / "best.keras").read_bytes()
     assert average_main(args) == 2

@@ -71,6 +71,8 @@ SUMMARY = {
     "int8": {"size_mb": 5.0, "latency_ms_batch1_1thread": 0.8},
     "parity": {"n": 1024, "max_abs_diff": 1e-6, "argmax_agreement": 1.0},
     "int8_private_drop_points": 0.4,
+    "int8_calibration": "Percentile 99.99",
+    "int8_fidelity": {"faces": 2000, "argmax_agreement": 0.987, "mean_l1": 0.016},
 }
 
 
@@ -86,6 +88,9 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
     assert "`zoomflip`, the average over 2 view(s) of each face (face, zoom-mirror;" in text
     assert "the most accurate on PublicTest with at most 2 views" in text
     assert "none 64.10%, flip 64.90%, zoomflip 66.10%, flip+zoom 66.70%." in text
+    assert "calibrated on 300 Training faces (Percentile 99.99); on 2,000 other Training " in text
+    assert "its top class is fp32's for 98.7% of faces" in text
+    assert "differ from fp32's by 0.016 (sum over classes" in text
     if members == 1:
         assert "- mobilenetv2 (alpha 1.0), trained from scratch" in text
         assert "ensemble" not in text
@@ -264,6 +269,9 @@ def test_card_reads_the_run_record(tmp_path: Path) -> None:
     assert "one 64x64 RGB face, float32 values 0..1" in text
     assert "`train`: trained on `Training`" in text
     assert "calibrated on 200 Training faces" in text
+    older = {k: v for k, v in SUMMARY.items() if k not in ("int8_calibration", "int8_fidelity")}
+    write_card(run, older, out)  # a bundle from before the calibration method was recorded
+    assert "calibrated on 300 Training faces (MinMax)). Default" in out.read_text()
 
 
 def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:

@@ -215,6 +215,52 @@ def test_int8_quantization(exported: Path, faces: np.ndarray, tmp_path: Path) ->
     assert diff < 0.1
 
 
+def test_percentile_calibration_is_recorded_and_stays_close(
+    exported: Path, faces: np.ndarray, tmp_path: Path
+) -> None:
+    import onnx
+
+    from fer_onnx_factory.export.quantize import fidelity
+
+    out = tmp_path / "int8.onnx"
+    # 61 faces: a prime count, so the calibration batches are of one face each
+    quantize(exported, out, faces[:61], method="percentile", percentile=99.9)
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "Percentile 99.9 calibration on 61 training faces" in props["quantization"]
+    same = fidelity(exported, exported, faces[64:96])
+    assert same == {"faces": 32, "argmax_agreement": 1.0, "mean_l1": 0.0}
+    close = fidelity(exported, out, faces[64:96])
+    assert close["faces"] == 32
+    assert 0 < close["mean_l1"] < 0.2
+    for bad, match in (
+        ({"method": "entropy"}, "minmax, percentile"),
+        ({"percentile": 0.0}, "0, 100"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            quantize(exported, tmp_path / "bad.onnx", faces[:8], **bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_calibration_batches_are_of_one_size() -> None:
+    from fer_onnx_factory.export.quantize import _batch_size
+
+    assert [_batch_size(n) for n in (300, 64, 61, 7, 1)] == [30, 32, 1, 7, 1]
+
+
+def test_int8_is_compared_with_fp32_on_faces_it_was_not_calibrated_on() -> None:
+    from fer_onnx_factory.export.bundle import split_pool
+
+    pool = np.arange(5000)[:, None, None, None]
+    faces, others = split_pool(pool, 300)
+    assert (len(faces), len(others)) == (300, 2000)
+    assert not set(faces.ravel()) & set(others.ravel())
+    again = split_pool(pool, 300)
+    assert np.array_equal(faces, again[0])
+    assert np.array_equal(others, again[1])
+    faces, others = split_pool(pool[:400], 300)  # a small pool: every other face
+    assert sorted([*faces.ravel(), *others.ravel()]) == list(range(400))
+
+
 def test_missing_or_wrong_inputs_are_clear(
     tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

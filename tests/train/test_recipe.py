@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -158,22 +159,31 @@ def test_a_step_whose_program_is_missing_is_one_error(tmp_path: Path) -> None:
 
 
 def test_the_committed_soft_targets_are_those_the_shipped_fast_learnt_from() -> None:
-    """recipes/fast-teacher.npz was written by the teacher that fast's metadata names."""
+    """Each soft-target file fast's metadata names (its teacher, and the first teacher of the
+    model it was fine-tuned from) was written by the teacher the metadata names, and the
+    recipe reads both."""
     import numpy as np
     import onnx
 
     from fer_onnx_factory.data.datasets import FER2013_LABELS
     from fer_onnx_factory.train.distill import teacher_labels
 
-    soft = ROOT / "recipes" / "fast-teacher.npz"
     fast = onnx.load(str(ROOT / "src" / "fer_onnx" / "models" / "int8.onnx"))
-    taught_by = json.loads({p.key: p.value for p in fast.metadata_props}["teacher"])
-    with np.load(soft, allow_pickle=False) as saved:
-        (writer,) = json.loads(str(saved["teachers"]))
-        probs = saved["probabilities"]
-        rows = saved["rows"]
-    assert writer["sha256"] == taught_by["sha256"]
-    assert teacher_labels(soft) == FER2013_LABELS
-    # both framings of every FER2013 Training face, one distribution each
-    assert probs.shape == (len(rows), 7) == (57418, 7)
-    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    meta = {p.key: p.value for p in fast.metadata_props}
+    recipe = (ROOT / "recipes" / "shipped.toml").read_text()
+    for key in ("teacher", "first_teacher"):
+        taught_by = json.loads(meta[key])
+        soft = ROOT / taught_by["soft_targets"]
+        assert f'"{taught_by["soft_targets"]}"' in recipe
+        with np.load(soft, allow_pickle=False) as saved:
+            (writer,) = json.loads(str(saved["teachers"]))
+            probs = saved["probabilities"]
+            rows = saved["rows"]
+        assert writer["sha256"] == taught_by["sha256"], key
+        assert teacher_labels(soft) == FER2013_LABELS
+        # both framings of every FER2013 Training face, one distribution each
+        assert probs.shape == (len(rows), 7) == (57418, 7)
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # the fine-tune's teacher is the accurate model shipped beside it
+    shipped = ROOT / "src" / "fer_onnx" / "models" / "accurate.onnx"
+    assert json.loads(meta["teacher"])["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()

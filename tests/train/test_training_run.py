@@ -606,11 +606,11 @@ def test_bundle_calibrates_on_the_runs_extra_faces_and_checks_them_first(
 
     pools: list[np.ndarray] = []
 
-    def draw(pool: np.ndarray, n: int, *args: object) -> np.ndarray:
+    def draw(pool: np.ndarray, n: int, *args: object) -> tuple[np.ndarray, np.ndarray]:
         pools.append(pool)
         raise DrawnError
 
-    monkeypatch.setattr(bundle_module, "calibration_faces", draw)
+    monkeypatch.setattr(bundle_module, "split_pool", draw)
     with pytest.raises(DrawnError):
         bundle_module.bundle(copy, fer_small, tmp_path / "dest", tta="none", card=tmp_path / "c.md")
     faces = small["Training"].images

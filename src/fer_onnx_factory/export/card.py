@@ -62,6 +62,20 @@ def _chosen_weights(metrics: dict[str, Any]) -> str:
     return f"best epoch {metrics.get('best_epoch')}"
 
 
+def _int8_calibration(summary: dict[str, Any]) -> str:
+    """How int8 was calibrated and how closely it follows fp32 (bundles from before
+    ``int8_fidelity`` say nothing more)."""
+    method = summary.get("int8_calibration", "MinMax")
+    fid = summary.get("int8_fidelity")
+    if not fid:
+        return f" ({method})"
+    return (
+        f" ({method}); on {fid['faces']:,} other Training faces its top class is fp32's for "
+        f"{fid['argmax_agreement']:.1%} of faces, and its probabilities differ from fp32's by "
+        f"{fid['mean_l1']:.3f} (sum over classes, mean over faces)"
+    )
+
+
 def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
     """The class-bias calibration (fer_onnx_factory.tune.calibrate), when the model had one."""
     cal = metrics.get("calibration")
@@ -365,7 +379,8 @@ def write_card(run: Path, summary: dict[str, Any], out: Path, ledger: Path | Non
         f"- Bundled files: `fp32.onnx` ({summary['fp32']['size_mb']:.2f} MB) and "
         + (
             f"`int8.onnx` ({summary['int8']['size_mb']:.2f} MB, static QDQ per-channel, "
-            f"calibrated on {summary.get('calibration_faces', 300)} Training faces)"
+            f"calibrated on {summary.get('calibration_faces', 300)} Training faces"
+            f"{_int8_calibration(summary)})"
             if summary["int8_accepted"]
             else "no int8 model (it lost more than 0.5 points on PublicTest)"
         )

@@ -229,6 +229,8 @@ def test_percentile_calibration_is_recorded_and_stays_close(
     assert "Percentile 99.9 calibration on 61 training faces" in props["quantization"]
     same = fidelity(exported, exported, faces[64:96])
     assert same == {"faces": 32, "argmax_agreement": 1.0, "mean_l1": 0.0}
+    with pytest.raises(ValueError, match="at least one face"):
+        fidelity(exported, out, faces[:0])
     close = fidelity(exported, out, faces[64:96])
     assert close["faces"] == 32
     assert 0 < close["mean_l1"] < 0.2
@@ -259,6 +261,7 @@ def test_int8_is_compared_with_fp32_on_faces_it_was_not_calibrated_on() -> None:
     assert np.array_equal(others, again[1])
     faces, others = split_pool(pool[:400], 300)  # a small pool: every other face
     assert sorted([*faces.ravel(), *others.ravel()]) == list(range(400))
+    assert len(split_pool(pool[:300], 300)[1]) == 0  # none left: bundle reports no fidelity
 
 
 def test_missing_or_wrong_inputs_are_clear(

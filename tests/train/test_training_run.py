@@ -623,3 +623,36 @@ def test_bundle_calibrates_on_the_runs_extra_faces_and_checks_them_first(
     cfg.replace(extra=(tmp_path / "absent.npz",)).write(copy, "train", {})
     with pytest.raises(DataError, match=r"absent\.npz"):
         bundle_module.bundle(copy, fer_small, tmp_path / "dest", tta="none", card=tmp_path / "c.md")
+
+
+@pytest.mark.slow
+def test_bundle_reports_how_closely_int8_follows_fp32(
+    run: Path, fer_small: Path, tmp_path: Path
+) -> None:
+    """A whole bundle with percentile calibration: the int8 file says how it was calibrated,
+    and the summary compares it with fp32 on every pool face the calibration did not use."""
+    import onnx
+
+    from fer_onnx_factory.export.bundle import bundle
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    summary = bundle(
+        copy,
+        fer_small,
+        tmp_path / "dest",
+        calibration=100,
+        tta="none",
+        card=tmp_path / "card.md",
+        int8_calibration="percentile",
+    )
+    assert summary["int8_calibration"] == "Percentile 99.99"
+    fid = summary["int8_fidelity"]
+    assert fid["faces"] == 200  # the 300 Training faces of the small file, less 100
+    assert 0.0 < fid["argmax_agreement"] <= 1.0
+    assert 0.0 <= fid["mean_l1"] <= 2.0
+    int8 = onnx.load(str(copy / "export" / "int8.onnx"))
+    quantization = {p.key: p.value for p in int8.metadata_props}["quantization"]
+    assert "Percentile 99.99 calibration on 100 training faces" in quantization
+    saved = json.loads((copy / "export" / "summary.json").read_text())
+    assert saved["int8_fidelity"] == fid

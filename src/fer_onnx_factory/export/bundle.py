@@ -322,10 +322,9 @@ def bundle(
     int8 = work / "int8.onnx"
     faces, others = split_pool(pool, calibration)
     quantize(fp32, int8, faces, method=int8_calibration, percentile=percentile)
-    summary["int8_fidelity"] = fidelity(fp32, int8, others)
-    print(
-        f"int8 against fp32 on Training faces it was not calibrated on: {summary['int8_fidelity']}"
-    )
+    if len(others):  # a pool no larger than --calibration leaves no face to compare on
+        summary["int8_fidelity"] = fidelity(fp32, int8, others)
+        print(f"int8 against fp32 on other Training faces: {summary['int8_fidelity']}")
 
     probe = dataset["PublicTest"].images[0]
     for name, path in (("fp32", fp32), ("int8", int8)):

@@ -243,6 +243,39 @@ def test_percentile_calibration_is_recorded_and_stays_close(
     assert not (tmp_path / "bad.onnx").exists()
 
 
+def test_quantize_command_takes_the_calibration_method(
+    exported: Path, fer_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    from fer_onnx_factory.export.quantize import main as quantize_main
+
+    out = tmp_path / "int8.onnx"
+    args = ["--onnx", str(exported), "--out", str(out), "--data", str(fer_small)]
+    assert quantize_main([*args, "--calibration", "40", "--method", "percentile"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "Percentile 99.99 calibration on 40 training faces" in props["quantization"]
+    capsys.readouterr()
+    bad = tmp_path / "bad.onnx"
+    assert (
+        quantize_main(
+            [
+                *args[:2],
+                "--out",
+                str(bad),
+                *args[4:],
+                "--percentile",
+                "120",
+                "--method",
+                "percentile",
+            ]
+        )
+        == 2
+    )
+    assert "percentile must be within (0, 100], got 120" in capsys.readouterr().err
+    assert not bad.exists()
+
+
 def test_calibration_batches_are_of_one_size() -> None:
     from fer_onnx_factory.export.quantize import _batch_size
 

@@ -88,7 +88,7 @@ def test_card_states_measured_figures(tmp_path: Path, members: int) -> None:
     assert "`zoomflip`, the average over 2 view(s) of each face (face, zoom-mirror;" in text
     assert "the most accurate on PublicTest with at most 2 views" in text
     assert "none 64.10%, flip 64.90%, zoomflip 66.10%, flip+zoom 66.70%." in text
-    assert "calibrated on 300 Training faces (Percentile 99.99); on 2,000 other Training " in text
+    assert "calibrated on 300 Training faces, Percentile 99.99; on 2,000 other Training " in text
     assert "its top class is fp32's for 98.7% of faces" in text
     assert "differ from fp32's by 0.016 (sum over classes" in text
     if members == 1:
@@ -271,7 +271,11 @@ def test_card_reads_the_run_record(tmp_path: Path) -> None:
     assert "calibrated on 200 Training faces" in text
     older = {k: v for k, v in SUMMARY.items() if k not in ("int8_calibration", "int8_fidelity")}
     write_card(run, older, out)  # a bundle from before the calibration method was recorded
-    assert "calibrated on 300 Training faces (MinMax)). Default" in out.read_text()
+    assert "calibrated on 300 Training faces, MinMax). Default" in out.read_text()
+    write_card(run, {**SUMMARY, "int8_accepted": False}, out)  # int8 rejected: no line on it
+    rejected = out.read_text()
+    assert "no int8 model (it lost more than 0.5 points on PublicTest). Default: `fp32`" in rejected
+    assert "Percentile" not in rejected
 
 
 def test_card_names_the_model_a_run_was_fine_tuned_from(tmp_path: Path) -> None:

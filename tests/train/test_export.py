@@ -237,9 +237,12 @@ def test_percentile_calibration_is_recorded_and_stays_close(
     for bad, match in (
         ({"method": "entropy"}, "minmax, percentile"),
         ({"percentile": 0.0}, "0, 100"),
+        ({"percentile": float("nan")}, "0, 100"),
     ):
         with pytest.raises(ValueError, match=match):
             quantize(exported, tmp_path / "bad.onnx", faces[:8], **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one face"):
+        quantize(exported, tmp_path / "bad.onnx", faces[:0])
     assert not (tmp_path / "bad.onnx").exists()
 
 
@@ -276,6 +279,71 @@ def test_quantize_command_takes_the_calibration_method(
     assert not bad.exists()
 
 
+def test_bundle_refuses_bad_int8_settings_before_any_export(
+    fer_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fer_onnx_factory.export import bundle as bundle_module
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported before the settings were checked")
+
+    monkeypatch.setattr(bundle_module, "export", no_export)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"")  # never read: the settings fail first
+    dest = tmp_path / "dest"
+    cases = (
+        ({"int8_calibration": "percentile", "percentile": 120.0}, r"within \(0, 100\], got 120"),
+        ({"int8_calibration": "entropy"}, "one of minmax, percentile"),
+        ({"calibration": 0}, "--calibration: calibration size must be within 1..300, got 0"),
+        ({"calibration": 301}, "within 1..300, got 301"),
+    )
+    for settings, match in cases:
+        with pytest.raises(ExportError, match=match):
+            bundle_module.bundle(
+                run, fer_small, dest, tta="none", card=tmp_path / "c.md", **settings
+            )  # type: ignore[arg-type]
+    assert not dest.exists()
+    assert not (tmp_path / "c.md").exists()
+
+
+def test_bundle_command_passes_the_int8_settings_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_onnx_factory.export import bundle as bundle_module
+
+    seen: dict[str, object] = {}
+
+    def fake(*args: object) -> dict[str, object]:
+        names = (
+            "run",
+            "data",
+            "dest",
+            "calibration",
+            "tta",
+            "max_views",
+            "template",
+            "no_template",
+            "card",
+            "report_on",
+            "int8_calibration",
+            "percentile",
+        )
+        seen.update(zip(names, args, strict=True))
+        return {}
+
+    monkeypatch.setattr(bundle_module, "bundle", fake)
+    argv = ["--run", "r", "--data", "d.npz", "--calibration", "200"]
+    assert (
+        bundle_module.main([*argv, "--int8-calibration", "percentile", "--percentile", "99.9"]) == 0
+    )
+    assert (seen["calibration"], seen["int8_calibration"], seen["percentile"]) == (
+        200,
+        "percentile",
+        99.9,
+    )
+    assert bundle_module.main(argv) == 0
+    assert (seen["int8_calibration"], seen["percentile"]) == ("minmax", 99.99)
+
+
 def test_calibration_batches_are_of_one_size() -> None:
     from fer_onnx_factory.export.quantize import _batch_size
 
@@ -284,11 +352,13 @@ def test_calibration_batches_are_of_one_size() -> None:
 
 def test_int8_is_compared_with_fp32_on_faces_it_was_not_calibrated_on() -> None:
     from fer_onnx_factory.export.bundle import split_pool
+    from fer_onnx_factory.export.quantize import calibration_faces
 
     pool = np.arange(5000)[:, None, None, None]
     faces, others = split_pool(pool, 300)
     assert (len(faces), len(others)) == (300, 2000)
     assert not set(faces.ravel()) & set(others.ravel())
+    assert np.array_equal(faces, calibration_faces(pool, 300))  # the draw of earlier bundles
     again = split_pool(pool, 300)
     assert np.array_equal(faces, again[0])
     assert np.array_equal(others, again[1])

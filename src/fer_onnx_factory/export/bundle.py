@@ -47,6 +47,7 @@ from fer_onnx_factory.export.quantize import (
     METHODS,
     PERCENTILE,
     calibration_index,
+    check_method,
     describe,
     fidelity,
     quantize,
@@ -64,7 +65,9 @@ MAX_VIEWS = 2
 """Test-time views ``--tta auto`` may choose: two keep the classifier at ~0.45 ms per face
 (int8, batch 1), which the per-frame latency targets need; four views cost ~0.85 ms."""
 FIDELITY_FACES = 2000
-"""Training faces, none of them calibration faces, on which int8 is compared with fp32."""
+"""Training faces, other entries of the pool than the calibration ones, on which int8 is
+compared with fp32 (a calibration face's other framing, or a repeated ``--extra`` photo, may be
+among them)."""
 
 
 def latency_ms(model: Path, face: np.ndarray, runs: int = 300) -> float:
@@ -252,9 +255,14 @@ def training_faces(run: Path, dataset: Dataset) -> np.ndarray:
 def split_pool(
     pool: np.ndarray, calibration: int, others: int = FIDELITY_FACES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``calibration`` faces of ``pool`` to calibrate int8 on (seed 0), and up to ``others``
-    of the remaining ones (seed 1) to compare int8 with fp32 on: fixed draws, so a bundle
-    can be repeated exactly."""
+    """``calibration`` faces of ``pool`` to calibrate int8 on (seed 0, the draw of
+    :func:`~fer_onnx_factory.export.quantize.calibration_faces`), and up to ``others`` of the
+    remaining entries (seed 1) to compare int8 with fp32 on: fixed draws, so a bundle can be
+    repeated exactly.
+
+    Raises:
+        ValueError: ``calibration`` is not within 1..len(pool).
+    """
     chosen = calibration_index(len(pool), calibration)
     rest = np.setdiff1d(np.arange(len(pool)), chosen)
     if len(rest) > others:
@@ -276,10 +284,22 @@ def bundle(
     int8_calibration: str = "minmax",
     percentile: float = PERCENTILE,
 ) -> dict[str, Any]:
+    """Bundle ``run`` (see the module's docstring): returns the summary written to
+    ``<run>/export/summary.json``.
+
+    Raises:
+        ExportError: An input is missing or unusable, a setting is out of range (checked
+            before the slow steps), or Keras/ONNX parity fails.
+        DataError: ``data`` or an ``--extra`` file of the run cannot be read.
+    """
     from fer_onnx_factory.data.datasets import load
     from fer_onnx_factory.data.framing import load_template
     from fer_onnx_factory.evaluate.evaluate import evaluate
 
+    try:
+        check_method(int8_calibration, percentile)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
     if template is None and not no_template and not (run / "contract.json").is_file():
         template = TEMPLATE  # a run from before contracts: FER2013's measured framing
     crop = load_template(template) if template is not None and not no_template else None
@@ -291,6 +311,10 @@ def bundle(
     work.mkdir(parents=True, exist_ok=True)
     dataset = load(data)
     pool = training_faces(run, dataset)  # before the slow steps: a missing --extra fails now
+    try:
+        faces, others = split_pool(pool, calibration)
+    except ValueError as e:
+        raise ExportError(f"--calibration: {e}") from e
     reports = load_report_data(report_on, dataset.labels)
     summary: dict[str, Any] = {
         "run": str(run),
@@ -320,7 +344,6 @@ def bundle(
         raise ExportError(f"Keras/ONNX parity failed: {parity}")
 
     int8 = work / "int8.onnx"
-    faces, others = split_pool(pool, calibration)
     quantize(fp32, int8, faces, method=int8_calibration, percentile=percentile)
     if len(others):  # a pool no larger than --calibration leaves no face to compare on
         summary["int8_fidelity"] = fidelity(fp32, int8, others)

@@ -68,9 +68,9 @@ def _int8_calibration(summary: dict[str, Any]) -> str:
     method = summary.get("int8_calibration", "MinMax")
     fid = summary.get("int8_fidelity")
     if not fid:
-        return f" ({method})"
+        return f", {method}"
     return (
-        f" ({method}); on {fid['faces']:,} other Training faces its top class is fp32's for "
+        f", {method}; on {fid['faces']:,} other Training faces its top class is fp32's for "
         f"{fid['argmax_agreement']:.1%} of faces, and its probabilities differ from fp32's by "
         f"{fid['mean_l1']:.3f} (sum over classes, mean over faces)"
     )

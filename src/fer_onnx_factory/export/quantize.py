@@ -70,8 +70,22 @@ def calibration_faces(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return faces
 
 
+def check_method(method: str, percentile: float = PERCENTILE) -> None:
+    """Refuse a calibration method ``quantize`` does not take, or a percentile outside (0, 100].
+
+    Raises:
+        ValueError: Either is wrong; the message names what is expected.
+    """
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be within (0, 100], got {percentile:g}")
+
+
 def describe(method: str, percentile: float = PERCENTILE) -> str:
-    """How the activation ranges were calibrated, in words (metadata and model card)."""
+    """How the activation ranges were calibrated, in words (metadata and model card): ``MinMax``
+    or ``Percentile P``. The method is checked first (:func:`check_method`)."""
+    check_method(method, percentile)
     return "MinMax" if method == "minmax" else f"Percentile {percentile:g}"
 
 
@@ -94,12 +108,11 @@ def quantize(
         percentile: Where ``"percentile"`` clips each activation's absolute values.
 
     Raises:
-        ValueError: An unknown method, or a percentile outside (0, 100].
+        ValueError: No faces, an unknown method, or a percentile outside (0, 100].
     """
-    if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be within (0, 100], got {percentile:g}")
+    check_method(method, percentile)
+    if len(faces) == 0:
+        raise ValueError("int8 calibration needs at least one face")
     import onnx
     from onnxruntime.quantization import (
         QuantFormat,
@@ -144,7 +157,7 @@ def quantize(
     return proto
 
 
-def fidelity(fp32_path: Path, int8_path: Path, faces: np.ndarray) -> dict[str, float]:
+def fidelity(fp32_path: Path, int8_path: Path, faces: np.ndarray) -> dict[str, int | float]:
     """How closely the int8 model follows the fp32 one on ``faces`` (use faces the calibration
     did not see): the share of faces given the same top class, and the mean over faces of
     ``sum |p_int8 - p_fp32|`` over classes (0 = the same probabilities, 2 = disjoint).
@@ -210,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where --method percentile clips (default {PERCENTILE:g})",
     )
     args = p.parse_args(argv)
+    check_method(args.method, args.percentile)  # before the data are read
     from fer_onnx_factory.data.datasets import load
 
     if not args.onnx.is_file():

@@ -47,7 +47,6 @@ from fer_onnx_factory.export.quantize import (
     METHODS,
     PERCENTILE,
     calibration_index,
-    check_method,
     describe,
     fidelity,
     quantize,
@@ -297,7 +296,7 @@ def bundle(
     from fer_onnx_factory.evaluate.evaluate import evaluate
 
     try:
-        check_method(int8_calibration, percentile)
+        method = describe(int8_calibration, percentile)  # checks both
     except ValueError as e:
         raise ExportError(str(e)) from e
     if template is None and not no_template and not (run / "contract.json").is_file():
@@ -320,7 +319,7 @@ def bundle(
         "run": str(run),
         "keras": str(keras_path),
         "calibration_faces": calibration,
-        "int8_calibration": describe(int8_calibration, percentile),
+        "int8_calibration": method,
     }
 
     keras_path, summary["tta"] = choose_tta(keras_path, dataset, tta, work, max_views)

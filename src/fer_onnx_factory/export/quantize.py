@@ -110,7 +110,7 @@ def quantize(
     Raises:
         ValueError: No faces, an unknown method, or a percentile outside (0, 100].
     """
-    check_method(method, percentile)
+    described = describe(method, percentile)  # checks both
     if len(faces) == 0:
         raise ValueError("int8 calibration needs at least one face")
     import onnx
@@ -147,7 +147,7 @@ def quantize(
         **info.extra,
         "precision": "int8",
         "quantization": "static QDQ per-channel (s8 weights, u8 activations), "
-        f"{describe(method, percentile)} calibration on {len(faces)} training faces",
+        f"{described} calibration on {len(faces)} training faces",
         **(extra or {}),
     }
     # Accuracy figures measured on the fp32 model do not describe this one.

@@ -13,8 +13,10 @@ Example:
 What is kept from ``fer``:
 
 * results are ``[{"box": [x, y, w, h], "emotions": {label: score}}]``, labels in fer's order
-  (:data:`FER_LABELS`), scores rounded to two decimals as ``fer`` rounds them; a box passed in
-  ``face_rectangles`` comes back as the caller's object, unchanged;
+  (:data:`FER_LABELS`), scores rounded to two decimals as ``fer`` rounds them; each box is
+  typed as ``fer`` types it (a row of OpenCV's int32 array with the Haar cascade, a list of
+  ints with ``mtcnn=True``), and a box passed in ``face_rectangles`` comes back as the caller's
+  object, unchanged;
 * images are numpy arrays (BGR or grey), paths, ``data:image/...`` base64 URIs or
   ``http(s)://`` URLs; ``None``, unreadable files and other types raise :class:`InvalidImage`;
 * ``Video.analyze`` writes the same files (annotated frames zipped into ``images.zip``, an
@@ -23,7 +25,8 @@ What is kept from ``fer``:
 
 What differs is listed in the documentation page ``docs/compat.md``: unsupported options
 (``tfserving``, ``lang`` other than ``"en"``, ``include_audio``) raise instead of being
-silently used, errors during a video are raised instead of logged, and pandas is optional.
+silently used, options that would change ``fer``'s results and not ours (``use_tflite=False``,
+``offsets``) warn, errors during a video are raised instead of logged, and pandas is optional.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -67,6 +71,7 @@ from fer_onnx import (
     load_image,
     open_video,
 )
+from fer_onnx.detectors import scale_boxes, to_gray
 from fer_onnx.images import decode_image
 from fer_onnx.session import Device
 
@@ -90,7 +95,11 @@ onto it by name.
 """
 
 FaceResult = dict[str, Any]
-"""One face as ``fer`` returns it: ``{"box": [x, y, w, h], "emotions": {label: score}}``."""
+"""One face as ``fer`` returns it: ``{"box": [x, y, w, h], "emotions": {label: score}}``.
+
+The box is a row of OpenCV's int32 array with the Haar cascade, a list of ints with
+``mtcnn=True``, or the caller's own object when it came in ``face_rectangles``.
+"""
 
 URL_TIMEOUT_S = 10.0
 """Seconds to wait for an image URL, as ``fer`` waits."""
@@ -181,6 +190,48 @@ def _caller_box(rect: object, index: int, width: int, height: int) -> Box | None
     return Box(x1, y1, x2 - x1, y2 - y1)
 
 
+class _FerCascade(HaarDetector):
+    """``fer``'s cascade search: the whole image at full size, with ``fer``'s flags.
+
+    Unlike :class:`~fer_onnx.HaarDetector`, a large photo is not shrunk first (``fer`` has no
+    cap), and :meth:`rects` gives OpenCV's own result, which ``fer`` returns as it is.
+    """
+
+    def rects(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.int32] | tuple[()]:
+        """``detectMultiScale``'s ``(N, 4)`` int32 array of ``x, y, w, h``, or ``()``."""
+        p = self.params
+        found = self._classifier().detectMultiScale(
+            to_gray(image),
+            scaleFactor=p.scale_factor,
+            minNeighbors=p.min_neighbors,
+            flags=cv2.CASCADE_SCALE_IMAGE,
+            minSize=(p.min_size, p.min_size),
+        )
+        return np.asarray(found, dtype=np.int32) if len(found) else ()
+
+    def detect_gray(self, gray: npt.NDArray[np.uint8]) -> list[Box]:
+        """Faces of a grey image searched at full size, as ``fer`` searches it."""
+        return scale_boxes(self.rects(gray), 1.0, gray.shape[1], gray.shape[0])
+
+
+def _warn_ignored(use_tflite: bool, offsets: tuple[Any, ...]) -> None:
+    """Warn once per call for a ``fer`` option that changes ``fer``'s results and not ours."""
+    if not use_tflite:
+        warnings.warn(
+            "use_tflite=False is ignored: fer-onnx always runs its ONNX model (fer would run "
+            "its Keras model)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if offsets != (10, 10):
+        warnings.warn(
+            f"offsets={offsets} is ignored: fer-onnx frames each face as its model was trained "
+            "to (fer would pad its crop by these offsets)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class FER:
     """``fer.FER`` on fer-onnx: find faces and score their expressions.
 
@@ -191,14 +242,14 @@ class FER:
             (``fer`` uses MTCNN; YuNet plays its part: a CNN detector that also finds turned
             faces). ``scale_factor``, ``min_face_size`` and ``min_neighbors`` are Haar options.
         tfserving: Not supported (the model runs in-process); ``True`` raises.
-        use_tflite: Accepted for ``fer`` 25.10 compatibility and ignored: ONNX Runtime always
-            runs the model.
+        use_tflite: Accepted for ``fer`` 25.10 compatibility and ignored (``False`` warns):
+            ONNX Runtime always runs the model.
         scale_factor: Haar pyramid step, greater than 1.
         min_face_size: Smallest face the Haar cascade looks for, in pixels.
         min_neighbors: Haar detections needed to keep a face.
         offsets: ``fer``'s padding around each face before classification; validated as
-            ``fer`` does, but the model frames faces as it was trained to (see
-            :meth:`fer_onnx.EmotionRecognizer.cut_faces`).
+            ``fer`` does, but not used (a value other than ``(10, 10)`` warns): the model
+            frames faces as it was trained to (see :meth:`fer_onnx.EmotionRecognizer.cut_faces`).
         model: fer-onnx only: a bundled model name (``"default"``, ``"accurate"``,
             ``"fast"``, ``"fp32"``, ``"int8"``) or the path of an ONNX model whose labels are
             among :data:`FER_LABELS`.
@@ -237,6 +288,7 @@ class FER:
                 "tfserving=True is not supported: fer-onnx runs the model in-process with ONNX "
                 "Runtime (no TensorFlow Serving); drop tfserving=True"
             )
+        _warn_ignored(use_tflite, tuple(offsets))
         self.tfserving = False
         self.use_tflite = use_tflite
         self.offsets = tuple(offsets)
@@ -244,11 +296,11 @@ class FER:
         if mtcnn:
             self.detector: Detector = YuNetDetector(device=device)
         else:
-            self.detector = HaarDetector(
+            self.detector = _FerCascade(
                 scale_factor=scale_factor,
                 min_neighbors=min_neighbors,
                 min_size=min_face_size,
-                detect_width=None,  # full size, as fer: the same boxes as fer's cascade
+                detect_width=None,
                 cascade=None if cascade_file is None else Path(cascade_file),
             )
         self.recognizer = EmotionRecognizer(
@@ -288,27 +340,42 @@ class FER:
         """``fer``'s label of each output column: ``{0: "angry", ..., 6: "neutral"}``."""
         return dict(enumerate(FER_LABELS))
 
-    def _detections(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
-        return [
+    def _faces(self, image: npt.NDArray[np.uint8]) -> tuple[list[Any], list[Detection]]:
+        """Each face's box as ``fer`` returns it, and as a detection to classify.
+
+        The Haar cascade's boxes are rows of OpenCV's int32 array, as in ``fer``; YuNet's (the
+        ``mtcnn=True`` detector) are lists of ints, as ``fer``'s MTCNN path makes them.
+        """
+        if isinstance(self.detector, _FerCascade):
+            rows = list(self.detector.rects(image))
+            return rows, [Detection(Box(*(int(v) for v in row))) for row in rows]
+        detections = [
             d if isinstance(d, Detection) else Detection(d) for d in self.detector.detect(image)
         ]
+        return [list(d.box.to_tuple()) for d in detections], detections
 
     def find_faces(
         self, img: object, bgr: bool = True, gray_img: npt.NDArray[np.uint8] | None = None
-    ) -> list[list[int]]:
-        """Face boxes ``[x, y, w, h]`` in the detector's order.
+    ) -> Any:
+        """Face boxes ``x, y, w, h`` in the detector's order, typed as ``fer`` types them.
 
         Args:
             img: An image, as :meth:`detect_emotions` takes it.
             bgr: Kept for ``fer`` compatibility: colour or grey is read from the array.
             gray_img: A grey copy of ``img`` to search instead (as ``fer``'s Haar path).
 
+        Returns:
+            With the Haar cascade, OpenCV's ``(N, 4)`` int32 array, or ``()`` when there is no
+            face (what ``fer`` returns); with ``mtcnn=True``, a list of ``[x, y, w, h]`` lists.
+
         Raises:
             InvalidImage: The image is not valid.
         """
         del bgr  # the array's shape says whether it is grey
         image = read_image(gray_img if gray_img is not None else img)
-        return [list(d.box.to_tuple()) for d in self._detections(image)]
+        if isinstance(self.detector, _FerCascade):
+            return self.detector.rects(image)
+        return self._faces(image)[0]
 
     def _scores(self, probabilities: npt.NDArray[np.float32]) -> dict[str, float]:
         return {
@@ -325,12 +392,13 @@ class FER:
             img: A numpy image (BGR or grey, uint8), a path, a ``data:image/`` base64 URI or an
                 ``http(s)://`` URL.
             face_rectangles: Boxes ``(x, y, w, h)`` to classify instead of detecting faces.
-                Boxes are clipped to the image; a box wholly outside it is skipped with a
-                warning, as ``fer`` skips it.
+                Boxes are clipped to the image; an empty box, or one wholly outside the
+                image, is skipped with a logged warning.
 
         Returns:
             ``[{"box": box, "emotions": {label: score}}]``, one per face, in detection order
-            (or in ``face_rectangles`` order, each box as given); scores are rounded to two
+            (or in ``face_rectangles`` order, each box as given; a found box is typed as
+            :meth:`find_faces` types it); scores are rounded to two
             decimals; ``[]`` when there is no face.
 
         Raises:
@@ -338,8 +406,7 @@ class FER:
         """
         image = read_image(img)
         if face_rectangles is None:
-            detections = self._detections(image)
-            boxes: list[Any] = [list(d.box.to_tuple()) for d in detections]
+            boxes, detections = self._faces(image)
         else:
             height, width = image.shape[:2]
             detections, boxes = [], []
@@ -347,7 +414,11 @@ class FER:
                 box = _caller_box(rect, index, width, height)
                 if box is None:
                     log.warning(
-                        "face_rectangles[%d] %r lies outside the image: skipped", index, rect
+                        "face_rectangles[%d] %r is empty or lies outside the %dx%d image: skipped",
+                        index,
+                        rect,
+                        width,
+                        height,
                     )
                     continue
                 detections.append(Detection(box))

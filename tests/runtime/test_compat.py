@@ -78,6 +78,11 @@ def fer_cascade_boxes(image: np.ndarray) -> list[list[int]]:
     return [[int(v) for v in r] for r in rects]
 
 
+def plain(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results with each box as a list, so that they compare with ``==``."""
+    return [face | {"box": np.asarray(face["box"]).tolist()} for face in faces]
+
+
 # -- the result format --------------------------------------------------------------------------
 
 
@@ -89,10 +94,10 @@ def test_labels_are_fers_in_fers_order(detector: FER) -> None:
 def test_result_format(detector: FER, astronaut: np.ndarray) -> None:
     (face,) = detector.detect_emotions(astronaut)
     assert list(face) == ["box", "emotions"]
-    box = face["box"]
-    assert isinstance(box, list)
-    assert len(box) == 4
-    assert all(type(v) is int for v in box)
+    box = face["box"]  # fer's Haar path: a row of OpenCV's int32 array (box.tolist() works)
+    assert isinstance(box, np.ndarray)
+    assert box.dtype == np.int32
+    assert box.shape == (4,)
     assert box[2] > 0
     assert box[3] > 0
     assert tuple(face["emotions"]) == FER_ORDER
@@ -100,11 +105,51 @@ def test_result_format(detector: FER, astronaut: np.ndarray) -> None:
     assert detector.emotions == [face]
 
 
+def test_yunet_boxes_are_lists_of_ints_as_fers_mtcnn_boxes(
+    yunet: FER, astronaut: np.ndarray
+) -> None:
+    (face,) = yunet.detect_emotions(astronaut)
+    box = face["box"]
+    assert isinstance(box, list)
+    assert len(box) == 4
+    assert all(type(v) is int for v in box)
+    assert yunet.find_faces(astronaut) == [box]
+
+
 def test_boxes_are_the_ones_fers_cascade_finds(detector: FER, astronaut: np.ndarray) -> None:
     expected = fer_cascade_boxes(astronaut)
     assert expected
-    assert [f["box"] for f in detector.detect_emotions(astronaut)] == expected
-    assert detector.find_faces(astronaut) == expected
+    assert [f["box"].tolist() for f in detector.detect_emotions(astronaut)] == expected
+    found = detector.find_faces(astronaut)
+    assert isinstance(found, np.ndarray)
+    assert found.dtype == np.int32
+    assert found.tolist() == expected
+
+
+def test_find_faces_without_a_face_is_an_empty_tuple_as_in_fer(
+    detector: FER, blank: np.ndarray
+) -> None:
+    assert detector.find_faces(blank) == ()
+
+
+def test_large_photos_are_searched_at_full_size_as_fer_searches_them(
+    detector: FER, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fer has no pixel cap: the library's own cap (shrinking big photos) must not apply."""
+    monkeypatch.setattr("fer_onnx.detectors.MAX_DETECT_PIXELS", 64 * 64)
+    expected = fer_cascade_boxes(astronaut)
+    capped = HaarDetector(scale_factor=1.1, min_size=50, detect_width=None).detect(astronaut)
+    assert [list(d.box.to_tuple()) for d in capped] != expected  # the cap is in force
+    assert [f["box"].tolist() for f in detector.detect_emotions(astronaut)] == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"use_tflite": False}, "use_tflite"), ({"offsets": (40, 40)}, "offsets")],
+)
+def test_options_that_would_change_fers_results_warn(option: dict[str, Any], message: str) -> None:
+    with pytest.warns(UserWarning, match=message):
+        FER(**option).close()
 
 
 def test_scores_are_the_models_rounded_as_fer_rounds(detector: FER, astronaut: np.ndarray) -> None:
@@ -139,7 +184,8 @@ def test_no_face_is_an_empty_list(detector: FER, blank: np.ndarray) -> None:
 
 def test_gray_images_work(detector: FER, astronaut: np.ndarray) -> None:
     gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
-    assert [f["box"] for f in detector.detect_emotions(gray)] == fer_cascade_boxes(astronaut)
+    found = [f["box"].tolist() for f in detector.detect_emotions(gray)]
+    assert found == fer_cascade_boxes(astronaut)
 
 
 # -- face_rectangles ----------------------------------------------------------------------------
@@ -158,9 +204,14 @@ def test_face_rectangles_skip_boxes_outside_the_image(
 ) -> None:
     inside = [190, 60, 90, 110]
     with caplog.at_level(logging.WARNING, logger="fer_onnx.compat"):
-        faces = detector.detect_emotions(astronaut, face_rectangles=[[900, 900, 50, 50], inside])
+        faces = detector.detect_emotions(
+            astronaut, face_rectangles=[[900, 900, 50, 50], inside, (10, 10, 0, 50)]
+        )
     assert [f["box"] for f in faces] == [inside]
-    assert "outside the image" in caplog.text
+    assert (
+        "face_rectangles[0] [900, 900, 50, 50] is empty or lies outside the 512x512" in caplog.text
+    )
+    assert "face_rectangles[2] (10, 10, 0, 50) is empty" in caplog.text
 
 
 def test_face_rectangles_partly_outside_are_clipped(detector: FER, astronaut: np.ndarray) -> None:
@@ -240,11 +291,12 @@ def test_paths_and_base64_give_the_arrays_results(
     ok, png = cv2.imencode(".png", astronaut)
     assert ok
     uri = "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()
-    expected = detector.detect_emotions(astronaut)
-    assert detector.detect_emotions(str(path)) == expected
-    assert detector.detect_emotions(path) == expected
-    assert detector.detect_emotions(uri) == expected
-    assert detector.batch_detect_emotions([astronaut, str(path)]) == [expected, expected]
+    expected = plain(detector.detect_emotions(astronaut))
+    assert plain(detector.detect_emotions(str(path))) == expected
+    assert plain(detector.detect_emotions(path)) == expected
+    assert plain(detector.detect_emotions(uri)) == expected
+    both = detector.batch_detect_emotions([astronaut, str(path)])
+    assert [plain(faces) for faces in both] == [expected, expected]
     assert detector.batch_detect_emotions([]) == []
 
 
@@ -282,8 +334,11 @@ def test_detectors_underneath(detector: FER, yunet: FER) -> None:
 
 
 def test_fer_25_options_are_accepted() -> None:
-    assert FER(use_tflite=False).use_tflite is False
-    assert FER(None, False, False, True, 1.2, 40, 4, [5, 5]).offsets == (5, 5)
+    with pytest.warns(UserWarning, match="use_tflite=False is ignored"):
+        assert FER(use_tflite=False).use_tflite is False
+    with pytest.warns(UserWarning, match=r"offsets=\(5, 5\) is ignored"):
+        assert FER(None, False, False, True, 1.2, 40, 4, [5, 5]).offsets == (5, 5)
+    assert FER(offsets=[10, 10]).offsets == (10, 10)  # fer's default: no warning
 
 
 def test_yunet_finds_the_face(yunet: FER, astronaut: np.ndarray) -> None:

@@ -106,6 +106,36 @@ def test_image_errors_are_reported_not_dropped(
     assert "no face found" in out
     assert "bad.jpg: cannot decode" in err
     assert "missing.png: image file not found" in err
+    args = ["image", str(blank), str(bad), "--model", str(tiny_model), "--json"]
+    assert main(args) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [entry["file"] for entry in report] == [str(blank), str(bad)]  # every input
+    assert report[0]["faces"] == []
+    assert report[0]["error"] is None
+    assert report[1]["faces"] is None
+    assert "cannot decode" in report[1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("-", "'-' (standard output) does not apply"),
+        ("result.png", "looks like an image file name"),
+    ],
+)
+def test_image_out_must_be_a_folder(
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    out: str,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    photo = shared_file(MEDIA / "two_people.jpg")
+    assert main(["image", str(photo), "--model", str(tiny_model), "--out", out]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no folder made
 
 
 def test_missing_model_is_one_clear_error(

@@ -2,7 +2,9 @@
 
     fer-onnx image photo.jpg [more.jpg ...] [--json] [--out DIR]
 
-Exit codes: 0 every image read; 1 some image failed (the others are reported).
+Exit codes: 0 every image read; 1 some image failed (the others are reported; with
+``--json`` each input has an entry: ``{"file", "faces", "error"}``, ``faces`` ``null`` and
+``error`` the message for an image that could not be read).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import cv2
 
-from fer_onnx.batch import VIDEO_EXTENSIONS
+from fer_onnx.batch import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from fer_onnx.cli.console import emit
 from fer_onnx.cli.options import add_model_options, path_argument, recognizer
 from fer_onnx.draw import draw_faces
@@ -99,13 +101,29 @@ def _write_annotated(path: Path, faces: Sequence[Any], target: Path) -> None:
         output.commit()
 
 
+def _out_folder(out: Path | None) -> None:
+    """Check ``--out`` (a folder for annotated copies) and create it; refuse what is not one."""
+    if out is None:
+        return
+    if str(out) == "-":
+        raise OutputError(
+            "--out takes a folder for annotated copies; '-' (standard output) does not apply "
+            "here: use --json to print the results"
+        )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: expected a folder, and it is a file")
+    if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS:
+        raise OutputError(
+            f"--out {out}: expected a folder, and this looks like an image file name; give a "
+            f"folder (each annotated copy is written into it as <photo>_fer.<ext>)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def _cmd_image(args: argparse.Namespace) -> int:
-    if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise OutputError(f"--out {args.out}: expected a folder, and it is a file")
-        args.out.mkdir(parents=True, exist_ok=True)
+    _out_folder(args.out)
     failed = 0
-    report = []
+    report: list[dict[str, Any]] = []
     taken: set[Path] = set()
     table = _Table(args.paths)
     with recognizer(args) as rec:
@@ -114,9 +132,15 @@ def _cmd_image(args: argparse.Namespace) -> int:
                 faces = rec.recognize(path)
             except FerOnnxError as e:
                 print(f"error: {path}: {e}{_not_an_image_hint(path)}", file=sys.stderr)
+                report.append({"file": str(path), "faces": None, "error": str(e)})
                 failed += 1
                 continue
-            report.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
+            entry: dict[str, Any] = {
+                "file": str(path),
+                "faces": [f.to_dict() for f in faces],
+                "error": None,
+            }
+            report.append(entry)
             if not args.json:
                 table.rows(path, faces)
             if args.out is not None:
@@ -125,6 +149,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
                     _write_annotated(path, faces, target)
                 except (FerOnnxError, cv2.error, OSError) as e:
                     print(f"error: {path}: annotated copy not written: {e}", file=sys.stderr)
+                    entry["error"] = f"annotated copy not written: {e}"
                     failed += 1
                     continue
                 print(f"wrote {target}", file=sys.stderr)

@@ -308,3 +308,19 @@ def test_webcam_without_display_or_camera(
     monkeypatch.setattr("fer_onnx.cli.webcam._has_gui", lambda: True)
     assert main(["webcam", "--camera", "97", "--model", str(tiny_model)]) == 2
     assert "cannot open camera 97" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["video", "batch"])
+@pytest.mark.parametrize("every", ["0", "-3", "2.5"])
+def test_every_is_refused_with_the_sub_commands_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, every: str
+) -> None:
+    args = [command, str(tmp_path / "clip.mp4"), "--every", every, "--csv", str(tmp_path / "x.csv")]
+    if command == "batch":
+        args[-2] = "--out"
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: fer-onnx {command}" in err
+    assert f"expected a whole number >= 1, got '{every}'" in err

@@ -97,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "every", 1) < 1:
-        parser.error("--every must be >= 1")
     with terminating_signals():
         return _run(args)
 

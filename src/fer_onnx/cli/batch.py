@@ -26,7 +26,7 @@ from fer_onnx.batch import (
     output_paths,
     run,
 )
-from fer_onnx.cli.options import add_model_options
+from fer_onnx.cli.options import add_model_options, positive_int
 from fer_onnx.cli.signals import Terminated, terminating_signals
 from fer_onnx.errors import FerOnnxError
 
@@ -87,7 +87,11 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a text file of inputs, one per line (relative to its folder); repeatable",
     )
     p.add_argument(
-        "--every", type=int, default=1, metavar="N", help="read every N-th frame of videos"
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="read every N-th frame of videos",
     )
     p.add_argument(
         "--retry-errors",

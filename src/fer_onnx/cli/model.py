@@ -75,7 +75,10 @@ def add_model_parser(subparsers: Any) -> argparse.ArgumentParser:
         "lacks. Exit code 0 when EmotionRecognizer can run it (or it is a YuNet detector), "
         "1 when not.",
     )
-    p.add_argument("path", help="an .onnx file, or a bundled model: 'default', 'fp32' or 'int8'")
+    p.add_argument(
+        "path",
+        help="an .onnx file, or a bundled model: 'default', 'accurate', 'fast', 'fp32' or 'int8'",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
 

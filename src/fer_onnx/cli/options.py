@@ -22,6 +22,7 @@ __all__ = [
     "add_detector_options",
     "add_model_options",
     "path_argument",
+    "positive_int",
     "recognizer",
 ]
 
@@ -44,6 +45,27 @@ def path_argument(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("an empty path; name a file")
     return Path(text)
+
+
+def positive_int(text: str) -> int:
+    """A whole-number argument of at least 1 (``type=``), refused by its own sub-command.
+
+    Args:
+        text: The argument as given.
+
+    Returns:
+        The number.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a whole number of at least 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def add_detector_options(group: Any) -> None:

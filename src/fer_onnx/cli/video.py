@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fer_onnx.cli.console import plural
-from fer_onnx.cli.options import add_model_options, path_argument, recognizer
+from fer_onnx.cli.options import add_model_options, path_argument, positive_int, recognizer
 from fer_onnx.errors import InvalidOptionError
 from fer_onnx.outputs import STDOUT, check_outputs, deferred_signals
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
@@ -179,7 +179,7 @@ def add_video_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="write a timeline of probabilities per track: .png, .svg or .pdf (needs matplotlib)",
     )
-    p.add_argument("--every", type=int, default=1, help="process every N-th frame")
+    p.add_argument("--every", type=positive_int, default=1, help="process every N-th frame")
     p.add_argument(
         "--smoothing",
         type=float,

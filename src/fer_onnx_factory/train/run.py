@@ -1,9 +1,14 @@
 """Train a MobileNet expression classifier on FER2013 (or a class-folder tree).
 
-Example (the recipe of the shipped model; see README):
+The shipped models are made by a recipe, ``recipes/shipped.toml``: run it with
+``fer-onnx-factory recipe recipes/shipped.toml`` (``--dry-run`` prints the commands it would
+run; see docs/training.md). Its first step for ``accurate`` (train-accurate-1) is this command:
 
-    fer-onnx-factory train --data ../shared/data/fer2013/fer2013.csv.gz --out runs/ship \\
-        --weights none --arch mobilenetv2 --alpha 1.0 --image-size 64 --epochs 65
+    fer-onnx-factory train --data ../shared/data/fer2013/fer2013.csv.gz \\
+        --ferplus ../shared/data/ferplus/fer2013new.csv --ferplus-mode soft \\
+        --ferplus-weight 0.5 --arch mobilenet --weights faceres --image-size 96 \\
+        --head-epochs 2 --epochs 16 --lr 1e-4 --warmup-epochs 1 --keep-epochs 3 \\
+        --verbose 2 --out runs/accurate-1
 
 Two phases as in the original notebooks: with pretrained weights, the head first trains on a
 frozen backbone (``--head-epochs``), then every layer trains at ``--lr``. From scratch

@@ -61,7 +61,9 @@ def contract(image: npt.NDArray[np.uint8], crops: list[npt.NDArray[np.uint8]]) -
     EmotionRecognizer(
         providers=[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
     )
-    EmotionRecognizer(device="cuda", session_config=SessionConfig(intra_op_threads=2), margin=0.1)
+    EmotionRecognizer(
+        device="cuda", session_config=SessionConfig(intra_op_threads=2), align=False, margin=0.1
+    )
     detector: Detector = HaarDetector(
         scale_factor=1.1, min_neighbors=4, min_size=24, detect_width=480
     )

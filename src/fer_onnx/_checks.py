@@ -1,17 +1,40 @@
-"""Validation of numeric options: one typed error that names the option and its range."""
+"""Validation of numeric and boolean options: one typed error that names the option."""
 
 from __future__ import annotations
 
 import math
 
-from fer_onnx.errors import InvalidOptionError
+import numpy as np
 
-__all__ = ["check_int", "check_number"]
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError
+
+__all__ = ["check_bool", "check_int", "check_number"]
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    """A short ``repr`` for messages (never raises: ints past the digit limit, broken reprs)."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. ValueError: an int of more than sys.get_int_max_str_digits()
+        return f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (a numpy bool too, as a ``bool``).
+
+    Truthy stand-ins are refused, not converted: ``"no"`` and ``"False"`` are true strings, and
+    ``0``, ``1`` or ``None`` usually mean a mistaken argument.
+
+    Raises:
+        InvalidTypeError: It is not a bool.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidTypeError(
+        f"{name} must be True or False, got {_shown(value)} ({type(value).__name__}); "
+        f"pass {name}=True or {name}=False"
+    )
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import struct
@@ -14,14 +15,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.errors import ImageNotFoundError, InvalidImageError
-from fer_onnx.types import Box
+from fer_onnx._checks import _shown
+from fer_onnx.errors import FerOnnxError, ImageNotFoundError, InvalidImageError
+from fer_onnx.types import Box, Detection
 
 if TYPE_CHECKING:
     import PIL.Image
 
 __all__ = [
     "MAX_PIXELS",
+    "EncodedImage",
     "ImageInput",
     "ImageNotFoundError",
     "as_uint8",
@@ -35,7 +38,8 @@ __all__ = [
 ImageInput: TypeAlias = "str | os.PathLike[str] | npt.NDArray[Any] | PIL.Image.Image"
 """A path, a numpy image (gray HxW, HxWx1, BGR HxWx3, BGRA HxWx4; uint8) or a PIL image."""
 
-BoxLike: TypeAlias = "Box | Sequence[int] | Sequence[float] | npt.NDArray[Any]"
+BoxLike: TypeAlias = "Box | Detection | Sequence[int] | Sequence[float] | npt.NDArray[Any]"
+"""A face box: ``(x, y, width, height)`` in pixels (numbers of any kind), a Box or a Detection."""
 
 MAX_PIXELS = 1 << 28
 """Largest image (width x height, ~268 megapixels) a file may declare before it is decoded."""
@@ -325,22 +329,70 @@ def _read_path(path: Path) -> npt.NDArray[np.uint8]:
     return decode_image(raw, str(path))
 
 
-def decode_image(data: bytes, name: str = "the image data") -> npt.NDArray[np.uint8]:
+EncodedImage: TypeAlias = "bytes | bytearray | memoryview | npt.NDArray[np.uint8]"
+"""The bytes of an encoded image file: any bytes-like object, or a 1-D ``uint8`` array."""
+
+_ENCODED = "bytes, bytearray, memoryview or a 1-D uint8 numpy array"
+
+
+def _encoded_bytes(data: object, name: str) -> bytes:
+    """``data`` as ``bytes``, if it is the bytes of a file; refuse anything else, saying why."""
+    if isinstance(data, bytes):
+        return data
+    if data is None:
+        raise InvalidImageError(
+            f"expected the bytes of an image file ({_ENCODED}) as {name}, got None; did "
+            "reading or downloading it fail?"
+        )
+    if isinstance(data, np.ndarray):
+        if data.ndim == 1 and data.dtype == np.uint8:
+            return data.tobytes()
+        hint = (
+            "; it looks like a decoded image already: pass it to recognize() or load_image()"
+            if data.ndim in (2, 3) and data.dtype == np.uint8
+            else "; the encoded file as np.frombuffer(data, np.uint8) is what cv2.imdecode takes"
+        )
+        raise InvalidImageError(
+            f"expected the bytes of an image file ({_ENCODED}) as {name}, got a numpy array "
+            f"of shape {data.shape} and dtype {data.dtype}{hint}"
+        )
+    if isinstance(data, (str, os.PathLike)):
+        raise InvalidImageError(
+            f"expected the bytes of an image file ({_ENCODED}) as {name}, got a "
+            f"{type(data).__name__} ({_shown(data)}); to read a file by its path, use "
+            "load_image(path)"
+        )
+    try:
+        view = memoryview(cast("bytes", data))  # any object with the buffer protocol
+    except TypeError:
+        raise InvalidImageError(
+            f"expected the bytes of an image file ({_ENCODED}) as {name}, got {type(data).__name__}"
+        ) from None
+    except ValueError as e:  # a released memoryview
+        raise InvalidImageError(f"cannot read {name}: {e}") from e
+    return view.tobytes()
+
+
+def decode_image(data: EncodedImage, name: str = "the image data") -> npt.NDArray[np.uint8]:
     """Decode an encoded image (the bytes of a JPEG, PNG, ... file) to BGR, guarded.
 
     The size its header declares is checked first (:func:`declared_size`): a file that
     declares more than :data:`MAX_PIXELS` is refused before the decoder allocates anything.
 
     Args:
-        data: The whole encoded file.
+        data: The whole encoded file: ``bytes``, ``bytearray``, ``memoryview`` (any
+            bytes-like object) or a 1-D ``uint8`` numpy array (what ``np.frombuffer(data,
+            np.uint8)`` gives, the input of ``cv2.imdecode``).
         name: What to call it in error messages (a path, "the URL ...").
 
     Returns:
         An HxWx3 BGR ``uint8`` array.
 
     Raises:
-        InvalidImageError: It is empty, declares too many pixels, or OpenCV cannot decode it.
+        InvalidImageError: It is not bytes-like (``None``, a ``str`` or path, a decoded image,
+            another type), is empty, declares too many pixels, or OpenCV cannot decode it.
     """
+    data = _encoded_bytes(data, name)
     if not data:
         raise InvalidImageError(f"{name} is empty (0 bytes), not an image")
     size = declared_size(data)
@@ -404,33 +456,83 @@ def load_image(image: ImageInput) -> npt.NDArray[np.uint8]:
     return image
 
 
-def to_box(box: BoxLike, width: int, height: int, index: int = 0) -> Box:
+_BOX = "four numbers (x, y, width, height)"
+
+
+def _box_numbers(box: object) -> list[int | float] | str:
+    """The four values of a caller's box, or what is wrong with it (for the message)."""
+    try:
+        raw = np.asarray(box)
+    except (TypeError, ValueError, OverflowError):  # ragged nesting
+        return ""
+    if raw.dtype.kind in "iuf":  # not text, bytes, None or booleans
+        values: list[Any] = raw.reshape(-1).tolist()
+    elif raw.dtype == object and raw.ndim == 1:  # ints beyond int64, mixed number types
+        values = raw.tolist()
+        if not all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))
+            for v in values
+        ):
+            return ""
+    else:
+        return ""
+    if len(values) != 4:
+        return f" ({len(values)} values)"
+    for v in values:
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an int beyond float range, e.g. 10**400
+            digits = int(v.bit_length() * math.log10(2)) + 1
+            return f": an integer of about {digits} digits is too large to be a pixel coordinate"
+        if not finite:
+            return f": {v} is not a finite number"
+    return values
+
+
+def to_box(
+    box: BoxLike,
+    width: int,
+    height: int,
+    index: int = 0,
+    *,
+    error: type[FerOnnxError] = InvalidImageError,
+) -> Box:
     """Validate a caller's box ``(x, y, width, height)`` and clip it to the image.
 
+    Numbers of any size are taken (a box larger than the image is clipped to it); fractions
+    are rounded to whole pixels. A :class:`Box` or a :class:`~fer_onnx.Detection` (its box)
+    is taken as it is.
+
+    Args:
+        box: Four numbers (a tuple, list or array), a :class:`Box` or a ``Detection``.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        index: The box's place in the caller's list, for messages.
+        error: The error class to raise.
+
     Raises:
-        InvalidImageError: The box is malformed or lies entirely outside the image.
+        FerOnnxError: ``error`` (:class:`InvalidImageError` by default): the box is malformed
+            (not four numbers, NaN or infinite values, a value too large for a float) or lies
+            entirely outside the image.
     """
+    if isinstance(box, Detection):
+        box = box.box
     if isinstance(box, Box):
-        x, y, w, h = box.to_tuple()
+        x, y, w, h = box
     else:
-        try:
-            raw = np.asarray(box)
-            numeric = raw.dtype.kind in "iuf"  # not text, bytes, None or booleans
-            values = raw.astype(np.float64).reshape(-1) if numeric else np.array([np.nan])
-        except (TypeError, ValueError, OverflowError):  # ragged nesting, 10**400
-            values = np.array([np.nan])
-        if values.size != 4 or not np.all(np.isfinite(values)):
-            raise InvalidImageError(
-                f"box {index}: expected four numbers (x, y, width, height), got {box!r}"
-            )
-        x, y, w, h = (int(round(float(v))) for v in values)
+        values = _box_numbers(box)
+        if isinstance(values, str):
+            raise error(f"box {index}: expected {_BOX}, got {_shown(box)}{values}")
+        x, y, w, h = (v if isinstance(v, int) else int(round(v)) for v in values)
     if w <= 0 or h <= 0:
-        raise InvalidImageError(f"box {index}: width and height must be positive, got {w}x{h}")
+        raise error(f"box {index}: width and height must be positive, got {w}x{h}")
     x1, y1 = max(x, 0), max(y, 0)
     x2, y2 = min(x + w, width), min(y + h, height)
     if x2 <= x1 or y2 <= y1:
-        raise InvalidImageError(
-            f"box {index} ({x}, {y}, {w}, {h}) lies outside the {width}x{height} image"
+        raise error(
+            f"box {index} ({_shown(x)}, {_shown(y)}, {_shown(w)}, {_shown(h)}) lies outside "
+            f"the {width}x{height} image"
         )
     return Box(x1, y1, x2 - x1, y2 - y1)
 

@@ -16,10 +16,12 @@
 files (what was written into standard output or a device cannot be taken back, so those are
 written first, before any file is replaced).
 
-A temporary file exists from the moment :class:`AtomicOutput` is constructed; only the ``with``
-block's exit removes it. A signal that arrives between the two (a Python handler that raises,
-like Ctrl-C's ``KeyboardInterrupt``) would leave it behind, so callers that create outputs and
-enter them separately do both inside :func:`deferred_signals`.
+A temporary file exists from the moment :class:`AtomicOutput` is constructed; the ``with``
+block's exit removes it (one never committed nor discarded is removed when it is
+garbage-collected, or at the latest when the interpreter exits). A signal that arrives between
+construction and ``with`` (a Python handler that raises, like Ctrl-C's ``KeyboardInterrupt``)
+could leave it behind until then, so callers that create outputs and enter them separately do
+both inside :func:`deferred_signals`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -194,6 +197,9 @@ class AtomicOutput:
         os.close(fd)
         self.tmp = Path(tmp)
         self.committed = False
+        # An output dropped without commit or discard (no ``with``, never finished) is deleted
+        # when it is garbage-collected, or at the latest when the interpreter exits.
+        self._cleanup = weakref.finalize(self, _remove_partial, self.tmp, os.getpid())
 
     def __enter__(self) -> AtomicOutput:
         return self
@@ -209,6 +215,7 @@ class AtomicOutput:
 
     def discard(self) -> None:
         """Delete the temporary file (nothing is written to the target)."""
+        self._cleanup.detach()
         self.tmp.unlink(missing_ok=True)
 
     def commit(self) -> None:
@@ -287,6 +294,13 @@ class AtomicOutput:
 
     def __repr__(self) -> str:
         return f"AtomicOutput({self.target!r}, special={self.special or self.stdout})"
+
+
+def _remove_partial(tmp: Path, pid: int) -> None:
+    """Delete an abandoned temporary file; only in the process that made it (not a fork)."""
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def commit_all(outputs: Sequence[AtomicOutput]) -> None:

@@ -16,9 +16,11 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from fer_onnx._checks import _shown, check_bool
 from fer_onnx.alignment import frame_face
 from fer_onnx.detectors import Detector, HaarDetector, fit_detections
 from fer_onnx.errors import (
+    FerOnnxError,
     InvalidImageError,
     InvalidOptionError,
     InvalidTypeError,
@@ -31,7 +33,7 @@ from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
 from fer_onnx.metadata import ModelInfo, are_probabilities, check_input
 from fer_onnx.preprocessing import prepare_faces
 from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
-from fer_onnx.types import Detection, Emotion, FaceEmotion
+from fer_onnx.types import Box, Detection, Emotion, FaceEmotion
 from fer_onnx.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,11 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
             f"model {str(model)!r} is not a file: give the path of an .onnx file or one of "
             f"the bundled models {('default', *BUNDLED_MODELS)}"
         )
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{path} is a folder, not an ONNX model file: give the path of an .onnx file or "
+            f"one of the bundled models {('default', *BUNDLED_MODELS)}"
+        )
     if not path.is_file():
         raise ModelLoadError(
             f"model file not found: {path}. Pass an existing .onnx path or one of the "
@@ -201,17 +208,23 @@ class EmotionRecognizer:
             an :class:`~fer_onnx.InvalidOptionError`).
         providers: Explicit onnxruntime providers, names or ``(name, options)`` pairs.
         session_config: Threads and graph optimisation of the onnxruntime session.
-        align: When the model describes its framing (a crop template in its metadata),
-            warp faces with landmarks onto it and cut box-only faces to match it. ``False``,
-            or a model without a template, crops each box as it is (grown by ``margin``).
+        align: ``True`` or ``False``. When the model describes its framing (a crop template
+            in its metadata), warp faces with landmarks onto it and cut box-only faces to
+            match it. ``False``, or a model without a template, crops each box as it is
+            (grown by ``margin``).
         margin: Grow each box by this fraction of its size on every side before a plain
-            crop (not used for faces framed by the template).
+            crop. Only plain crops use it: with ``align=True`` and a model that carries a
+            crop template (every bundled model does), every face is framed by the template,
+            whatever the detector, so a ``margin`` above 0 is refused there.
 
     Raises:
         ModelLoadError: The model is missing, corrupt, or lacks fer-onnx metadata (or has
             implausible metadata, see :meth:`~fer_onnx.metadata.ModelInfo.from_metadata`).
-        InvalidTypeError: ``model`` or ``detector`` is of the wrong type.
-        InvalidOptionError: ``margin`` or ``device`` is out of range.
+        InvalidTypeError: ``model``, ``detector`` or ``align`` is of the wrong type
+            (``align`` must be a bool: ``align="no"`` would be true).
+        InvalidOptionError: ``margin`` or ``device`` is out of range, or ``margin`` is above
+            0 where it cannot apply (``align=True`` with a model that carries a crop
+            template).
         ProviderError: A requested execution provider is not available.
         DetectorError: The face detector cannot be created.
     """
@@ -234,6 +247,7 @@ class EmotionRecognizer:
             or not 0.0 <= margin <= 1.0
         ):
             raise InvalidOptionError(f"margin must be a number within 0..1, got {margin!r}")
+        align = check_bool("align", align)
         if providers is not None and device != "auto":
             raise InvalidOptionError(
                 f"pass either device={device!r} or providers=[...], not both: providers "
@@ -251,7 +265,14 @@ class EmotionRecognizer:
         # Faces are prepared as 0..255; a model that wants another range gets a linear map.
         self._value_map = None if (low, high) == (0.0, 255.0) else ((high - low) / 255.0, low)
         self._input_name, self._channels_first = self._check_io()
-        self.align = bool(align)
+        if margin > 0 and align and self.info.template is not None:
+            raise InvalidOptionError(
+                f"margin={margin:g} cannot apply: {path.name} frames every face with its crop "
+                "template (align=True), and margin only grows plain box crops. Pass "
+                "align=False (--no-align on the command line) to crop boxes grown by the "
+                "margin, or leave margin at 0"
+            )
+        self.align = align
         self.detector = make_detector(detector, chosen, session_config)
         self._closed = False
         self._lock = threading.Lock()
@@ -329,15 +350,20 @@ class EmotionRecognizer:
         Args:
             image: A path, a numpy image (HxW gray, HxWx1, HxWx3 BGR, HxWx4 BGRA; uint8) or
                 a PIL image.
-            boxes: Face boxes ``(x, y, width, height)`` in image pixels, to skip detection.
-                Boxes are clipped to the image.
+            boxes: Faces in image pixels, to skip detection: a list of boxes, each
+                ``(x, y, width, height)`` (four numbers), a :class:`~fer_onnx.Box` or a
+                :class:`~fer_onnx.Detection` (whose landmarks, if any, frame the face as a
+                detector's do, and whose score is the result's ``detection_score``). Boxes
+                are clipped to the image; one box is passed as ``[box]``.
 
         Returns:
             One :class:`FaceEmotion` per face, left to right (or in ``boxes`` order); ``[]``
             when there is no face.
 
         Raises:
-            InvalidImageError: The image (or a box) is not valid; the message says why.
+            InvalidImageError: The image (or a box) is not valid; the message says why
+                (one box not wrapped in a list, a value that is not a finite number, a box
+                wholly outside the image).
             DetectorError: The detector returned something other than a list of Detection or
                 Box objects, or a box outside the image.
             FerOnnxError: The recognizer is closed, or has no detector and no boxes were given.
@@ -361,11 +387,9 @@ class EmotionRecognizer:
                 key=lambda d: (d.box.x, d.box.y),
             )
         else:
-            if isinstance(boxes, (str, bytes)) or not isinstance(boxes, (Sequence, np.ndarray)):
-                raise InvalidImageError(
-                    f"boxes must be a sequence of (x, y, width, height), got {type(boxes).__name__}"
-                )
-            found = [Detection(to_box(b, width, height, i)) for i, b in enumerate(boxes)]
+            found = _given_faces(
+                boxes, width, height, source="recognize(boxes=...)", error=InvalidImageError
+            )
         if not found:
             return []
         probs = np.concatenate([self._run(self._cut(array, part)) for part in self._chunks(found)])
@@ -375,7 +399,7 @@ class EmotionRecognizer:
         ]
 
     def cut_faces(
-        self, image: npt.NDArray[np.uint8], detections: Sequence[Detection]
+        self, image: npt.NDArray[np.uint8], detections: Sequence[BoxLike]
     ) -> list[npt.NDArray[np.uint8]]:
         """The crop/align stage: one face image per detection, framed as the model expects.
 
@@ -387,20 +411,21 @@ class EmotionRecognizer:
 
         Args:
             image: The image the detections were found in.
-            detections: :class:`~fer_onnx.Detection` (or :class:`~fer_onnx.Box`) objects in
-                pixels of ``image``.
+            detections: Faces in pixels of ``image``, as :meth:`recognize` takes ``boxes``:
+                :class:`~fer_onnx.Detection` or :class:`~fer_onnx.Box` objects, or
+                ``(x, y, width, height)`` numbers.
 
         Returns:
             One uint8 face image per detection, in order.
 
         Raises:
             InvalidImageError: ``image`` is not a valid image.
-            InvalidOptionError: ``detections`` is not a list of Detection or Box objects, or
-                a box lies outside the image.
+            InvalidOptionError: ``detections`` is not a list of boxes (Detection, Box or four
+                numbers), or a box lies outside the image.
         """
         array = load_image(image)
         height, width = array.shape[:2]
-        found = fit_detections(
+        found = _given_faces(
             detections, width, height, source="cut_faces()", error=InvalidOptionError
         )
         return self._cut(array, found)
@@ -570,6 +595,45 @@ class EmotionRecognizer:
             np.clip(values, 0.0, None, out=values)
             values /= values.sum(axis=1, keepdims=True)
         return values
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+_BOXES = "a list of boxes, each (x, y, width, height), a Box or a Detection"
+
+
+def _given_faces(
+    boxes: object, width: int, height: int, *, source: str, error: type[FerOnnxError]
+) -> list[Detection]:
+    """A caller's faces (``recognize``'s ``boxes``, ``cut_faces``' detections), checked.
+
+    Each item is ``(x, y, width, height)`` (:func:`~fer_onnx.images.to_box`), a
+    :class:`~fer_onnx.Box` or a :class:`~fer_onnx.Detection`; then all go through
+    :func:`~fer_onnx.detectors.fit_detections` as a detector's faces do.
+
+    Raises:
+        FerOnnxError: ``error``: not a list of boxes (one box not wrapped in a list is named
+            as such), a malformed box, or a box wholly outside the image.
+    """
+    if isinstance(boxes, (Box, Detection)):
+        raise error(
+            f"{source} takes {_BOXES}; got one {type(boxes).__name__}: wrap it in a list, "
+            f"[{type(boxes).__name__.lower()}]"
+        )
+    if isinstance(boxes, (str, bytes, bytearray)) or not isinstance(boxes, (Sequence, np.ndarray)):
+        raise error(f"{source} takes {_BOXES}; got {type(boxes).__name__}")
+    if len(boxes) == 4 and all(_is_number(v) for v in boxes):
+        shown = _shown(tuple(boxes.tolist() if isinstance(boxes, np.ndarray) else boxes))
+        raise error(f"{source} takes {_BOXES}; got one box {shown}: wrap it in a list, [{shown}]")
+    faces = [
+        item if isinstance(item, (Box, Detection)) else to_box(item, width, height, i, error=error)
+        for i, item in enumerate(boxes)
+    ]
+    return fit_detections(faces, width, height, source=source, error=error)
 
 
 def _as_crops(crops: Any, method: str) -> Sequence[Any] | npt.NDArray[Any]:

@@ -143,6 +143,16 @@ def resolve_providers(
     raise InvalidOptionError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
+def _check_model_file(path: Path) -> None:
+    """Refuse a path that cannot be a model file, saying what it is instead."""
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not an ONNX model file")
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes), not an ONNX model")
+
+
 def create_session(
     model: str | Path | bytes,
     providers: Sequence[ProviderSpec],
@@ -168,15 +178,15 @@ def create_session(
         )
     options = config.to_options()
     name = "<bytes>" if isinstance(model, bytes) else str(model)
-    if not isinstance(model, bytes) and not Path(model).is_file():
-        raise ModelLoadError(f"model file not found: {name}")
+    if not isinstance(model, bytes):
+        _check_model_file(Path(model))
     source: str | bytes = model if isinstance(model, bytes) else str(model)
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own untyped exceptions
         raise ModelLoadError(
-            f"cannot load ONNX model {name}: {type(e).__name__}: {e}. Is it a valid ONNX "
-            "file (`fer-onnx model inspect FILE` tells what a model holds)?"
+            f"cannot load ONNX model {name}: {type(e).__name__}: {str(e).rstrip('. ')}. Is it "
+            "a valid ONNX file (`fer-onnx model inspect FILE` tells what a model holds)?"
         ) from e
     got = session.get_providers()
     wanted = [_name(p) for p in providers if _name(p) != _CPU]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
@@ -27,8 +27,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from fer_onnx._checks import _shown
 from fer_onnx.draw import draw_faces
-from fer_onnx.errors import OutputError
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError, OutputError
 from fer_onnx.outputs import AtomicOutput, commit_all
 from fer_onnx.rows import face_values, row_columns
 from fer_onnx.types import FaceEmotion
@@ -36,6 +37,7 @@ from fer_onnx.video import Frame
 from fer_onnx.video_out import (
     FrameWriter,
     VideoBackend,
+    check_writer_options,
     count_video_frames,
     open_video_writer,
     video_format,
@@ -85,8 +87,11 @@ def finish_all(sinks: Sequence[FaceSink]) -> None:
     before them, in the order given.
 
     Raises:
+        InvalidTypeError: ``sinks`` is not a list of sinks (objects with ``finish()`` and
+            ``commit()``); nothing was finished.
         OutputError: An output cannot be completed or written; no file was put in place.
     """
+    sinks = _check_sinks(sinks)
     for sink in sinks:
         sink.finish()
     together: list[AtomicOutput] = []
@@ -100,6 +105,70 @@ def finish_all(sinks: Sequence[FaceSink]) -> None:
 
 def _commit_of(sink: _Sink) -> object:
     return type(sink).commit
+
+
+def _check_sinks(sinks: object) -> list[FaceSink]:
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
+        raise InvalidTypeError(
+            f"finish_all() takes a list of sinks, e.g. finish_all([csv_sink]), got {_shown(sinks)}"
+        )
+    checked = list(sinks)
+    for sink in checked:
+        if not (
+            callable(getattr(sink, "finish", None)) and callable(getattr(sink, "commit", None))
+        ):
+            raise InvalidTypeError(
+                "finish_all() takes sinks (CsvSink, JsonSink, VideoSink, TimelineSink or any "
+                f"object with finish() and commit()), got {_shown(sink)}; nothing was finished"
+            )
+    return checked
+
+
+def _check_labels(labels: object) -> tuple[str, ...]:
+    """The model's classes given to a sink: a non-empty sequence of distinct strings."""
+    if (
+        isinstance(labels, (str, bytes))
+        or not isinstance(labels, Sequence)
+        or not all(isinstance(label, str) for label in labels)
+    ):
+        raise InvalidTypeError(
+            f"labels must be a sequence of str, the model's classes (rec.labels), got "
+            f"{_shown(labels)}"
+        )
+    if not labels or len(set(labels)) != len(labels):
+        raise InvalidOptionError(
+            f"labels must name each of the model's classes once (rec.labels), got {_shown(labels)}"
+        )
+    return tuple(labels)
+
+
+def _check_frame(frame: object, faces: object) -> Sequence[FaceEmotion]:
+    """What ``write(frame, faces)`` was given: a Frame and a list of FaceEmotion."""
+    if not isinstance(frame, Frame):
+        raise InvalidTypeError(
+            f"write() takes a Frame (as VideoSource yields them) first, got {_shown(frame)}"
+        )
+    if (
+        isinstance(faces, (str, bytes))
+        or not isinstance(faces, Sequence)
+        or not all(isinstance(face, FaceEmotion) for face in faces)
+    ):
+        raise InvalidTypeError(
+            "write() takes the frame's faces as a list of FaceEmotion (what "
+            f"VideoRecognizer.process returns; [] when there is none), got {_shown(faces)}"
+        )
+    return faces
+
+
+def _check_face_labels(path: str, labels: tuple[str, ...], faces: Sequence[FaceEmotion]) -> None:
+    """Refuse faces whose classes are not the ones the sink was made for."""
+    for face in faces:
+        if set(face.probabilities) != set(labels):
+            raise InvalidOptionError(
+                f"cannot write {path}: a face has the labels {tuple(face.probabilities)} but the "
+                f"sink was made for {labels}; make the sink with the labels of the recognizer "
+                "that found the faces (rec.labels)"
+            )
 
 
 def face_row(
@@ -123,15 +192,48 @@ def face_row(
 
 
 def _source(source: str | os.PathLike[str] | None) -> str | None:
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise InvalidTypeError(
+            f"source must be a path (the video read) or None, got {_shown(source)}"
+        )
     return None if source is None else os.fspath(source)
+
+
+_SinkState = Literal["open", "finished", "failed", "closed"]
 
 
 class _Sink:
     suffix: str | None = None
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        # Arguments are checked before this: the temporary file exists from here on (it is
+        # removed on exit from the ``with`` block, or when an abandoned sink is collected).
         self.output = AtomicOutput(path, suffix=self.suffix)
         self.path = self.output.target
+        self._state: _SinkState = "open"
+
+    def _check_open(self) -> None:
+        """Refuse to write to a sink that was finished or closed (a typed error, not EBADF)."""
+        if self._state in ("finished", "failed"):
+            raise OutputError(
+                f"cannot write to the sink of {self.path}: it is finished (finish() or "
+                "finish_all() was called); write every frame before finishing, or open a new sink"
+            )
+        if self._state == "closed":
+            raise OutputError(
+                f"cannot write to the sink of {self.path}: its with block has ended and its "
+                "temporary file is deleted; open a new sink"
+            )
+
+    def _accepted(
+        self, frame: object, faces: object, labels: tuple[str, ...] | None = None
+    ) -> Sequence[FaceEmotion]:
+        """What ``write`` may take: the sink still open, a Frame and its faces (of ``labels``)."""
+        self._check_open()
+        checked = _check_frame(frame, faces)
+        if labels is not None:
+            _check_face_labels(self.path, labels, checked)
+        return checked
 
     def __enter__(self) -> _Sink:
         return self
@@ -149,6 +251,7 @@ class _Sink:
                 raise
             # The exception on its way out says more than a failed close of a discarded file.
         finally:
+            self._state = "closed"
             self.output.discard()
         return False
 
@@ -156,7 +259,19 @@ class _Sink:
         """Release open handles (the temporary file is kept until commit or exit)."""
 
     def finish(self) -> None:
-        """Complete the temporary file; a write or close error becomes :class:`OutputError`."""
+        """Complete the temporary file; a write or close error becomes :class:`OutputError`.
+
+        Finishing twice does nothing more; a sink that failed to finish, or was closed, raises.
+        """
+        if self._state == "finished":
+            return
+        if self._state != "open":
+            raise OutputError(
+                f"cannot finish {self.path}: the sink "
+                + ("failed to finish before" if self._state == "failed" else "is closed")
+                + "; nothing was put in place"
+            )
+        self._state = "failed"
         try:
             try:
                 self._finish()
@@ -164,12 +279,14 @@ class _Sink:
                 self.close()
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
+        self._state = "finished"
 
     def _finish(self) -> None:
         pass
 
     def commit(self) -> None:
-        """Put the finished file in place."""
+        """Put the finished file in place (finishing it first if needed)."""
+        self.finish()
         self.output.commit()
 
 
@@ -182,6 +299,8 @@ class CsvSink(_Sink):
         source: What the ``source`` column says (the video read); ``None`` leaves it empty.
 
     Raises:
+        InvalidTypeError: ``labels`` is not a sequence of strings, or ``source`` not a path.
+        InvalidOptionError: ``labels`` is empty or names a class twice.
         OutputError: The file cannot be created.
     """
 
@@ -192,9 +311,10 @@ class CsvSink(_Sink):
         *,
         source: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(path)
-        self.fields = row_columns(labels)
+        self.labels = _check_labels(labels)
+        self.fields = row_columns(self.labels)
         self.source = _source(source)
+        super().__init__(path)
         try:
             self._file: IO[str] | None = open(self.output.tmp, "w", newline="")  # noqa: SIM115
         except OSError as e:
@@ -204,7 +324,15 @@ class CsvSink(_Sink):
         self._writer.writeheader()
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
-        """Append one row per face."""
+        """Append one row per face.
+
+        Raises:
+            InvalidTypeError: ``frame`` is not a :class:`Frame`, or ``faces`` not a list of
+                :class:`~fer_onnx.FaceEmotion`.
+            InvalidOptionError: A face's labels are not the sink's ``labels``.
+            OutputError: The sink is finished or closed.
+        """
+        faces = self._accepted(frame, faces, self.labels)
         for i, face in enumerate(faces):
             self._writer.writerow(face_row(frame, face, i, source=self.source))
 
@@ -231,12 +359,19 @@ class JsonSink(_Sink):
     def __init__(
         self, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None
     ) -> None:
-        super().__init__(path)
         self.source = _source(source)
+        super().__init__(path)
         self.rows: list[dict[str, Any]] = []
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
-        """Collect one row per face."""
+        """Collect one row per face.
+
+        Raises:
+            InvalidTypeError: ``frame`` is not a :class:`Frame`, or ``faces`` not a list of
+                :class:`~fer_onnx.FaceEmotion`.
+            OutputError: The sink is finished or closed.
+        """
+        faces = self._accepted(frame, faces)
         for i, face in enumerate(faces):
             row = face_row(frame, face, i, source=self.source)
             self.rows.append({**row, "landmarks": face.to_dict()["landmarks"]})
@@ -264,8 +399,12 @@ class VideoSink(_Sink):
         backend: ``"auto"`` (PyAV, else OpenCV), ``"pyav"`` or ``"opencv"``.
 
     Raises:
+        InvalidTypeError: ``size`` is not a (width, height) pair of integers.
+        InvalidOptionError: ``fps`` is not a finite number > 0, a side is < 1, or ``backend``
+            is not one of the three.
         OutputError: The suffix is not a supported video format, the encoder is missing, or
-            the file cannot be created.
+            the file cannot be created. :meth:`finish` raises it too when no frame was
+            written (a video needs one), or the file does not read back whole.
     """
 
     def __init__(
@@ -275,6 +414,7 @@ class VideoSink(_Sink):
         size: tuple[int, int],
         backend: VideoBackend = "auto",
     ) -> None:
+        fps, size = check_writer_options(fps, size, backend)
         self.format = video_format(path)
         self.suffix = self.format.suffix
         super().__init__(path)
@@ -290,7 +430,14 @@ class VideoSink(_Sink):
         self.description = self._writer.description
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
-        """Draw the faces and append the frame (resized to the video's size if needed)."""
+        """Draw the faces and append the frame (resized to the video's size if needed).
+
+        Raises:
+            InvalidTypeError: ``frame`` is not a :class:`Frame`, or ``faces`` not a list of
+                :class:`~fer_onnx.FaceEmotion`.
+            OutputError: The sink is finished or closed, or encoding failed.
+        """
+        faces = self._accepted(frame, faces)
         if self._writer is None:
             raise OutputError(f"{self.path} is already closed")
         image = draw_faces(frame.image, faces)
@@ -309,11 +456,16 @@ class VideoSink(_Sink):
             self._writer = None
 
     def _finish(self) -> None:
+        if not self.written:
+            raise OutputError(
+                "no frame was written to it, and a video needs at least one (did the source "
+                "yield no frame?); nothing was kept"
+            )
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
         frames = count_video_frames(self.output.tmp)
-        if self.written and frames != self.written:
+        if frames != self.written:
             raise OutputError(
                 f"writing {self.path} failed: {self.written} frames were written but the file "
                 f"holds {max(frames, 0)} (disk full?); nothing was kept"
@@ -356,10 +508,13 @@ class TimelineSink(_Sink):
         title: The figure's title.
 
     Raises:
+        InvalidTypeError: ``labels`` is not a sequence of strings.
+        InvalidOptionError: ``labels`` is empty or names a class twice.
         OutputError: matplotlib is missing, or the suffix is not a plot format.
     """
 
     def __init__(self, path: str | os.PathLike[str], labels: Sequence[str], title: str) -> None:
+        checked = _check_labels(labels)
         self.format = plot_format(path)
         self.suffix = f".{self.format}"
         try:
@@ -369,11 +524,19 @@ class TimelineSink(_Sink):
                 "a timeline plot needs matplotlib: pip install 'fer-onnx[plot]'"
             ) from e
         super().__init__(path)
-        self.labels, self.title = list(labels), title
+        self.labels, self.title = list(checked), str(title)
         self.series: dict[int, list[tuple[float, dict[str, float]]]] = {}
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
-        """Collect each track's probabilities."""
+        """Collect each track's probabilities.
+
+        Raises:
+            InvalidTypeError: ``frame`` is not a :class:`Frame`, or ``faces`` not a list of
+                :class:`~fer_onnx.FaceEmotion`.
+            InvalidOptionError: A face's labels are not the sink's ``labels``.
+            OutputError: The sink is finished or closed.
+        """
+        faces = self._accepted(frame, faces, tuple(self.labels))
         for face in faces:
             if face.track_id is not None:
                 self.series.setdefault(face.track_id, []).append(

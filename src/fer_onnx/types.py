@@ -14,7 +14,7 @@ Conventions, stated once:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,10 @@ Landmarks = tuple[tuple[float, float], ...]
 
 @dataclass(frozen=True, slots=True)
 class Box:
-    """A face box in pixels: top-left corner ``(x, y)``, then ``width`` and ``height``."""
+    """A face box in pixels: top-left corner ``(x, y)``, then ``width`` and ``height``.
+
+    Iterating gives the four numbers in that order: ``x, y, w, h = box``, ``tuple(box)``.
+    """
 
     x: int
     y: int
@@ -83,6 +86,13 @@ class Box:
         if (x1, y1, x2, y2) == (self.x, self.y, self.x2, self.y2):
             return self
         return Box(x1, y1, x2 - x1, y2 - y1)
+
+    def __iter__(self) -> Iterator[int]:
+        """``x, y, width, height``, so that ``x, y, w, h = face.box`` works."""
+        yield self.x
+        yield self.y
+        yield self.width
+        yield self.height
 
     def to_tuple(self) -> tuple[int, int, int, int]:
         """``(x, y, width, height)``."""

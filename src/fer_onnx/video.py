@@ -34,8 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fer_onnx._checks import check_int, check_number
+from fer_onnx._text import plural
 from fer_onnx.detectors import Detector, HaarDetector, RegionDetector, fit_detections
-from fer_onnx.errors import InvalidOptionError, NoDetectorError, VideoError
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError, NoDetectorError, VideoError
 from fer_onnx.images import load_image
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.types import Box, Detection, FaceEmotion
@@ -68,8 +69,9 @@ class VideoRecognizer:
         roi_margin: Search region around a track's box, as a fraction of its size per side.
 
     Raises:
-        ValueError: An argument is out of range.
-        FerOnnxError: The recognizer has no detector.
+        InvalidTypeError: ``recognizer`` is not an :class:`~fer_onnx.EmotionRecognizer`.
+        InvalidOptionError: An argument is out of range (also a ``ValueError``).
+        NoDetectorError: The recognizer has no detector.
     """
 
     def __init__(
@@ -82,6 +84,11 @@ class VideoRecognizer:
         redetect_every: int | None = None,
         roi_margin: float = 0.5,
     ) -> None:
+        if not isinstance(recognizer, EmotionRecognizer):
+            raise InvalidTypeError(
+                "VideoRecognizer needs an EmotionRecognizer, e.g. "
+                f"VideoRecognizer(EmotionRecognizer()), got {type(recognizer).__name__}"
+            )
         if recognizer.detector is None:
             raise NoDetectorError("video mode needs a recognizer with a face detector")
         detector = recognizer.detector
@@ -288,9 +295,10 @@ class VideoStats:
         width: Frame width the container announces.
         height: Frame height the container announces.
         read: Frames decoded and yielded.
-        corrupt: Frames that failed to decode and were skipped.
+        corrupt: Frames that were to be analysed (every ``every``-th one) but failed to decode.
         corrupt_indices: Their indices (the first 1,000).
-        skipped: Frames passed over on purpose (``every`` > 1).
+        skipped: Frames passed over on purpose (``every`` > 1), whether or not they would have
+            decoded: ``read + skipped + corrupt`` is every frame up to the end of the stream.
         missing_at_end: Frames the container announced after the last decodable one (the
             stream ended early: a truncated file, or a container that estimates its length).
     """
@@ -317,21 +325,21 @@ class VideoStats:
 
     def summary(self) -> str:
         """One line for people: frames read, and plainly what was not analysed."""
-        line = f"{self.read} frames read"
+        line = f"{plural(self.read, 'frame')} read"
         if self.frame_count:
             line += f" of {self.frame_count}"
         if self.skipped:
             line += f" ({self.skipped} skipped by --every)"
         if self.corrupt:
-            line += f"; NOT ANALYSED: {self.corrupt} frames that could not be decoded"
+            line += f"; NOT ANALYSED: {plural(self.corrupt, 'frame')} that could not be decoded"
             if self.corrupt_indices:
                 shown = ", ".join(str(i) for i in self.corrupt_indices[:10])
                 line += f" (first indices: {shown}{', ...' if self.corrupt > 10 else ''})"
         if self.missing_at_end:
             what = "an estimate" if self.complete else "NOT ANALYSED"
             line += (
-                f"; the stream ended {self.missing_at_end} frames before the end the container "
-                f"announced ({what})"
+                f"; the stream ended {plural(self.missing_at_end, 'frame')} before the end the "
+                f"container announced ({what})"
             )
         return line
 
@@ -394,7 +402,8 @@ def read_frames(
     """Yield every ``every``-th frame of an opened capture, counting corrupt frames.
 
     A frame that fails to decode is counted in ``stats.corrupt`` (with its index) and skipped
-    when the stream goes on after it. Reading stops after ``max_gap`` failures in a row when the
+    when the stream goes on after it; a failed frame that ``every`` passes over anyway counts
+    in ``stats.skipped``, not as corrupt. Reading stops after ``max_gap`` failures in a row when the
     container announces a length (a header may claim far more frames than the file holds), and
     after ``max_failures`` in a row when it announces none (cameras, some streams); the frames
     announced after the last good one are then counted in ``stats.missing_at_end``, never
@@ -432,9 +441,7 @@ def read_frames(
             _ended(stats, failed_from, failed, cut=failed >= bound and index < known_end)
             return
         if failed:  # a corrupt stretch, and the stream went on after it
-            stats.corrupt += failed
-            room = max(0, 1000 - len(stats.corrupt_indices))
-            stats.corrupt_indices.extend(range(failed_from, failed_from + min(failed, room)))
+            _count_corrupt(stats, failed_from, failed, every)
             failed = 0
         msec = cap.get(cv2.CAP_PROP_POS_MSEC)
         timestamp = (
@@ -451,6 +458,19 @@ def read_frames(
             continue
         stats.read += 1
         yield Frame(index, timestamp, np.asarray(image, dtype=np.uint8))
+
+
+def _count_corrupt(stats: VideoStats, failed_from: int, failed: int, every: int) -> None:
+    """Count a corrupt stretch: its frames that ``every`` would have analysed are corrupt.
+
+    The others were to be passed over anyway, so they count as skipped, as when they decode.
+    """
+    first = failed_from + (-failed_from) % every  # the first multiple of ``every`` in it
+    lost = range(first, failed_from + failed, every)
+    stats.corrupt += len(lost)
+    stats.skipped += failed - len(lost)
+    room = max(0, 1000 - len(stats.corrupt_indices))
+    stats.corrupt_indices.extend(lost[:room])
 
 
 def _check_count(name: str, value: object) -> None:
@@ -485,6 +505,9 @@ class VideoSource:
         ...         faces = video.process(frame.image)
         ...     print(source.stats.summary())
 
+    A source is read once: iterating it a second time, or after :meth:`close`, raises
+    :class:`~fer_onnx.VideoError` (open a new ``VideoSource`` to read the video again).
+
     Args:
         source: A file path (``str`` or ``os.PathLike``; never a camera), or an ``int``
             camera index.
@@ -501,6 +524,8 @@ class VideoSource:
         self.every = every
         self._cap, self.stats = open_video(source)
         self.last_index = -1
+        self._started = False
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -508,12 +533,39 @@ class VideoSource:
         return f"camera {self.source}" if isinstance(self.source, int) else Path(self.source).name
 
     def __iter__(self) -> Iterator[Frame]:
-        for frame in read_frames(self._cap, self.stats, every=self.every):
+        """The frames, once.
+
+        Raises:
+            VideoError: The source was already iterated, or is closed.
+        """
+        self._check_readable()
+        if self._started:
+            raise VideoError(
+                f"{self.name} was already read: a VideoSource yields its frames once (its stats "
+                "describe that one pass); open a new VideoSource to read the video again"
+            )
+        self._started = True
+        return self._frames()
+
+    def _check_readable(self) -> None:
+        if self._closed:
+            raise VideoError(f"{self.name} is closed; open a new VideoSource to read it again")
+
+    def _frames(self) -> Iterator[Frame]:
+        frames = read_frames(self._cap, self.stats, every=self.every)
+        while True:
+            # Closed while being read: raise before the released capture's failures are
+            # counted as frames missing at the end.
+            self._check_readable()
+            frame = next(frames, None)
+            if frame is None:
+                return
             self.last_index = frame.index
             yield frame
 
     def close(self) -> None:
-        """Release the decoder or camera."""
+        """Release the decoder or camera (the stats are kept)."""
+        self._closed = True
         self._cap.release()
 
     def __enter__(self) -> VideoSource:

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +36,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx.errors import OutputError
+from fer_onnx._checks import _shown
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +280,53 @@ class _OpenCVWriter:
         self.close()
 
 
+MAX_FPS = 1_000_000.0
+MAX_SIDE = 65_535
+
+
+def check_writer_options(
+    fps: object, size: object, backend: object = "auto"
+) -> tuple[float, tuple[int, int]]:
+    """Check a video writer's frame rate, size and backend before any file is created.
+
+    Returns:
+        ``fps`` as a float and ``size`` as a (width, height) pair of ints.
+
+    Raises:
+        InvalidTypeError: ``size`` is not a pair of integers, or ``fps`` not a number.
+        InvalidOptionError: ``fps`` is not finite and > 0, a side is not within 1..65535, or
+            ``backend`` is not ``"auto"``, ``"pyav"`` or ``"opencv"``.
+    """
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
+        raise InvalidTypeError(f"fps must be a number > 0, got {_shown(fps)}")
+    try:
+        rate = float(fps)
+    except OverflowError:  # an int beyond float range
+        rate = math.inf
+    if not (math.isfinite(rate) and 0 < rate <= MAX_FPS):
+        raise InvalidOptionError(
+            f"fps must be a finite number in (0, {MAX_FPS:g}], got {_shown(fps)}"
+        )
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise InvalidTypeError(
+            f"size must be a (width, height) pair of integers, got {_shown(size)}"
+        )
+    sides = []
+    for name, side in zip(("width", "height"), size, strict=True):
+        if isinstance(side, bool) or not isinstance(side, numbers.Integral):
+            raise InvalidTypeError(
+                f"size must be a (width, height) pair of integers, got {_shown(size)}"
+            )
+        if not 1 <= operator.index(side) <= MAX_SIDE:
+            raise InvalidOptionError(f"the video's {name} must be within 1..{MAX_SIDE}, got {side}")
+        sides.append(operator.index(side))
+    if backend not in ("auto", "pyav", "opencv"):
+        raise InvalidOptionError(
+            f"video backend must be 'auto', 'pyav' or 'opencv', got {_shown(backend)}"
+        )
+    return rate, (sides[0], sides[1])
+
+
 def open_video_writer(
     path: str | os.PathLike[str],
     fmt: VideoFormat,
@@ -295,13 +346,13 @@ def open_video_writer(
             ``"pyav"`` or ``"opencv"``.
 
     Raises:
+        InvalidTypeError: ``fps`` or ``size`` is of the wrong type.
+        InvalidOptionError: ``fps``, ``size`` or ``backend`` is out of range
+            (:func:`check_writer_options`).
         OutputError: The backend is missing or cannot write ``fmt``, or the file cannot be
             created.
     """
-    if backend not in ("auto", "pyav", "opencv"):
-        raise OutputError(f"video backend must be 'auto', 'pyav' or 'opencv', got {backend!r}")
-    if not (fps > 0 and size[0] > 0 and size[1] > 0):
-        raise OutputError(f"a video needs fps > 0 and a positive size, got {fps} and {size}")
+    fps, size = check_writer_options(fps, size, backend)
     if backend != "opencv" and pyav_available():
         return _PyAVWriter(Path(path), fmt, fps, size)
     if backend == "pyav" or fmt.fallback is None:

@@ -25,6 +25,7 @@ from fer_onnx import EmotionRecognizer, VideoRecognizer, open_video, read_frames
 from fer_onnx.batch import (
     BatchError,
     BatchProgress,
+    BatchTypeError,
     MissingDependencyError,
     RayOptions,
     find_inputs,
@@ -32,6 +33,7 @@ from fer_onnx.batch import (
     run,
 )
 from fer_onnx.cli.batch import main as batch_main
+from fer_onnx.errors import InvalidTypeError
 
 # -- fixtures ----------------------------------------------------------------------------------
 
@@ -515,3 +517,70 @@ def test_summary_counts_read_in_the_singular_and_plural(local_run: tuple[Any, Pa
     two = dataclasses.replace(summary, ignored=2, partial=1, skipped_partial=1).describe()
     assert "2 other files in the folders ignored" in two
     assert "2 videos only partly analysed" in two
+
+
+# -- globs find what the folder walk finds: no symlink loops, broken links kept as errors -------
+
+
+def test_glob_does_not_follow_symlinked_folders(tmp_path: Path) -> None:
+    """'in/**/*.jpg' followed sub/loop -> .. until ELOOP: 123 inputs for 2 files."""
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(shared_file(MEDIA / "obama.jpg"), root / "obama.jpg")
+    shutil.copy(MEDIA / "obama.jpg", root / "sub" / "deeper" / "again.jpg")
+    (root / "sub" / "loop").symlink_to("..")  # glob.glob went round it until ELOOP
+    (root / "broken.jpg").symlink_to(tmp_path / "nonexistent.jpg")
+    walked = find_inputs([root])
+    expected = {"obama.jpg", "broken.jpg", "sub/deeper/again.jpg"}
+    assert {os.path.relpath(p, root) for p in walked.paths} == expected
+    for pattern in ("**/*.jpg", "**", "*/**/*.jpg", "**/**/*.jpg", "*.jpg", "s*/*/*.jpg"):
+        found = find_inputs([str(root / pattern)])
+        assert set(found.paths) <= set(walked.paths), pattern
+        assert len(found.paths) == len(set(found.paths)), pattern
+    assert find_inputs([str(root / "**" / "*.jpg")]).paths == walked.paths
+    # a link named outright is followed, as a named folder is
+    named = find_inputs([str(root / "sub" / "loop" / "*.jpg")])
+    assert {os.path.basename(p) for p in named.paths} == {"obama.jpg", "broken.jpg"}
+    summary = run([str(root / "**" / "*.jpg")], tmp_path / "out.csv", workers=1)
+    assert (summary.inputs, summary.files, summary.errors) == (3, 2, 1)  # broken.jpg: an error
+
+
+# -- arguments of the wrong type: one typed error, before anything starts -----------------------
+
+
+def test_wrong_argument_types_are_one_typed_error(mixed: Path, tmp_path: Path) -> None:
+    """run(inputs, None), run(None, out), progress=5 were raw TypeErrors (progress=5 only
+    after the journal was opened)."""
+    photo = mixed / "obama.jpg"
+    out = tmp_path / "a.csv"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"inputs": [photo], "out": None}, "out must be a path"),
+        ({"inputs": None, "out": out}, "inputs must be a path"),
+        ({"inputs": 5, "out": out}, "inputs must be a path"),
+        ({"inputs": [photo, None], "out": out}, r"inputs\[1\] must be a path"),
+        ({"inputs": [os.fsencode(photo)], "out": out}, "os.fsdecode"),
+        ({"inputs": [photo], "out": out, "files_from": 5}, "files_from must be"),
+        ({"inputs": [photo], "out": out, "progress": 5}, "progress must be a function"),
+        ({"inputs": [photo], "out": out, "align": "no"}, "align must be True or False"),
+        ({"inputs": [photo], "out": out, "retry_errors": 1}, "retry_errors must be"),
+        ({"inputs": [photo], "out": out, "model": None}, "model must be a path"),
+        ({"inputs": [photo], "out": out, "detector": None}, "detector must be a path"),
+        ({"inputs": [photo], "out": out, "ray": {"address": "auto"}}, "RayOptions"),
+        ({"inputs": [photo], "out": out, "providers": 5}, "providers must be"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(BatchTypeError, match=message) as caught:
+            run(**kwargs)
+        assert isinstance(caught.value, BatchError)
+        assert isinstance(caught.value, InvalidTypeError)
+    assert not out.exists()
+    assert not (tmp_path / "a.csv.parts").exists()
+
+
+def test_a_margin_that_cannot_apply_fails_once_up_front(mixed: Path, tmp_path: Path) -> None:
+    """--margin without --no-align was ignored: every bundled model frames faces itself."""
+    with pytest.raises(BatchError, match=r"margin=0\.3 cannot apply"):
+        run([mixed / "obama.jpg"], tmp_path / "a.csv", margin=0.3)
+    assert not (tmp_path / "a.csv").exists()
+    summary = run([mixed / "obama.jpg"], tmp_path / "b.csv", margin=0.3, align=False, workers=1)
+    assert summary.files == 1

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,8 +105,9 @@ def test_image_errors_are_reported_not_dropped(
     out, err = capsys.readouterr()
     assert code == 1
     assert "no face found" in out
-    assert "bad.jpg: cannot decode" in err
-    assert "missing.png: image file not found" in err
+    assert f"cannot decode {bad} as an image" in err
+    assert f"image file not found: {tmp_path / 'missing.png'}" in err
+    assert err.count("bad.jpg") == err.count("missing.png") == 1  # each named once
     args = ["image", str(blank), str(bad), "--model", str(tiny_model), "--json"]
     assert main(args) == 1
     report = json.loads(capsys.readouterr().out)
@@ -324,3 +326,39 @@ def test_every_is_refused_with_the_sub_commands_usage(
     err = capsys.readouterr().err
     assert f"usage: fer-onnx {command}" in err
     assert f"expected a whole number >= 1, got '{every}'" in err
+
+
+def test_an_empty_provider_list_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["image", str(tmp_path / "x.jpg"), "--providers", "CPUExecutionProvider,"])
+    assert exc.value.code == 2
+    assert "expected comma-separated onnxruntime provider names" in capsys.readouterr().err
+
+
+def test_an_empty_image_is_named_once(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    assert main(["image", str(empty), "--model", str(tiny_model)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.count("empty.jpg") == 1
+    assert "is empty (0 bytes)" in line
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not an ONNX model file"),
+        (lambda p: p.touch(), "is empty (0 bytes), not an ONNX model"),
+    ],
+)
+def test_a_folder_or_empty_file_as_model_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+) -> None:
+    model = tmp_path / "model.onnx"
+    make(model)
+    assert main(["model", "inspect", str(model)]) == 2
+    assert message in capsys.readouterr().err

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_onnx import Box, ImageNotFoundError, InvalidImageError, load_image
+from fer_onnx import Box, Detection, ImageNotFoundError, InvalidImageError, load_image
 from fer_onnx.images import crop_faces, declared_size, decode_image, to_box
 
 
@@ -276,3 +276,57 @@ def test_long_headers_are_read_to_the_end(data: bytes, size: tuple[int, int] | N
     """Headers padded far past 64 KB are followed (in linear time: these would hang a
     backtracking parser)."""
     assert declared_size(data) == size
+
+
+# -- decode_image takes any bytes-like object, and names what else came -------------------------
+
+
+def test_decode_image_takes_any_bytes_like_object() -> None:
+    """memoryview was an AttributeError, np.frombuffer (cv2.imdecode's input) a numpy
+    'truth value is ambiguous' ValueError."""
+    data = cv2.imencode(".png", np.full((6, 9, 3), 80, np.uint8))[1].tobytes()
+    for encoded in (
+        data,
+        bytearray(data),
+        memoryview(data),
+        np.frombuffer(data, np.uint8),
+        np.repeat(np.frombuffer(data, np.uint8), 2)[::2],  # the same bytes, a strided view
+    ):
+        assert decode_image(encoded).shape == (6, 9, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (None, "got None"),  # was "the image data is empty (0 bytes)"
+        ("abc", "got a str.*load_image"),  # was a raw TypeError
+        (Path("photo.jpg"), "load_image"),
+        (5, "got int"),
+        (np.zeros((4, 4, 3), np.uint8), "decoded image already"),
+        (np.zeros(10, np.float32), "dtype float32"),
+    ],
+)
+def test_decode_image_refuses_what_is_not_bytes(data: object, match: str) -> None:
+    with pytest.raises(InvalidImageError, match=f"expected the bytes of an image file.*{match}"):
+        decode_image(data)  # type: ignore[arg-type]
+
+
+# -- boxes: numbers of any size are clipped; what is wrong is said -------------------------------
+
+
+def test_to_box_takes_numbers_of_any_size_and_says_what_is_wrong() -> None:
+    """10**30 (an int numpy keeps as an object) was 'expected four numbers'; 1e30 was clipped."""
+    assert to_box((0, 0, 1e30, 1e30), 100, 50) == Box(0, 0, 100, 50)
+    assert to_box((0, 0, 10**30, 10**30), 100, 50) == Box(0, 0, 100, 50)
+    assert to_box((-(10**30), 0, 2 * 10**30, 5), 100, 50) == Box(0, 0, 100, 5)
+    assert to_box(Detection(Box(1, 2, 3, 4)), 100, 50) == Box(1, 2, 3, 4)
+    with pytest.raises(InvalidImageError, match=r"expected four numbers.*too large"):
+        to_box((0, 0, 10**400, 5), 100, 50)
+    with pytest.raises(InvalidImageError, match=r"expected four numbers.*inf is not a finite"):
+        to_box((0, 0, float("inf"), 5), 100, 50)
+    with pytest.raises(InvalidImageError, match=r"expected four numbers.*\(3 values\)"):
+        to_box((1, 2, 3), 100, 50)
+    with pytest.raises(InvalidImageError, match="outside"):
+        to_box((10**30, 0, 5, 5), 100, 50)
+    with pytest.raises(InvalidImageError, match="digits"):  # past int's str() limit: no crash
+        to_box((0, 0, 10**5000, 5), 100, 50)

@@ -398,4 +398,4 @@ def test_a_normal_ray_run_prints_no_ray_noise(tiny_model: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     for noise in ("Token authentication", "core_worker", "Progress bars disabled", "Started a"):
         assert noise not in result.stderr, result.stderr
-    assert "1 inputs: 1 read, 0 errors" in result.stderr
+    assert "1 input: 1 read, 0 errors" in result.stderr

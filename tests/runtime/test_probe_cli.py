@@ -227,7 +227,7 @@ def test_image_run_where_every_image_fails_prints_no_header(
     assert main(["image", str(bad), "--model", str(tiny_model)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert "bad.jpg: cannot decode" in err
+    assert f"cannot decode {bad} as an image" in err
 
 
 def test_image_points_folders_to_batch_and_videos_to_video(

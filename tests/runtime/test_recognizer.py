@@ -15,6 +15,7 @@ from conftest import LABELS, MEDIA, YUNET, shared_file
 
 from fer_onnx import (
     Box,
+    Detection,
     Emotion,
     EmotionRecognizer,
     FaceEmotion,
@@ -23,6 +24,8 @@ from fer_onnx import (
     ImageNotFoundError,
     InputSpec,
     InvalidImageError,
+    InvalidOptionError,
+    InvalidTypeError,
     ModelLoadError,
     YuNetDetector,
 )
@@ -322,3 +325,67 @@ def test_downscaled_detection_maps_boxes_back(astronaut: np.ndarray) -> None:
     b = full.box
     scaled = Box(b.x * 2, b.y * 2, b.width * 2, b.height * 2)
     assert small.box.iou(scaled) > 0.6
+
+
+# -- options that cannot apply are refused; align is a bool -------------------------------------
+
+
+def test_margin_is_refused_where_the_template_frames_every_face(tiny_model: Path) -> None:
+    """margin=0.5 was silently ignored with align=True and a model with a crop template."""
+    for detector in (None, "haar"):  # box-only faces are cut to the template's box too
+        with pytest.raises(InvalidOptionError, match=r"margin=0\.5 cannot apply.*align=False"):
+            EmotionRecognizer("fast", detector=detector, margin=0.5)
+    with EmotionRecognizer("fast", detector=None, margin=0.5, align=False) as rec:
+        assert rec.margin == 0.5  # a plain crop: the margin applies
+    with EmotionRecognizer("fast", detector=None, margin=0.0) as rec:
+        assert rec.align is True
+    with EmotionRecognizer(tiny_model, detector=None, margin=0.5) as rec:  # no template
+        assert rec.info.template is None
+
+
+@pytest.mark.parametrize("align", ["no", "False", None, 0, 1, 1.0])
+def test_align_must_be_a_bool(tiny_model: Path, align: object) -> None:
+    """align='no' (a true string) kept alignment on; None and 0 were taken as False."""
+    with pytest.raises(InvalidTypeError, match=r"align must be True or False"):
+        EmotionRecognizer(tiny_model, detector=None, align=align)  # type: ignore[arg-type]
+
+
+def test_align_takes_numpy_bools(tiny_model: Path) -> None:
+    with EmotionRecognizer(tiny_model, detector=None, align=np.False_) as rec:  # type: ignore[arg-type]
+        assert rec.align is False
+
+
+# -- boxes: one box not in a list, Box and Detection alike in recognize and cut_faces ------------
+
+
+def test_one_box_not_wrapped_in_a_list_is_named(rec: EmotionRecognizer) -> None:
+    """boxes=(361, 82, 249, 335) was 'box 0: expected four numbers ..., got 361'."""
+    image = np.zeros((400, 700, 3), np.uint8)
+    for one in ((361, 82, 249, 335), [361, 82, 249, 335], np.array([361, 82, 249, 335])):
+        with pytest.raises(InvalidImageError, match=r"one box \(361, 82, 249, 335\).*\[\("):
+            rec.recognize(image, boxes=one)  # type: ignore[arg-type]
+    with pytest.raises(InvalidImageError, match=r"one Box.*\[box\]"):
+        rec.recognize(image, boxes=Box(1, 2, 3, 4))  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match=r"one box.*wrap it in a list"):
+        rec.cut_faces(image, (361, 82, 249, 335))  # type: ignore[arg-type]
+
+
+def test_recognize_and_cut_faces_take_the_same_boxes(
+    rec: EmotionRecognizer, astronaut: np.ndarray
+) -> None:
+    """recognize refused Detection, cut_faces refused (x, y, w, h) tuples."""
+    box = Box(180, 60, 90, 110)
+    points = ((200.0, 100.0), (247.0, 100.0), (220.0, 124.0), (200.0, 142.0), (240.0, 142.0))
+    forms = [box.to_tuple(), list(box), np.array(box.to_tuple()), box, Detection(box, 0.8)]
+    crops = rec.cut_faces(astronaut, forms)
+    assert all(c.shape == crops[0].shape and (c == crops[0]).all() for c in crops)
+    faces = rec.recognize(astronaut, boxes=forms)
+    assert {f.box for f in faces} == {box}
+    assert len({tuple(f.probabilities.values()) for f in faces}) == 1
+    assert [f.detection_score for f in faces] == [None] * 4 + [0.8]
+    (face,) = rec.recognize(astronaut, boxes=[Detection(box, 0.9, points)])
+    assert face.landmarks == points  # a caller's landmarks are kept, as a detector's are
+    with pytest.raises(InvalidImageError, match="outside"):
+        rec.recognize(astronaut, boxes=[Detection(Box(5000, 0, 5, 5))])
+    with pytest.raises(InvalidOptionError, match="outside"):
+        rec.cut_faces(astronaut, [(5000, 0, 5, 5)])

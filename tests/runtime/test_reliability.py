@@ -757,7 +757,7 @@ def test_a_short_end_is_an_estimated_length_a_long_one_is_not() -> None:
 def test_sink_construction_failure_leaves_nothing(tmp_path: Path) -> None:
     from fer_onnx import VideoSink
 
-    with pytest.raises(OutputError):
+    with pytest.raises(InvalidOptionError, match="width"):  # checked before any file is made
         VideoSink(tmp_path / "bad.mp4", 30.0, (0, 0))
     assert partials(tmp_path) == []
 

@@ -4,6 +4,7 @@ import json
 import pickle
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from fer_onnx import Box, Detection, Emotion, FaceEmotion, FerOnnxError
@@ -96,3 +97,16 @@ def test_box_clip_to_a_100x50_image(box: Box, clipped: Box | None) -> None:
 def test_bad_result_values_are_typed_errors(make: Callable[[], object]) -> None:
     with pytest.raises(FerOnnxError):
         make()
+
+
+def test_box_unpacks_like_the_tuple_its_repr_shows() -> None:
+    """``x, y, w, h = face.box`` was a TypeError."""
+    box = Box(1, 2, 3, 4)
+    x, y, w, h = box
+    assert (x, y, w, h) == (1, 2, 3, 4) == tuple(box) == box.to_tuple()
+    assert list(box) == [box.x, box.y, box.width, box.height]
+    # still one object to numpy (no __len__ / __getitem__): a list of boxes stays a list
+    assert np.asarray([box, Box(5, 6, 7, 8)]).shape == (2,)
+    with pytest.raises(AttributeError):
+        box.x = 5  # type: ignore[misc]  # still frozen
+    assert not hasattr(box, "__dict__")  # still slotted

@@ -17,6 +17,7 @@ from fer_onnx import (
     HaarDetector,
     VideoError,
     VideoRecognizer,
+    VideoStats,
     open_video,
     read_frames,
 )
@@ -275,3 +276,8 @@ def test_real_video_keeps_one_track(tiny_model: Path) -> None:
     assert detector.full <= stats.read / 10 + 0.05 * stats.read
     # one face throughout: almost every frame belongs to the first track
     assert ids.count(ids[0]) > 0.9 * len(ids)
+
+
+def test_the_summary_says_one_frame_not_one_frames() -> None:
+    stats = VideoStats(fps=30.0, frame_count=1, width=64, height=48, read=1)
+    assert stats.summary() == "1 frame read of 1"

@@ -55,7 +55,7 @@ Example:
     '2004 inputs: 2000 read, 4 errors, 0 done before; all accounted for. ...'
 """
 
-from fer_onnx.batch.errors import BatchError, MissingDependencyError
+from fer_onnx.batch.errors import BatchError, BatchTypeError, MissingDependencyError
 from fer_onnx.batch.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FoundInputs, find_inputs
 from fer_onnx.batch.ray_engine import RayOptions
 from fer_onnx.batch.runner import BatchProgress, BatchSummary, Engine, run
@@ -72,6 +72,7 @@ __all__ = [
     "BatchError",
     "BatchProgress",
     "BatchSummary",
+    "BatchTypeError",
     "Engine",
     "FoundInputs",
     "MissingDependencyError",

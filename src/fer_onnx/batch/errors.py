@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import math
 
-from fer_onnx.errors import FerOnnxError, InvalidOptionError
+from fer_onnx.errors import FerOnnxError, InvalidOptionError, InvalidTypeError
 
-__all__ = ["BatchError", "MissingDependencyError", "is_number"]
+__all__ = ["BatchError", "BatchTypeError", "MissingDependencyError", "is_number"]
 
 
 class BatchError(InvalidOptionError):
     """A batch job cannot start: no inputs, an unusable output path, a bad option.
 
     The message says what was wrong and what to do instead.
+    """
+
+
+class BatchTypeError(BatchError, InvalidTypeError):
+    """An argument of :func:`~fer_onnx.batch.run` is of the wrong type (``out=None``).
+
+    A :class:`BatchError` like every other bad option of a batch job, and an
+    :class:`~fer_onnx.InvalidTypeError` (so a ``TypeError``) like every wrong-type argument of
+    the library.
     """
 
 

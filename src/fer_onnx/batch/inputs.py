@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ __all__ = [
     "FoundInputs",
     "absolute",
     "find_inputs",
+    "glob_paths",
     "kind_of",
 ]
 
@@ -128,6 +130,102 @@ def _listed(listing: str | os.PathLike[str], list_path: str) -> list[str]:
     ]
 
 
+def _is_link_to_folder(path: str) -> bool:
+    return os.path.islink(path) and os.path.isdir(path)
+
+
+def _entries(folder: str, pattern: str) -> list[tuple[str, bool]]:
+    """``(path, is_real_folder)`` of the names in ``folder`` that ``pattern`` matches.
+
+    Hidden names match only a pattern that starts with ``.`` (as in :func:`glob.glob`). A
+    symbolic link to a folder is passed over, as :meth:`_Collector.walk` passes it over.
+    """
+    try:
+        with os.scandir(folder or os.curdir) as scan:
+            found = [
+                (os.path.join(folder, e.name), e.is_dir(follow_symlinks=False))
+                for e in scan
+                if fnmatch.fnmatch(e.name, pattern)
+                and (pattern.startswith(".") or not _hidden(e.name))
+            ]
+    except OSError:  # not a folder, unreadable: no match, as glob.glob says
+        return []
+    return [(path, real) for path, real in found if real or not _is_link_to_folder(path)]
+
+
+def _below(folder: str) -> Iterator[tuple[str, bool]]:
+    """``(path, is_real_folder)`` of everything under ``folder`` that ``**`` reaches.
+
+    The folder walk's rule: hidden names are passed over, and symbolic links to folders are
+    neither entered nor listed (a link loop cannot multiply the inputs).
+    """
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        for d in list(dirs):
+            path = os.path.join(root, d)
+            if os.path.islink(path):
+                dirs.remove(d)  # os.walk does not enter it; it is no match either
+            else:
+                yield path, True
+        for name in files:
+            if not _hidden(name):
+                yield os.path.join(root, name), False
+
+
+def _expand(folder: str, parts: list[str]) -> Iterator[str]:
+    """What the pattern components ``parts`` match in ``folder`` (which exists or not)."""
+    if not parts:
+        yield folder
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        while rest and rest[0] == "**":
+            rest = rest[1:]
+        if not rest:  # the folder itself, and everything below it
+            if os.path.isdir(folder):
+                yield folder
+            yield from (path for path, _ in _below(folder))
+            return
+        for inner in [folder, *(path for path, real in _below(folder) if real)]:
+            yield from _expand(inner, rest)
+    elif head == "":  # a trailing separator: folders only
+        if os.path.isdir(folder):
+            yield folder
+    elif not glob.has_magic(head):  # a name written out is followed, link or not
+        path = os.path.join(folder, head)
+        if rest or os.path.lexists(path):
+            yield from _expand(path, rest)
+    else:
+        for path, real in _entries(folder, head):
+            if not rest:
+                yield path
+            elif real:
+                yield from _expand(path, rest)
+
+
+def glob_paths(pattern: str) -> list[str]:
+    """The paths a glob ``pattern`` matches (``**`` for any depth), as a folder walk finds them.
+
+    Like ``glob.glob(pattern, recursive=True)`` (hidden names match only a pattern starting
+    with ``.``), except that wildcards never pass through a symbolic link to a folder, nor
+    match one, as :meth:`_Collector.walk` neither enters nor lists them: a link loop
+    (``sub/loop -> ..``) cannot match the same file again under ever longer names. Parts of
+    the pattern without wildcards are followed like any path (``photos_link/**/*.jpg``
+    searches the folder the link points to). A symbolic link to a file, broken or not, is
+    matched like a file.
+
+    Returns:
+        Absolute paths, each once (relative patterns are relative to the working folder).
+    """
+    if os.altsep:
+        pattern = pattern.replace(os.altsep, os.sep)
+    pattern = os.path.join(os.getcwd(), pattern)  # an absolute pattern stays as it is
+    drive, rest = os.path.splitdrive(pattern)
+    parts = rest.split(os.sep)[1:]  # the first is "" (before the root)
+    parts = [p for p in parts[:-1] if p] + parts[-1:]  # a//b is a/b; a trailing / stays
+    return list(dict.fromkeys(_expand(drive + os.sep, parts)))
+
+
 class _Collector:
     """What :func:`find_inputs` has found so far: files in order, and what it passed over."""
 
@@ -171,7 +269,7 @@ class _Collector:
 
     def matches(self, item: str, pattern: str) -> None:
         """The files and folders a glob ``pattern`` matches, taken like named paths."""
-        matches = sorted(glob.glob(pattern, recursive=True))
+        matches = sorted(glob_paths(pattern))
         if not matches:
             self.missing.append((item, "no file or folder matches this pattern"))
         for match in matches:

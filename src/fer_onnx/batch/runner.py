@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fer_onnx.batch.errors import BatchError
+from fer_onnx._checks import _shown, check_bool
+from fer_onnx._text import plural
+from fer_onnx.batch.errors import BatchError, BatchTypeError
 from fer_onnx.batch.inputs import find_inputs
 from fer_onnx.batch.journal import Journal, finalise, read_journals
 from fer_onnx.batch.local import cores, run_local
@@ -25,12 +27,14 @@ from fer_onnx.batch.tables import (
     read_files_table,
 )
 from fer_onnx.batch.worker import Done, Job, done, error_record, make_job
+from fer_onnx.errors import InvalidOptionError, InvalidTypeError
 from fer_onnx.recognizer import EmotionRecognizer
 from fer_onnx.session import Device
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchProgress", "BatchSummary", "Engine", "run"]
+
 
 Engine = Literal["local", "ray"]
 """Where the work runs: ``"local"`` (a process pool on this machine) or ``"ray"``."""
@@ -132,21 +136,22 @@ class BatchSummary:
             else ""
         )
         line = (
-            f"{self.inputs} inputs: {self.files} read, {self.errors} errors, "
-            f"{self.skipped} done before{earlier}; {check}. {self.faces} faces in "
+            f"{plural(self.inputs, 'input')}: {self.files} read, "
+            f"{plural(self.errors, 'error')}, "
+            f"{self.skipped} done before{earlier}; {check}. {plural(self.faces, 'face')} in "
             f"{self.seconds:.1f} s ({self.files_per_second:.1f} files/s, "
             f"{self.faces_per_second:.1f} faces/s, "
             f"{self.engine} engine)"
         )
         if self.incomplete:
             line += (
-                f"; {_count(self.incomplete, 'video')} only partly analysed, NOT ANALYSED frames "
+                f"; {plural(self.incomplete, 'video')} only partly analysed, NOT ANALYSED frames "
                 "counted "
                 f"in corrupt_frames of {self.files_output.name}"
             )
         if self.ignored:
             line += (
-                f"; {_count(self.ignored, 'other file')} in the folders ignored "
+                f"; {plural(self.ignored, 'other file')} in the folders ignored "
                 "(not photos or videos)"
             )
         return line
@@ -160,7 +165,13 @@ def _labels(job: Job) -> tuple[str, ...]:
     """
     if job.detector_options:
         job.make_detector(check_only=True)
-    with EmotionRecognizer(job.model, detector=None, device="cpu") as rec:
+    try:
+        rec = EmotionRecognizer(
+            job.model, detector=None, device="cpu", align=job.align, margin=job.margin
+        )
+    except InvalidOptionError as e:  # a margin the model's framing cannot apply
+        raise BatchError(str(e)) from e
+    with rec:
         return rec.labels
 
 
@@ -173,6 +184,58 @@ def _check_engine(engine: object, workers: object, chunk_size: object) -> None:
         raise BatchError(f"workers must be an integer >= 1 (or None), got {workers!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise BatchError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+
+
+_PATH = "a path (str or os.PathLike)"
+
+
+def _path_list(name: str, value: object) -> list[str | os.PathLike[str]]:
+    """``inputs`` or ``files_from`` as a list of paths: one path, or an iterable of them."""
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    elif value is None or isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+        raise BatchTypeError(
+            f"{name} must be {_PATH} or a list of them, got {_shown(value)} "
+            f"({type(value).__name__})"
+        )
+    items = list(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike)):
+            hint = "; decode bytes first (os.fsdecode)" if isinstance(item, bytes) else ""
+            raise BatchTypeError(
+                f"{name}[{i}] must be {_PATH}, got {_shown(item)} ({type(item).__name__}){hint}"
+            )
+    return items
+
+
+def _check_types(arguments: Mapping[str, object]) -> None:
+    """Refuse arguments of :func:`run` of the wrong type before anything starts."""
+    for name in ("out", "model", "detector"):
+        value = arguments[name]
+        if not isinstance(value, (str, os.PathLike)):
+            raise BatchTypeError(f"{name} must be {_PATH}, got {_shown(value)}")
+    for name in ("align", "retry_errors"):
+        try:
+            check_bool(name, arguments[name])
+        except InvalidTypeError as e:
+            raise BatchTypeError(str(e)) from None
+    progress = arguments["progress"]
+    if progress is not None and not callable(progress):
+        raise BatchTypeError(
+            "progress must be a function taking a BatchProgress (or None), got "
+            f"{_shown(progress)} ({type(progress).__name__})"
+        )
+    ray = arguments["ray"]
+    if ray is not None and not isinstance(ray, RayOptions):
+        raise BatchTypeError(
+            f"ray must be RayOptions(...) or None, got {_shown(ray)} ({type(ray).__name__})"
+        )
+    providers = arguments["providers"]
+    if providers is not None and not isinstance(providers, (str, Sequence)):
+        raise BatchTypeError(
+            "providers must be a list of onnxruntime provider names (or None), got "
+            f"{_shown(providers)} ({type(providers).__name__})"
+        )
 
 
 @dataclass
@@ -292,19 +355,33 @@ def run(
         What the run did (counts of this run, and the paths of the three tables).
 
     Raises:
+        BatchTypeError: An argument is of the wrong type (``out=None``, ``inputs=None``,
+            ``progress=5``, ``align="no"``); checked before anything starts. Also a
+            ``BatchError`` and an ``InvalidTypeError``.
         BatchError: No inputs, an unusable output (a folder, an unknown extension, one of the
-            inputs, a file this module did not write), a bad option, or another run holding
-            the same output.
+            inputs, a file this module did not write), a bad option (``margin`` above 0 with
+            ``align=True`` and a model that frames faces with its crop template), or another
+            run holding the same output.
         MissingDependencyError: pyarrow (for ``.parquet``) or Ray (for ``engine="ray"``) is
             not installed.
         FerOnnxError: The model or detector cannot be loaded (in the workers too).
     """
     start = time.perf_counter()
+    inputs = _path_list("inputs", inputs)
+    files_from = _path_list("files_from", files_from)
+    _check_types(
+        {
+            "out": out,
+            "model": model,
+            "detector": detector,
+            "align": align,
+            "retry_errors": retry_errors,
+            "progress": progress,
+            "ray": ray,
+            "providers": providers,
+        }
+    )
     _check_engine(engine, workers, chunk_size)
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if isinstance(files_from, (str, os.PathLike)):
-        files_from = [files_from]
     job = make_job(
         model, detector, device, align, margin, every, smoothing, providers, detector_options
     )
@@ -374,8 +451,3 @@ def run(
         files_output=layout.files,
         skipped_partial=plan.skipped_partial,
     )
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 other file``, ``2 other files``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

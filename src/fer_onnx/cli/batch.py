@@ -257,7 +257,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                 batch_size=args.ray_batch_size,
             ),
             progress=bar,
-            providers=args.providers.split(",") if args.providers else None,
+            providers=args.providers,
             detector_options=_detector_options(args),
         )
     except KeyboardInterrupt:

@@ -6,20 +6,9 @@ import contextlib
 import os
 import sys
 
+from fer_onnx._text import plural
+
 __all__ = ["emit", "plural", "stdout_gone"]
-
-
-def plural(count: int, noun: str) -> str:
-    """``"1 face"``, ``"2 faces"``: ``count`` and ``noun``, with an ``s`` unless one.
-
-    Args:
-        count: How many.
-        noun: The singular noun.
-
-    Returns:
-        The phrase.
-    """
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def stdout_gone() -> None:

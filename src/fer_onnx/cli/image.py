@@ -131,7 +131,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
             try:
                 faces = rec.recognize(path)
             except FerOnnxError as e:
-                print(f"error: {path}: {e}{_not_an_image_hint(path)}", file=sys.stderr)
+                named = "" if str(path) in str(e) else f"{path}: "  # the message may name it
+                print(f"error: {named}{e}{_not_an_image_hint(path)}", file=sys.stderr)
                 report.append({"file": str(path), "faces": None, "error": str(e)})
                 failed += 1
                 continue

@@ -23,6 +23,7 @@ __all__ = [
     "add_model_options",
     "path_argument",
     "positive_int",
+    "provider_list",
     "recognizer",
 ]
 
@@ -45,6 +46,27 @@ def path_argument(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("an empty path; name a file")
     return Path(text)
+
+
+def provider_list(text: str) -> list[str]:
+    """``--providers``' comma-separated onnxruntime provider names (``type=``).
+
+    Args:
+        text: The argument as given.
+
+    Returns:
+        The names, in order.
+
+    Raises:
+        argparse.ArgumentTypeError: A name is empty (``''``, ``'a,,b'``, a trailing comma).
+    """
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated onnxruntime provider names (such as "
+            f"CUDAExecutionProvider,CPUExecutionProvider), got {text!r}"
+        )
+    return names
 
 
 def positive_int(text: str) -> int:
@@ -127,6 +149,7 @@ def add_model_options(
     )
     g.add_argument(
         "--providers",
+        type=provider_list,
         default=None,
         metavar="LIST" if workers else None,
         help=f"comma-separated onnxruntime providers{every}, overrides --device",
@@ -197,7 +220,7 @@ def recognizer(args: argparse.Namespace) -> EmotionRecognizer:
         DetectorError: ``--detector`` is neither a known name nor a file.
     """
     _check_detector_options(args)
-    providers = args.providers.split(",") if args.providers else None
+    providers: list[str] | None = args.providers
     detector = _detector(args, providers)
     return EmotionRecognizer(
         args.model,

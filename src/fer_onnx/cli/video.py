@@ -3,8 +3,9 @@
     fer-onnx video clip.mp4 [--csv faces.csv] [--json faces.json] [--out annotated.mp4]
                             [--plot timeline.png] [--every N]
 
-Exit codes: 0 every frame analysed; 3 the video was only partly analysed (frames that could not
-be decoded; its outputs are written).
+Exit codes: 0 every frame analysed; 2 not one frame could be decoded (a VideoError: no output is
+written); 3 the video was only partly analysed (frames that could not be decoded; its outputs
+are written).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from fer_onnx.cli.console import plural
 from fer_onnx.cli.options import add_model_options, path_argument, positive_int, recognizer
-from fer_onnx.errors import InvalidOptionError
+from fer_onnx.errors import InvalidOptionError, VideoError
 from fer_onnx.outputs import STDOUT, check_outputs, deferred_signals
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
 from fer_onnx.video import VideoRecognizer, VideoSource
@@ -131,6 +132,11 @@ def _cmd_video(args: argparse.Namespace) -> int:
             )
             raise
         progress.close()
+        if stats.read == 0:  # as `batch` says of such a video; the sinks are discarded
+            raise VideoError(
+                f"no frame of {args.path} could be decoded: {stats.summary()}; no output was "
+                "written"
+            )
         finish_all(sinks)
     print(
         f"{source.name}: {stats.summary()}; {plural(faces_total, 'face')}, "

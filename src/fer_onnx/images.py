@@ -63,7 +63,8 @@ def _from_pil(image: Any) -> npt.NDArray[np.uint8]:
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raise InvalidImageError(
             f"expected an 8-bit image, got a PIL image of mode {mode!r} (more than 8 bits per "
-            f"sample); {_FIX_DTYPE} on np.asarray(image)"
+            "sample); convert it first, e.g. (np.asarray(image) >> 8).astype(np.uint8) for "
+            "16-bit samples, or pass the file's path (16-bit files are read as 8-bit)"
         )
     try:
         image = ImageOps.exif_transpose(image)  # as the path loader does

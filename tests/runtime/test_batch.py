@@ -244,7 +244,10 @@ def test_bad_arguments_are_one_clear_error(mixed: Path, tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "readme.md").write_text("no photos here\n")
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"inputs": [empty], "out": tmp_path / "a.csv"}, "no inputs found.*1 files"),
+        (
+            {"inputs": [empty], "out": tmp_path / "a.csv"},
+            r"no inputs found in '.*empty'.*\(the folders hold 1 other file\)",
+        ),
         ({"inputs": [photo], "out": empty}, "cannot tell the output format"),
         ({"inputs": [photo], "out": tmp_path / "a.json"}, r"\.parquet.*\.csv"),
         ({"inputs": [photo], "out": tmp_path / "none" / "a.csv"}, "does not exist"),

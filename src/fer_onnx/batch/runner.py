@@ -394,9 +394,16 @@ def run(
     found = find_inputs(inputs, files_from, exclude=[*layout.tables, layout.parts])
     check_not_input(layout, found.named)
     if not found.paths and not found.missing:
+        given = [os.fspath(i) for i in inputs]  # a list by now (_path_list)
+        searched = f" in {', '.join(map(repr, given[:5]))}{', ...' if len(given) > 5 else ''}"
         raise BatchError(
-            "no inputs found: name photos, videos, folders holding them, or glob patterns"
-            + (f" ({found.ignored} files in the folders are neither)" if found.ignored else "")
+            f"no inputs found{searched if given else ''}: name photos, videos, folders holding "
+            "them, or glob patterns"
+            + (
+                f" (the folders hold {plural(found.ignored, 'other file')})"
+                if found.ignored
+                else ""
+            )
         )
     labels = _labels(job)
     with Lock(layout):

@@ -18,7 +18,8 @@ written first, before any file is replaced).
 
 A temporary file exists from the moment :class:`AtomicOutput` is constructed; the ``with``
 block's exit removes it (one never committed nor discarded is removed when it is
-garbage-collected, or at the latest when the interpreter exits). A signal that arrives between
+garbage-collected, or when the interpreter exits normally; not after ``os._exit``, SIGKILL
+or a signal with no Python handler). A signal that arrives between
 construction and ``with`` (a Python handler that raises, like Ctrl-C's ``KeyboardInterrupt``)
 could leave it behind until then, so callers that create outputs and enter them separately do
 both inside :func:`deferred_signals`.
@@ -198,7 +199,7 @@ class AtomicOutput:
         self.tmp = Path(tmp)
         self.committed = False
         # An output dropped without commit or discard (no ``with``, never finished) is deleted
-        # when it is garbage-collected, or at the latest when the interpreter exits.
+        # when it is garbage-collected, or when the interpreter exits normally.
         self._cleanup = weakref.finalize(self, _remove_partial, self.tmp, os.getpid())
 
     def __enter__(self) -> AtomicOutput:

@@ -624,7 +624,11 @@ def _given_faces(
             f"{source} takes {_BOXES}; got one {type(boxes).__name__}: wrap it in a list, "
             f"[{type(boxes).__name__.lower()}]"
         )
-    if isinstance(boxes, (str, bytes, bytearray)) or not isinstance(boxes, (Sequence, np.ndarray)):
+    if (
+        isinstance(boxes, (str, bytes, bytearray))
+        or not isinstance(boxes, (Sequence, np.ndarray))
+        or (isinstance(boxes, np.ndarray) and boxes.ndim == 0)
+    ):
         raise error(f"{source} takes {_BOXES}; got {type(boxes).__name__}")
     if len(boxes) == 4 and all(_is_number(v) for v in boxes):
         shown = _shown(tuple(boxes.tolist() if isinstance(boxes, np.ndarray) else boxes))

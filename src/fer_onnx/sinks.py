@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from fer_onnx._checks import _shown
+from fer_onnx._text import plural
 from fer_onnx.draw import draw_faces
 from fer_onnx.errors import InvalidOptionError, InvalidTypeError, OutputError
 from fer_onnx.outputs import AtomicOutput, commit_all
@@ -162,8 +163,9 @@ def _check_frame(frame: object, faces: object) -> Sequence[FaceEmotion]:
 
 def _check_face_labels(path: str, labels: tuple[str, ...], faces: Sequence[FaceEmotion]) -> None:
     """Refuse faces whose classes are not the ones the sink was made for."""
+    wanted = set(labels)
     for face in faces:
-        if set(face.probabilities) != set(labels):
+        if face.probabilities.keys() != wanted:
             raise InvalidOptionError(
                 f"cannot write {path}: a face has the labels {tuple(face.probabilities)} but the "
                 f"sink was made for {labels}; make the sink with the labels of the recognizer "
@@ -221,8 +223,8 @@ class _Sink:
             )
         if self._state == "closed":
             raise OutputError(
-                f"cannot write to the sink of {self.path}: its with block has ended and its "
-                "temporary file is deleted; open a new sink"
+                f"cannot write to the sink of {self.path}: it is closed (close(), or the end of "
+                "its with block); open a new sink"
             )
 
     def _accepted(
@@ -245,7 +247,7 @@ class _Sink:
         tb: TracebackType | None,
     ) -> Literal[False]:
         try:
-            self.close()
+            self._release()
         except OSError:
             if exc is None:
                 raise
@@ -256,7 +258,17 @@ class _Sink:
         return False
 
     def close(self) -> None:
-        """Release open handles (the temporary file is kept until commit or exit)."""
+        """Release open handles; a sink closed before it was finished takes no more frames.
+
+        Its temporary file is kept until the ``with`` block ends (or the sink is collected);
+        :meth:`write` and :meth:`finish` then raise :class:`~fer_onnx.OutputError`.
+        """
+        self._release()
+        if self._state == "open":
+            self._state = "closed"
+
+    def _release(self) -> None:
+        """Release open handles (each sink its own)."""
 
     def finish(self) -> None:
         """Complete the temporary file; a write or close error becomes :class:`OutputError`.
@@ -276,7 +288,7 @@ class _Sink:
             try:
                 self._finish()
             finally:
-                self.close()
+                self._release()
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._state = "finished"
@@ -341,7 +353,7 @@ class CsvSink(_Sink):
             self._file.flush()
             os.fsync(self._file.fileno())
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Close the temporary file (once, even if closing fails)."""
         file, self._file = self._file, None
         if file is not None:
@@ -449,7 +461,7 @@ class VideoSink(_Sink):
         self._writer.write(image)
         self.written += 1
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Release the writer (an unfinished file is not flushed: it is discarded)."""
         if self._writer is not None:
             self._writer.abort()
@@ -467,8 +479,8 @@ class VideoSink(_Sink):
         frames = count_video_frames(self.output.tmp)
         if frames != self.written:
             raise OutputError(
-                f"writing {self.path} failed: {self.written} frames were written but the file "
-                f"holds {max(frames, 0)} (disk full?); nothing was kept"
+                f"writing {self.path} failed: {plural(self.written, 'frame')} written but the "
+                f"file holds {max(frames, 0)} (disk full?); nothing was kept"
             )
 
 
@@ -525,6 +537,7 @@ class TimelineSink(_Sink):
             ) from e
         super().__init__(path)
         self.labels, self.title = list(checked), str(title)
+        self._label_tuple = tuple(checked)
         self.series: dict[int, list[tuple[float, dict[str, float]]]] = {}
 
     def write(self, frame: Frame, faces: Sequence[FaceEmotion]) -> None:
@@ -536,7 +549,7 @@ class TimelineSink(_Sink):
             InvalidOptionError: A face's labels are not the sink's ``labels``.
             OutputError: The sink is finished or closed.
         """
-        faces = self._accepted(frame, faces, tuple(self.labels))
+        faces = self._accepted(frame, faces, self._label_tuple)
         for face in faces:
             if face.track_id is not None:
                 self.series.setdefault(face.track_id, []).append(

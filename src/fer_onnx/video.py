@@ -43,7 +43,15 @@ from fer_onnx.types import Box, Detection, FaceEmotion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Frame", "VideoRecognizer", "VideoSource", "VideoStats", "open_video", "read_frames"]
+__all__ = [
+    "Frame",
+    "VideoRecognizer",
+    "VideoSource",
+    "VideoStats",
+    "open_video",
+    "read_frames",
+    "require_frames",
+]
 
 
 @dataclass
@@ -460,6 +468,23 @@ def read_frames(
         yield Frame(index, timestamp, np.asarray(image, dtype=np.uint8))
 
 
+def require_frames(stats: VideoStats, name: str, *, note: str = "") -> None:
+    """Refuse a video of which not one frame was read (the ``video`` command and ``batch``).
+
+    Args:
+        stats: The statistics of the pass.
+        name: The video, as the message names it.
+        note: Said after the summary (what was not written, for instance).
+
+    Raises:
+        VideoError: ``stats.read`` is 0.
+    """
+    if stats.read:
+        return
+    which = "of the frames to analyse " if stats.skipped else ""
+    raise VideoError(f"no frame {which}of {name} could be decoded: {stats.summary()}{note}")
+
+
 def _count_corrupt(stats: VideoStats, failed_from: int, failed: int, every: int) -> None:
     """Count a corrupt stretch: its frames that ``every`` would have analysed are corrupt.
 
@@ -505,8 +530,10 @@ class VideoSource:
         ...         faces = video.process(frame.image)
         ...     print(source.stats.summary())
 
-    A source is read once: iterating it a second time, or after :meth:`close`, raises
-    :class:`~fer_onnx.VideoError` (open a new ``VideoSource`` to read the video again).
+    A source is read in one pass: ``iter()`` again continues that pass (``first =
+    next(iter(source))`` then ``for frame in source`` works), and iterating it after the pass
+    ended, or after :meth:`close`, raises :class:`~fer_onnx.VideoError` (open a new
+    ``VideoSource`` to read the video again).
 
     Args:
         source: A file path (``str`` or ``os.PathLike``; never a camera), or an ``int``
@@ -524,7 +551,8 @@ class VideoSource:
         self.every = every
         self._cap, self.stats = open_video(source)
         self.last_index = -1
-        self._started = False
+        self._iterator: Iterator[Frame] | None = None
+        self._ended = False
         self._closed = False
 
     @property
@@ -533,19 +561,21 @@ class VideoSource:
         return f"camera {self.source}" if isinstance(self.source, int) else Path(self.source).name
 
     def __iter__(self) -> Iterator[Frame]:
-        """The frames, once.
+        """The frames, in one pass (a second ``iter()`` continues it, as a file does).
 
         Raises:
-            VideoError: The source was already iterated, or is closed.
+            VideoError: The pass has ended (the source was read to its end), or the source is
+                closed.
         """
         self._check_readable()
-        if self._started:
+        if self._iterator is None:
+            self._iterator = self._frames()
+        elif self._ended:
             raise VideoError(
-                f"{self.name} was already read: a VideoSource yields its frames once (its stats "
-                "describe that one pass); open a new VideoSource to read the video again"
+                f"{self.name} was already read to its end: a VideoSource yields its frames once "
+                "(its stats describe that one pass); open a new VideoSource to read it again"
             )
-        self._started = True
-        return self._frames()
+        return self._iterator
 
     def _check_readable(self) -> None:
         if self._closed:
@@ -559,6 +589,7 @@ class VideoSource:
             self._check_readable()
             frame = next(frames, None)
             if frame is None:
+                self._ended = True
                 return
             self.last_index = frame.index
             yield frame

@@ -389,3 +389,12 @@ def test_recognize_and_cut_faces_take_the_same_boxes(
         rec.recognize(astronaut, boxes=[Detection(Box(5000, 0, 5, 5))])
     with pytest.raises(InvalidOptionError, match="outside"):
         rec.cut_faces(astronaut, [(5000, 0, 5, 5)])
+
+
+def test_a_zero_dimensional_array_of_boxes_is_one_typed_error(tiny_model: Path) -> None:
+    image = np.zeros((48, 48, 3), np.uint8)
+    with (
+        EmotionRecognizer(tiny_model, detector=None) as rec,
+        pytest.raises(InvalidImageError, match="takes a list of boxes"),
+    ):
+        rec.recognize(image, boxes=np.array(5))

@@ -55,6 +55,15 @@ def face(labels: tuple[str, ...] = LABELS) -> FaceEmotion:
     return FaceEmotion(Box(10, 10, 20, 20), labels[0], probabilities[labels[0]], probabilities)
 
 
+def make_sink(kind: str, folder: Path) -> CsvSink | JsonSink | VideoSink:
+    """A CSV, JSON or video sink writing into ``folder``."""
+    if kind == "csv":
+        return CsvSink(folder / "f.csv", LABELS)
+    if kind == "json":
+        return JsonSink(folder / "f.json")
+    return VideoSink(folder / "f.mp4", 10, (96, 64))
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -173,6 +182,16 @@ def test_a_video_source_is_read_once(tmp_path: Path) -> None:
         list(source)
 
 
+def test_a_second_iter_continues_the_pass_as_a_file_does(tmp_path: Path) -> None:
+    clip = mjpeg_clip(tmp_path / "c.avi", n=10)
+    with VideoSource(clip, every=4) as source:
+        first = next(iter(source))  # peek at the first frame, then loop over the rest
+        rest = [frame.index for frame in source]
+    assert first.index == 0
+    assert rest == [4, 8]
+    assert source.stats.complete
+
+
 def test_a_video_source_closed_while_read_raises_and_keeps_its_stats(tmp_path: Path) -> None:
     clip = mjpeg_clip(tmp_path / "c.avi", n=10)
     with VideoSource(clip) as source:
@@ -216,12 +235,7 @@ def test_faces_with_other_labels_than_the_sink_are_refused(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", ["csv", "json", "video"])
 def test_wrong_writes_are_typed_errors(kind: str, tmp_path: Path) -> None:
-    makers = {
-        "csv": lambda: CsvSink(tmp_path / "f.csv", LABELS),
-        "json": lambda: JsonSink(tmp_path / "f.json"),
-        "video": lambda: VideoSink(tmp_path / "f.mp4", 10, (96, 64)),
-    }
-    with makers[kind]() as sink:
+    with make_sink(kind, tmp_path) as sink:
         with pytest.raises(InvalidTypeError, match="FaceEmotion"):
             sink.write(FRAME, None)  # type: ignore[arg-type]
         with pytest.raises(InvalidTypeError, match="Frame"):
@@ -234,6 +248,18 @@ def test_wrong_writes_are_typed_errors(kind: str, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="new sink"):
         sink.write(FRAME, [])
     assert len(leftovers(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("kind", ["csv", "json", "video"])
+def test_a_sink_closed_before_finishing_takes_no_more(kind: str, tmp_path: Path) -> None:
+    with make_sink(kind, tmp_path) as sink:
+        sink.write(FRAME, [face()])
+        sink.close()
+        with pytest.raises(OutputError, match="it is closed"):
+            sink.write(FRAME, [face()])
+        with pytest.raises(OutputError, match="is closed; nothing was put in place"):
+            finish_all([sink])
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("sinks", [None, "f.csv", [None], [3]])

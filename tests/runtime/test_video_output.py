@@ -167,7 +167,7 @@ def test_a_short_file_is_detected_and_not_kept(
     with VideoSink(out, 10.0, (32, 32), backend="opencv") as sink:
         for frame in frames(5, 32, 32):
             sink.write(frame, [])
-        with pytest.raises(OutputError, match="5 frames were written but the file holds 3"):
+        with pytest.raises(OutputError, match="5 frames written but the file holds 3"):
             sink.finish()
     assert list(tmp_path.iterdir()) == []
 

@@ -20,12 +20,19 @@ from fer_onnx.batch.errors import BatchError, is_number
 from fer_onnx.batch.inputs import absolute, kind_of
 from fer_onnx.batch.tables import FILE_COLUMNS
 from fer_onnx.detectors import Detector, HaarDetector
-from fer_onnx.errors import FerOnnxError, VideoError
+from fer_onnx.errors import FerOnnxError
 from fer_onnx.recognizer import BUNDLED_MODELS, EmotionRecognizer
 from fer_onnx.rows import face_values
 from fer_onnx.session import Device, SessionConfig
 from fer_onnx.types import FaceEmotion
-from fer_onnx.video import Frame, VideoRecognizer, VideoStats, open_video, read_frames
+from fer_onnx.video import (
+    Frame,
+    VideoRecognizer,
+    VideoStats,
+    open_video,
+    read_frames,
+    require_frames,
+)
 from fer_onnx.yunet import YuNetDetector
 
 log = logging.getLogger(__name__)
@@ -245,8 +252,7 @@ def _video_rows(rec: EmotionRecognizer, job: Job, path: str) -> tuple[list[list[
                 rows.append(_journal_row(face, i, rec.labels, frame))
     finally:
         cap.release()
-    if stats.read == 0:
-        raise VideoError(f"no frame of {path} could be decoded: {stats.summary()}")
+    require_frames(stats, str(path))
     return rows, stats
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from fer_onnx.cli.console import plural
 from fer_onnx.cli.options import add_model_options, path_argument, positive_int, recognizer
-from fer_onnx.errors import InvalidOptionError, VideoError
+from fer_onnx.errors import InvalidOptionError
 from fer_onnx.outputs import STDOUT, check_outputs, deferred_signals
 from fer_onnx.sinks import CsvSink, JsonSink, TimelineSink, VideoSink, finish_all
-from fer_onnx.video import VideoRecognizer, VideoSource
+from fer_onnx.video import VideoRecognizer, VideoSource, require_frames
 
 __all__ = ["add_video_parser"]
 
@@ -132,11 +132,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
             )
             raise
         progress.close()
-        if stats.read == 0:  # as `batch` says of such a video; the sinks are discarded
-            raise VideoError(
-                f"no frame of {args.path} could be decoded: {stats.summary()}; no output was "
-                "written"
-            )
+        # As `batch` says of such a video; the sinks are discarded.
+        require_frames(stats, str(args.path), note="; no output was written")
         finish_all(sinks)
     print(
         f"{source.name}: {stats.summary()}; {plural(faces_total, 'face')}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -362,3 +363,37 @@ def test_a_folder_or_empty_file_as_model_says_what_it_is(
     make(model)
     assert main(["model", "inspect", str(model)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detect-width", "5"], "error: --detect-width must be an integer within 32..100000"),
+        (["--smoothing", "-1"], "error: --smoothing must be a finite number"),
+        (["--scale-factor", "0.5", "--detector", "haar"], "error: --scale-factor must be"),
+    ],
+)
+def test_option_errors_name_the_flag_typed(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    clip = shared_file(MEDIA / "woman2.mp4")
+    code = main(["video", str(clip), "--model", str(tiny_model), "--csv", "-", *args])
+    assert code == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+
+
+def test_a_truncated_video_is_one_line_without_ffmpegs_own(tmp_path: Path) -> None:
+    clip = shared_file(MEDIA / "woman2.mp4")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(clip.read_bytes()[:20_000])  # no moov atom: FFmpeg logs an error
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fer_onnx.cli", "video", str(truncated), "--csv", "-"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot open {truncated}")

@@ -23,8 +23,11 @@ interrupted (Ctrl-C); 128+N stopped by signal N (143 SIGTERM, 129 SIGHUP).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+import cv2
 
 from fer_onnx.cli.batch import add_batch_parser
 from fer_onnx.cli.console import stdout_gone
@@ -63,7 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's ``dest`` (the library's argument name) and its flag, over every command."""
+    names: dict[str, str] = {}
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            flags = [o for o in action.option_strings if o.startswith("--")]
+            if flags:
+                names.setdefault(action.dest, flags[0])
+    return names
+
+
+def _in_flags(message: str, names: dict[str, str]) -> str:
+    """``detect_width must be ...`` as ``--detect-width must be ...``: the name the user typed."""
+    name, _, rest = message.partition(" ")
+    if name in names and rest.startswith(("must ", "is ", "needs ")):
+        return f"{names[name]} {rest}"
+    return message
+
+
+def _quiet_decoders() -> None:
+    """Errors are one line each: FFmpeg's and OpenCV's own warning lines off, unless set.
+
+    ``OPENCV_FFMPEG_LOGLEVEL`` (FFmpeg's level, read when the first video opens) and
+    ``OPENCV_LOG_LEVEL`` set by the user are kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def _run(args: argparse.Namespace, names: dict[str, str]) -> int:
     """Run the parsed sub-command; every expected failure becomes its exit code and one line."""
     try:
         code: int = args.func(args)
@@ -78,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\nstopped by signal {e.signum}", file=sys.stderr)
         return 128 + e.signum
     except (FerOnnxError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_in_flags(str(e), names)}", file=sys.stderr)
         return 2
     return code
 
@@ -97,8 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_decoders()
     with terminating_signals():
-        return _run(args)
+        return _run(args, _flag_names(parser))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 
 from fer_onnx.errors import InvalidOptionError, InvalidTypeError
 
-__all__ = ["check_bool", "check_int", "check_number"]
+__all__ = ["check_bool", "check_int", "check_number", "is_real_number"]
 
 
 def _shown(value: object) -> str:
@@ -18,6 +18,13 @@ def _shown(value: object) -> str:
     except Exception:  # e.g. ValueError: an int of more than sys.get_int_max_str_digits()
         return f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_real_number(value: object) -> bool:
+    """Whether ``value`` is a Python or numpy int or float (never a bool), finite or not."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fer_onnx._checks import _shown
+from fer_onnx._checks import _shown, is_real_number
 from fer_onnx.errors import FerOnnxError, ImageNotFoundError, InvalidImageError
 from fer_onnx.types import Box, Detection
 
@@ -470,11 +470,7 @@ def _box_numbers(box: object) -> list[int | float] | str:
         values: list[Any] = raw.reshape(-1).tolist()
     elif raw.dtype == object and raw.ndim == 1:  # ints beyond int64, mixed number types
         values = raw.tolist()
-        if not all(
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_))
-            for v in values
-        ):
+        if not all(is_real_number(v) for v in values):
             return ""
     else:
         return ""

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fer_onnx._checks import _shown, check_bool
+from fer_onnx._checks import _shown, check_bool, is_real_number
 from fer_onnx.alignment import frame_face
 from fer_onnx.detectors import Detector, HaarDetector, fit_detections
 from fer_onnx.errors import (
@@ -32,7 +32,14 @@ from fer_onnx.errors import (
 from fer_onnx.images import BoxLike, ImageInput, crop_faces, load_image, to_box
 from fer_onnx.metadata import ModelInfo, are_probabilities, check_input
 from fer_onnx.preprocessing import prepare_faces
-from fer_onnx.session import Device, ProviderSpec, SessionConfig, create_session, resolve_providers
+from fer_onnx.session import (
+    Device,
+    ProviderSpec,
+    SessionConfig,
+    check_model_file,
+    create_session,
+    resolve_providers,
+)
 from fer_onnx.types import Box, Detection, Emotion, FaceEmotion
 from fer_onnx.yunet import YuNetDetector
 
@@ -137,16 +144,13 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
             f"model {str(model)!r} is not a file: give the path of an .onnx file or one of "
             f"the bundled models {('default', *BUNDLED_MODELS)}"
         )
-    if path.is_dir():
+    try:
+        check_model_file(path)
+    except ModelLoadError as e:
         raise ModelLoadError(
-            f"{path} is a folder, not an ONNX model file: give the path of an .onnx file or "
-            f"one of the bundled models {('default', *BUNDLED_MODELS)}"
-        )
-    if not path.is_file():
-        raise ModelLoadError(
-            f"model file not found: {path}. Pass an existing .onnx path or one of the "
-            f"bundled models {('default', *BUNDLED_MODELS)}."
-        )
+            f"{e}. Pass an existing .onnx path or one of the bundled models "
+            f"{('default', *BUNDLED_MODELS)}."
+        ) from None
     return path
 
 
@@ -597,12 +601,6 @@ class EmotionRecognizer:
         return values
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
 _BOXES = "a list of boxes, each (x, y, width, height), a Box or a Detection"
 
 
@@ -630,7 +628,7 @@ def _given_faces(
         or (isinstance(boxes, np.ndarray) and boxes.ndim == 0)
     ):
         raise error(f"{source} takes {_BOXES}; got {type(boxes).__name__}")
-    if len(boxes) == 4 and all(_is_number(v) for v in boxes):
+    if len(boxes) == 4 and all(is_real_number(v) for v in boxes):
         shown = _shown(tuple(boxes.tolist() if isinstance(boxes, np.ndarray) else boxes))
         raise error(f"{source} takes {_BOXES}; got one box {shown}: wrap it in a list, [{shown}]")
     faces = [

@@ -143,7 +143,7 @@ def resolve_providers(
     raise InvalidOptionError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
-def _check_model_file(path: Path) -> None:
+def check_model_file(path: Path) -> None:
     """Refuse a path that cannot be a model file, saying what it is instead."""
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not an ONNX model file")
@@ -179,7 +179,7 @@ def create_session(
     options = config.to_options()
     name = "<bytes>" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes):
-        _check_model_file(Path(model))
+        check_model_file(Path(model))
     source: str | bytes = model if isinstance(model, bytes) else str(model)
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=list(providers))

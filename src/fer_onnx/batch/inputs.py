@@ -153,23 +153,28 @@ def _entries(folder: str, pattern: str) -> list[tuple[str, bool]]:
     return [(path, real) for path, real in found if real or not _is_link_to_folder(path)]
 
 
-def _below(folder: str) -> Iterator[tuple[str, bool]]:
-    """``(path, is_real_folder)`` of everything under ``folder`` that ``**`` reaches.
+def _below(
+    folder: str, excluded: set[str] | frozenset[str] = frozenset()
+) -> Iterator[tuple[str, bool]]:
+    """``(path, is_real_folder)`` of everything under ``folder``, top down, in sorted order.
 
-    The folder walk's rule: hidden names are passed over, and symbolic links to folders are
-    neither entered nor listed (a link loop cannot multiply the inputs).
+    The folder search's rule, for the walk and for ``**`` alike: hidden names and ``excluded``
+    paths are passed over, and symbolic links to folders are neither entered nor listed (a
+    link loop cannot multiply the inputs).
     """
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not _hidden(d)]
-        for d in list(dirs):
-            path = os.path.join(root, d)
-            if os.path.islink(path):
-                dirs.remove(d)  # os.walk does not enter it; it is no match either
-            else:
-                yield path, True
-        for name in files:
-            if not _hidden(name):
-                yield os.path.join(root, name), False
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not _hidden(d)
+            and os.path.join(root, d) not in excluded
+            and not os.path.islink(os.path.join(root, d))
+        )
+        yield from ((os.path.join(root, d), True) for d in dirs)
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not _hidden(name) and path not in excluded:
+                yield path, False
 
 
 def _expand(folder: str, parts: list[str]) -> Iterator[str]:
@@ -238,18 +243,13 @@ class _Collector:
 
     def walk(self, folder: str) -> None:
         """Every photo or video under ``folder``, in sorted order, hidden names passed over."""
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(
-                d for d in dirs if not _hidden(d) and os.path.join(root, d) not in self.excluded
-            )
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                if _hidden(name) or path in self.excluded:
-                    continue
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
-                    self.paths.setdefault(path)
-                else:
-                    self.ignored.add(path)
+        for path, is_folder in _below(folder, self.excluded):
+            if is_folder:
+                continue
+            if Path(path).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+                self.paths.setdefault(path)
+            else:
+                self.ignored.add(path)
 
     def expand(self, item: str, base: str | None = None) -> None:
         """One path, folder or pattern (relative to ``base`` when given)."""
